@@ -1,0 +1,174 @@
+"""Hugging Face checkpoint directories in and out, with no torch at run time.
+
+A Flax parameter path maps to a Hugging Face tensor name by one rule:
+`layers_3/self_attn/q_proj/kernel` ↔ `model.layers.3.self_attn.q_proj.weight`
+(Dense kernels are stored transposed; embeddings and norm scales are not).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.flax import save_file
+
+from jaxspec.atomic import atomic_directory
+from jaxspec.errors import CheckpointError
+
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+# Files copied along with the weights when a checkpoint is converted.
+SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
+# Tensors some exporters add that carry no weights of ours.
+_IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
+
+
+def flax_to_hf_name(path: tuple[str, ...]) -> str:
+    *modules, leaf = path
+    parts = []
+    for m in modules:
+        match = re.fullmatch(r"(.+)_(\d+)", m)
+        parts.extend([match.group(1), match.group(2)] if match and m.startswith("layers_") else [m])
+    parts.append("bias" if leaf == "bias" else "weight")
+    name = ".".join(parts)
+    return name if modules[0] == "lm_head" else "model." + name
+
+
+def _is_kernel(path: tuple[str, ...]) -> bool:
+    return path[-1] == "kernel"
+
+
+def _flat(tree) -> dict[tuple[str, ...], Any]:
+    return {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _unflat(flat: dict[tuple[str, ...], Any]) -> dict:
+    out: dict = {}
+    for path, leaf in flat.items():
+        node = out
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = leaf
+    return out
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.parent}: no {path.name} ({what})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: corrupted JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _weight_files(directory: Path) -> dict[str, Path]:
+    """Tensor name → file holding it, from the index or the single weights file."""
+    index = directory / INDEX_FILE
+    if index.exists():
+        weight_map = read_json(index, "sharded index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: no weight_map")
+        files = {name: directory / fname for name, fname in weight_map.items()}
+        for f in set(files.values()):
+            if not f.exists():
+                raise CheckpointError(f"{directory}: shard {f.name} named in {INDEX_FILE} is missing")
+        return files
+    single = directory / WEIGHTS_FILE
+    if not single.exists():
+        raise CheckpointError(f"{directory}: no {WEIGHTS_FILE} or {INDEX_FILE}")
+    return {name: single for name in _tensor_names(single)}
+
+
+def _tensor_names(file: Path) -> list[str]:
+    try:
+        with safe_open(str(file), framework="flax") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: corrupted safetensors file ({e})") from None
+
+
+def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[str, jax.Array]]:
+    by_file: dict[Path, list[str]] = {}
+    for n in names:
+        by_file.setdefault(files[n], []).append(n)
+    for file, file_names in by_file.items():
+        try:
+            with safe_open(str(file), framework="flax") as f:
+                for n in file_names:
+                    yield n, f.get_tensor(n)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{file}: corrupted safetensors file ({e})") from None
+
+
+def load_params(directory: Path, abstract_params, tied: bool, dtype=None) -> dict:
+    """Reads and checks every tensor the model expects; names what is missing, extra or misshapen."""
+    files = _weight_files(directory)
+    expected = {flax_to_hf_name(p): p for p in _flat(abstract_params)}
+    present = set(files)
+    missing = sorted(set(expected) - present)
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise CheckpointError(f"{directory}: missing tensor(s) {', '.join(missing[:3])}{more}")
+    allowed_extra = {"lm_head.weight"} if tied else set()
+    extra = sorted(n for n in present - set(expected) if n not in allowed_extra and not _IGNORED.match(n))
+    if extra:
+        more = f" (and {len(extra) - 3} more)" if len(extra) > 3 else ""
+        raise CheckpointError(f"{directory}: unexpected tensor(s) {', '.join(extra[:3])}{more}")
+
+    abstract = _flat(abstract_params)
+    flat = {}
+    for name, tensor in _read_tensors(files, sorted(expected)):
+        path = expected[name]
+        want = abstract[path].shape
+        hf_shape = tuple(reversed(want)) if _is_kernel(path) else tuple(want)
+        if tuple(tensor.shape) != hf_shape:
+            raise CheckpointError(
+                f"{directory}: tensor {name} has shape {list(tensor.shape)}, expected {list(hf_shape)}"
+            )
+        value = tensor.T if _is_kernel(path) else tensor
+        flat[path] = value.astype(dtype) if dtype is not None else value
+    return _unflat(flat)
+
+
+def save_hf(out_dir: Path, params, hf_config: dict, side_files_from: Path | None, dtype_name: str) -> None:
+    """Writes a directory that transformers' from_pretrained loads (atomically)."""
+    tensors = {}
+    for path, leaf in _flat(params).items():
+        value = jnp.asarray(leaf)
+        tensors[flax_to_hf_name(path)] = jnp.asarray(value.T if _is_kernel(path) else value)
+    config = dict(hf_config)
+    config["dtype"] = dtype_name
+    config.pop("torch_dtype", None)
+    with atomic_directory(out_dir) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        with open(tmp / "config.json", "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        copy_side_files(side_files_from, tmp)
+
+
+def copy_side_files(src: Path | None, dst: Path) -> None:
+    if src is None:
+        return
+    for name in SIDE_FILES:
+        if (src / name).exists():
+            (dst / name).write_bytes((src / name).read_bytes())
+
+
+def dtype_name(params) -> str:
+    dtypes = {np.dtype(leaf.dtype).name for leaf in jax.tree_util.tree_leaves(params)}
+    return dtypes.pop() if len(dtypes) == 1 else "float32"

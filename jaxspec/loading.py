@@ -1,0 +1,93 @@
+"""Load and save models by path: a Hugging Face directory or a jaxspec checkpoint, interchangeably."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from jaxspec import hf_io, orbax_io
+from jaxspec.errors import CheckpointError, UnsupportedModelError
+from jaxspec.tokenizer import Tokenizer
+from models import CausalLM, ModelConfigError, from_hf_config
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    model: CausalLM
+    params: dict
+    hf_config: dict
+    source: Path
+    format: str  # "hf" | "jaxspec"
+    tokenizer: Tokenizer | None
+    eos_ids: tuple[int, ...]
+
+    @property
+    def num_params(self) -> int:
+        return sum(x.size for x in jax.tree_util.tree_leaves(self.params))
+
+
+def _check_dtype(dtype: str | None) -> None:
+    if dtype is not None and dtype not in DTYPES:
+        raise CheckpointError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+
+
+def read_model_config(path: Path):
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: not a directory")
+    hf_config = hf_io.read_json(path / "config.json", "model config")
+    try:
+        return hf_config, from_hf_config(hf_config)
+    except ModelConfigError as e:
+        raise UnsupportedModelError(f"{path}: {e}") from None
+
+
+def _eos_ids(path: Path, hf_config: dict, config) -> tuple[int, ...]:
+    ids = set(config.eos_token_ids)
+    gen = path / "generation_config.json"
+    if gen.exists():
+        eos = hf_io.read_json(gen, "generation config").get("eos_token_id")
+        ids.update([eos] if isinstance(eos, int) else (eos or []))
+    return tuple(sorted(ids))
+
+
+def load(path: str | Path, dtype: str | None = "float32") -> LoadedModel:
+    """Loads a model. `dtype` sets the compute and parameter dtype; None keeps the stored one."""
+    _check_dtype(dtype)
+    path = Path(path)
+    hf_config, config = read_model_config(path)
+    model = CausalLM(config, dtype or "float32")
+    abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+    cast = jnp.dtype(dtype) if dtype is not None else None
+    if orbax_io.is_jaxspec_dir(path):
+        params, fmt = orbax_io.load_jaxspec_params(path, abstract, cast), "jaxspec"
+    else:
+        params, fmt = hf_io.load_params(path, abstract, config.tie_word_embeddings, cast), "hf"
+    if dtype is None:
+        model = CausalLM(config, hf_io.dtype_name(params))
+    tok_file = path / "tokenizer.json"
+    tokenizer = Tokenizer(tok_file) if tok_file.exists() else None
+    return LoadedModel(model, params, hf_config, path, fmt, tokenizer, _eos_ids(path, hf_config, config))
+
+
+def save(loaded: LoadedModel, out: str | Path, to: str = "jaxspec", dtype: str | None = None) -> None:
+    """Writes `loaded` as a jaxspec checkpoint (to="jaxspec") or a Hugging Face directory (to="hf")."""
+    _check_dtype(dtype)
+    params = loaded.params
+    if dtype is not None:
+        params = jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)), params)
+    out = Path(out)
+    if out.resolve() == loaded.source.resolve():
+        raise CheckpointError(f"{out}: output would overwrite the source checkpoint")
+    if to == "hf":
+        hf_io.save_hf(out, params, loaded.hf_config, loaded.source, hf_io.dtype_name(params))
+    elif to == "jaxspec":
+        orbax_io.save_jaxspec(out, params, loaded.hf_config, loaded.source)
+    else:
+        raise CheckpointError(f"unknown output format {to!r} (choose hf or jaxspec)")

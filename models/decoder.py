@@ -1,0 +1,243 @@
+"""The decoder-only transformer shared by Llama, Mistral, Qwen2/3 and Gemma 1/2/3.
+
+`DecoderLM` is a linen module; `CausalLM` is the small frozen object the
+decoding engine holds (hashable, so it can be a static argument under jit).
+Module and parameter names follow the Hugging Face checkpoints
+(`layers_3/self_attn/q_proj/kernel` ↔ `model.layers.3.self_attn.q_proj.weight`)
+so conversion is a rename plus a transpose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.config import DecoderConfig
+from models.kv_cache import KVCache
+from models.rope import apply_rope, inverse_frequencies
+
+_NEG_INF = float(jnp.finfo(jnp.float32).min)
+_INIT_STD = 0.02
+
+
+class ModelOutput(NamedTuple):
+    logits: jax.Array  # [B, T, V] float32
+    hidden: jax.Array  # [B, T, D], after the final norm
+    cache: KVCache
+
+
+def activation(name: str):
+    if name in ("silu", "swish"):
+        return jax.nn.silu
+    if name in ("gelu_pytorch_tanh", "gelu_new"):
+        return lambda x: jax.nn.gelu(x, approximate=True)
+    if name == "gelu":
+        return lambda x: jax.nn.gelu(x, approximate=False)
+    if name == "relu":
+        return jax.nn.relu
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+    return x if cap is None else jnp.tanh(x / cap) * cap
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    plus_one: bool  # Gemma scales by (1 + w) and starts w at 0.
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.zeros if self.plus_one else nn.initializers.ones
+        scale = self.param("scale", init, (x.shape[-1],), jnp.float32)
+        xf = x.astype(jnp.float32)
+        normed = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        if self.plus_one:
+            return (normed * (1.0 + scale.astype(jnp.float32))).astype(self.dtype)
+        # Llama casts back before scaling; in float32 the order does not matter.
+        return scale.astype(self.dtype) * normed.astype(self.dtype)
+
+
+def _dense(features: int, bias: bool, dtype, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        use_bias=bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.normal(_INIT_STD),
+        name=name,
+    )
+
+
+class MLP(nn.Module):
+    config: DecoderConfig
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        gate = _dense(c.intermediate_size, c.mlp_bias, self.dtype, "gate_proj")(x)
+        up = _dense(c.intermediate_size, c.mlp_bias, self.dtype, "up_proj")(x)
+        return _dense(c.hidden_size, c.mlp_bias, self.dtype, "down_proj")(activation(c.activation)(gate) * up)
+
+
+class Attention(nn.Module):
+    config: DecoderConfig
+    layer: int
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, positions, keys, values, write_rows, write_slots, allowed):
+        c = self.config
+        b, t, _ = x.shape
+        q = _dense(c.num_heads * c.head_dim, c.qkv_bias, self.dtype, "q_proj")(x)
+        k = _dense(c.num_kv_heads * c.head_dim, c.qkv_bias, self.dtype, "k_proj")(x)
+        v = _dense(c.num_kv_heads * c.head_dim, c.qkv_bias, self.dtype, "v_proj")(x)
+        q = q.reshape(b, t, c.num_heads, c.head_dim)
+        k = k.reshape(b, t, c.num_kv_heads, c.head_dim)
+        v = v.reshape(b, t, c.num_kv_heads, c.head_dim)
+        if c.qk_norm:
+            q = RMSNorm(c.rms_norm_eps, c.norm_plus_one, self.dtype, name="q_norm")(q)
+            k = RMSNorm(c.rms_norm_eps, c.norm_plus_one, self.dtype, name="k_norm")(k)
+        inv_freq = inverse_frequencies(c.rope_for_layer(self.layer), c.head_dim)
+        q = apply_rope(q, positions, inv_freq)
+        k = apply_rope(k, positions, inv_freq)
+
+        keys = keys.at[write_rows, write_slots].set(k.astype(keys.dtype), mode="drop")
+        values = values.at[write_rows, write_slots].set(v.astype(values.dtype), mode="drop")
+
+        groups = c.num_heads // c.num_kv_heads
+        qg = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
+        scores = jnp.einsum("btkgd,bskd->bkgts", qg, keys.astype(self.dtype)).astype(jnp.float32)
+        scores = softcap(scores * c.attn_scale, c.attn_softcap)
+        scores = jnp.where(allowed[:, None, None, :, :], scores, _NEG_INF)
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(self.dtype))
+        out = out.reshape(b, t, c.num_heads * c.head_dim)
+        return _dense(c.hidden_size, c.o_bias, self.dtype, "o_proj")(out), keys, values
+
+
+class DecoderLayer(nn.Module):
+    config: DecoderConfig
+    layer: int
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, positions, keys, values, write_rows, write_slots, allowed):
+        c = self.config
+
+        def norm(name):
+            return RMSNorm(c.rms_norm_eps, c.norm_plus_one, self.dtype, name=name)
+
+        h, keys, values = Attention(c, self.layer, self.dtype, name="self_attn")(
+            norm("input_layernorm")(x), positions, keys, values, write_rows, write_slots, allowed
+        )
+        if c.sandwich_norms:
+            x = x + norm("post_attention_layernorm")(h)
+            x = x + norm("post_feedforward_layernorm")(MLP(c, self.dtype, name="mlp")(norm("pre_feedforward_layernorm")(x)))
+        else:
+            # In Llama-style checkpoints "post_attention_layernorm" is the pre-MLP norm.
+            x = x + h
+            x = x + MLP(c, self.dtype, name="mlp")(norm("post_attention_layernorm")(x))
+        return x, keys, values
+
+
+def attention_masks(config: DecoderConfig, cache: KVCache, positions, window_mask):
+    """One [B, T, S] visibility mask per distinct sliding window (None = global).
+
+    Slot j of row b is visible to window token i when it is committed
+    (j < lengths[b]) or it is window token r = j - lengths[b] and
+    window_mask[b, i, r] allows it; sliding layers also require
+    position(i) - position(j) < W.
+    """
+    b, t = positions.shape
+    s = cache.max_len
+    slots = jnp.arange(s)[None, :]
+    lengths = cache.lengths[:, None]
+    committed = slots < lengths  # [B, S]
+    rel = slots - lengths
+    in_window = (rel >= 0) & (rel < t)
+    rel_c = jnp.clip(rel, 0, t - 1)
+    if window_mask is None:
+        window_allowed = rel_c[:, None, :] <= jnp.arange(t)[None, :, None]
+    else:
+        window_allowed = jnp.take_along_axis(window_mask, jnp.broadcast_to(rel_c[:, None, :], (b, t, s)), axis=2)
+    allowed = committed[:, None, :] | (in_window[:, None, :] & window_allowed)
+    key_pos = jnp.where(committed, slots, jnp.take_along_axis(positions, rel_c, axis=1))
+    masks = {}
+    for w in set(config.layer_windows):
+        if w is None:
+            masks[w] = allowed
+        else:
+            masks[w] = allowed & ((positions[:, :, None] - key_pos[:, None, :]) < w)
+    return masks
+
+
+class DecoderLM(nn.Module):
+    config: DecoderConfig
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens, positions, cache: KVCache, window_mask=None) -> ModelOutput:
+        c = self.config
+        embed = nn.Embed(
+            c.vocab_size,
+            c.hidden_size,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            embedding_init=nn.initializers.normal(_INIT_STD),
+            name="embed_tokens",
+        )
+        x = embed(tokens)
+        if c.scale_embeddings:
+            x = x * jnp.asarray(c.hidden_size**0.5, self.dtype)
+        b, t = tokens.shape
+        write_rows = jnp.arange(b)[:, None]
+        write_slots = cache.lengths[:, None] + jnp.arange(t)[None, :]
+        masks = attention_masks(c, cache, positions, window_mask)
+        new_keys, new_values = [], []
+        for i in range(c.num_layers):
+            x, k, v = DecoderLayer(c, i, self.dtype, name=f"layers_{i}")(
+                x, positions, cache.keys[i], cache.values[i], write_rows, write_slots, masks[c.layer_windows[i]]
+            )
+            new_keys.append(k)
+            new_values.append(v)
+        hidden = RMSNorm(c.rms_norm_eps, c.norm_plus_one, self.dtype, name="norm")(x)
+        if c.tie_word_embeddings:
+            logits = embed.attend(hidden)
+        else:
+            logits = _dense(c.vocab_size, False, self.dtype, "lm_head")(hidden)
+        logits = softcap(logits.astype(jnp.float32), c.final_softcap)
+        return ModelOutput(logits, hidden, cache.replace(keys=tuple(new_keys), values=tuple(new_values)))
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalLM:
+    """A decoder-only model as the engine sees it: static config + pure functions of params."""
+
+    config: DecoderConfig
+    dtype: str = "float32"  # compute and cache dtype
+
+    @property
+    def module(self) -> DecoderLM:
+        return DecoderLM(self.config, jnp.dtype(self.dtype))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
+        c = self.config
+        return KVCache.zeros(c.num_layers, batch, max_len, c.num_kv_heads, c.head_dim, dtype or jnp.dtype(self.dtype))
+
+    def init_params(self, rng: jax.Array):
+        tokens = jnp.zeros((1, 1), jnp.int32)
+        return self.module.init(rng, tokens, tokens, self.init_cache(1, 1))["params"]
+
+    def forward(self, params, tokens, positions, cache: KVCache, window_mask=None) -> ModelOutput:
+        return self.module.apply({"params": params}, tokens, positions, cache, window_mask)
