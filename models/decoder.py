@@ -241,3 +241,9 @@ class CausalLM:
 
     def forward(self, params, tokens, positions, cache: KVCache, window_mask=None) -> ModelOutput:
         return self.module.apply({"params": params}, tokens, positions, cache, window_mask)
+
+    def sequence_logits(self, params, tokens) -> jax.Array:
+        """Causal logits [B, T, V] for whole sequences (training, scoring): a throwaway cache of length T."""
+        b, t = tokens.shape
+        positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        return self.forward(params, tokens, positions, self.init_cache(b, t)).logits
