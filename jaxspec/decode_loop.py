@@ -1,0 +1,157 @@
+"""The one decode loop: draft → verify → accept → commit, inside a single lax.while_loop.
+
+Invariant between steps, per row b:
+    history[b, :seq_len[b]]   prompt + every emitted token
+    cache.lengths[b]          = seq_len[b] - 1: the last emitted token is not in the
+                              cache yet; the next step's window starts with it.
+Each step feeds the target the window [last token, draft_1..draft_K], so one
+forward pass both commits the last token and scores the K drafts. The row keeps
+n_accepted drafts plus one token drawn by the acceptance rule, so it always
+advances by at least one token. Rows that are done freeze: they emit nothing,
+commit nothing, and their (ignored) writes land past their committed length.
+
+This module talks to the model only through the protocol in DESIGN §3
+(init_cache / forward / cache.commit) and imports no model family.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxspec.acceptance import accept_point_mass, accept_ratio
+from jaxspec.drafters.base import Context
+from jaxspec.sampling import SamplingConfig, target_distribution
+
+# Incremented each time the decode program is traced; tests use it to prove
+# that a new prompt of a known bucket reuses the compiled program.
+TRACE_COUNTS: collections.Counter = collections.Counter()
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+    """Static settings of one compiled decode program."""
+
+    max_new_tokens: int
+    sampling: SamplingConfig
+    stop_ids: tuple[int, ...]
+
+
+@struct.dataclass
+class DecodeState:
+    cache: Any
+    history: jax.Array  # [B, H] int32
+    seq_len: jax.Array  # [B] int32
+    prompt_len: jax.Array  # [B] int32
+    done: jax.Array  # [B] bool
+    calls: jax.Array  # [B] int32 target calls while the row was active
+    accept_lengths: jax.Array  # [B, max_new] tokens emitted per target call
+    rng: jax.Array
+    drafter_state: Any
+
+    def context(self) -> Context:
+        return Context(self.history, self.seq_len, self.prompt_len, self.done)
+
+
+def _emitted(draft_tokens, n_accepted, next_token):
+    """[B, K+1]: the accepted drafts, then next_token at index n_accepted (junk after)."""
+    b, k = draft_tokens.shape
+    idx = jnp.arange(k + 1)[None, :]
+    padded = jnp.concatenate([draft_tokens, jnp.zeros((b, 1), jnp.int32)], axis=1)
+    return jnp.where(idx == n_accepted[:, None], next_token[:, None], padded)
+
+
+def _emit_count(tokens, n_accepted, n_generated, spec: DecodeSpec):
+    """How many of the step's tokens a row keeps (stop token and budget), and whether it is done."""
+    count = n_accepted + 1
+    idx = jnp.arange(tokens.shape[1])[None, :]
+    hit_stop = jnp.zeros_like(tokens, dtype=bool)
+    for s in spec.stop_ids:
+        hit_stop |= tokens == s
+    hit_stop &= idx < count[:, None]
+    has_stop = jnp.any(hit_stop, axis=1)
+    count = jnp.where(has_stop, jnp.argmax(hit_stop, axis=1) + 1, count)
+    budget = spec.max_new_tokens - n_generated
+    finished = has_stop & (count <= budget)
+    count = jnp.minimum(count, budget)
+    return count, finished | (count >= budget)
+
+
+def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state: DecodeState) -> DecodeState:
+    rng, rng_draft, rng_accept = jax.random.split(state.rng, 3)
+    b = state.seq_len.shape[0]
+    rows = jnp.arange(b)[:, None]
+    active = ~state.done
+
+    draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(), rng_draft)
+    k = draft.tokens.shape[1]
+    last = jnp.take_along_axis(state.history, (state.seq_len - 1)[:, None], axis=1)
+    window = jnp.concatenate([last, draft.tokens], axis=1)
+    positions = state.cache.lengths[:, None] + jnp.arange(k + 1)[None, :]
+    out = model.forward(params, window, positions, state.cache)
+
+    p = target_distribution(out.logits, spec.sampling)
+    n_valid = jnp.where(active, draft.n_valid, 0)
+    if draft.probs is None:
+        n_accepted, next_token = accept_point_mass(rng_accept, p, draft.tokens, n_valid)
+    else:
+        n_accepted, next_token = accept_ratio(rng_accept, p, draft.probs, draft.tokens, n_valid)
+
+    tokens = _emitted(draft.tokens, n_accepted, next_token)
+    count, finished = _emit_count(tokens, n_accepted, state.seq_len - state.prompt_len, spec)
+    count = jnp.where(active, count, 0)
+    history = state.history.at[rows, state.seq_len[:, None] + jnp.arange(k + 1)[None, :]].set(tokens, mode="drop")
+    accept_lengths = state.accept_lengths.at[rows[:, 0], state.calls].set(
+        jnp.where(active, count, state.accept_lengths[rows[:, 0], state.calls]), mode="drop"
+    )
+    new = state.replace(
+        cache=out.cache.commit(jnp.where(active, n_accepted + 1, 0)),
+        history=history,
+        seq_len=state.seq_len + count,
+        done=state.done | (active & finished),
+        calls=state.calls + active.astype(jnp.int32),
+        accept_lengths=accept_lengths,
+        rng=rng,
+    )
+    return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), n_accepted))
+
+
+def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, rng):
+    """The whole generate call. prompts: [B, P] right-padded; prompt_len: [B] >= 1.
+
+    Returns (history[B, H], seq_len[B], calls[B], accept_lengths[B, max_new]).
+    """
+    TRACE_COUNTS["decode"] += 1
+    b, p = prompts.shape
+    k = drafter.num_draft_tokens
+    max_len = p + spec.max_new_tokens + k + 1
+    cache = model.init_cache(b, max_len)
+    # Prefill everything but each row's last prompt token (see the invariant above).
+    positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+    cache = model.forward(params, prompts, positions, cache).cache.commit(prompt_len - 1)
+    history = jnp.zeros((b, max_len), jnp.int32).at[:, :p].set(prompts)
+    state = DecodeState(
+        cache=cache,
+        history=history,
+        seq_len=prompt_len,
+        prompt_len=prompt_len,
+        done=jnp.zeros((b,), bool),
+        calls=jnp.zeros((b,), jnp.int32),
+        accept_lengths=jnp.zeros((b, spec.max_new_tokens), jnp.int32),
+        rng=rng,
+        drafter_state=drafter.init(drafter_params, prompts, prompt_len, max_len),
+    )
+    state = jax.lax.while_loop(
+        lambda s: jnp.any(~s.done),
+        lambda s: decode_step(model, drafter, spec, params, drafter_params, s),
+        state,
+    )
+    return state.history, state.seq_len, state.calls, state.accept_lengths
+
+
+decode_jit = jax.jit(decode, static_argnames=("model", "drafter", "spec"))

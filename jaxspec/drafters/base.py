@@ -1,0 +1,41 @@
+"""What a drafter is: a static object that proposes up to K tokens per row each step.
+
+A new decoding method is a new file in this package (a drafter) and, when it
+needs one, an acceptance rule; the loop in `jaxspec.decode_loop` never changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+
+class Draft(NamedTuple):
+    tokens: jax.Array  # [B, K] int32
+    n_valid: jax.Array  # [B] int32: drafts past this index are ignored
+    probs: jax.Array | None  # [B, K, V] the draft distribution q, or None for point-mass drafts
+
+
+class Context(NamedTuple):
+    """What a drafter may read of the decoding state."""
+
+    history: jax.Array  # [B, H] prompt + emitted tokens; slots >= seq_len are junk
+    seq_len: jax.Array  # [B] tokens in history, the last emitted one included
+    prompt_len: jax.Array  # [B]
+    done: jax.Array  # [B] bool
+
+
+class Drafter(Protocol):
+    """Drafters are frozen dataclasses (hashable: static under jit)."""
+
+    num_draft_tokens: int  # K, static
+
+    def init(self, params, prompts: jax.Array, prompt_len: jax.Array, cache_len: int) -> Any:
+        """Drafter state after the prompt, e.g. a prefilled draft cache."""
+
+    def propose(self, params, state, ctx: Context, rng: jax.Array) -> tuple[Draft, Any]:
+        """Up to K tokens to follow history[:, :seq_len]."""
+
+    def update(self, params, state, ctx: Context, n_accepted: jax.Array) -> Any:
+        """Called after the step's commit; ctx already holds the newly emitted tokens."""

@@ -1,0 +1,133 @@
+"""generate() and score(): the host side of decoding — validation, bucketing, results.
+
+Prompt lengths are padded up to a bucket (a power of two, at least 16) so a new
+prompt of a known bucket reuses the compiled program. Everything after that is
+one call of the jitted decode loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspec.decode_loop import DecodeSpec, decode_jit
+from jaxspec.drafters import Autoregressive
+from jaxspec.errors import InputError
+from jaxspec.sampling import SamplingConfig
+
+MIN_BUCKET = 16
+
+
+@dataclasses.dataclass
+class Generation:
+    prompt_ids: list[int]
+    output_ids: list[int]  # new tokens, up to and including the first stop token
+    target_calls: int
+    accept_lengths: list[int]  # tokens emitted per target call, bonus included
+    wall_time: float  # seconds for the whole batch this prompt ran in
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.output_ids)
+
+
+def bucket(length: int) -> int:
+    return max(MIN_BUCKET, 1 << (max(length, 1) - 1).bit_length())
+
+
+def _check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
+    if not prompts:
+        raise InputError("no prompts given")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise InputError(f"prompt {i} is empty")
+        bad = [t for t in p if not 0 <= int(t) < vocab_size]
+        if bad:
+            raise InputError(f"prompt {i} has token id {bad[0]} outside the vocabulary [0, {vocab_size})")
+
+
+def _pad(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    width = bucket(max(len(p) for p in prompts))
+    tokens = np.zeros((len(prompts), width), np.int32)
+    for i, p in enumerate(prompts):
+        tokens[i, : len(p)] = p
+    return tokens, np.array([len(p) for p in prompts], np.int32)
+
+
+def generate(
+    model,
+    params,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    sampling: SamplingConfig = SamplingConfig(),
+    seed: int = 0,
+    stop_ids: Sequence[int] = (),
+    drafter=Autoregressive(),
+    drafter_params=None,
+    max_positions: int | None = None,
+) -> list[Generation]:
+    """Decodes a batch of ragged prompts in one compiled program."""
+    _check_prompts(prompts, model.vocab_size)
+    if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
+        raise InputError(f"max-new-tokens must be a positive integer, got {max_new_tokens}")
+    longest = max(len(p) for p in prompts)
+    if max_positions is not None and longest + max_new_tokens > max_positions:
+        raise InputError(
+            f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
+            f"{max_positions} positions"
+        )
+    tokens, lengths = _pad(prompts)
+    spec = DecodeSpec(int(max_new_tokens), sampling, tuple(sorted({int(s) for s in stop_ids})))
+    start = time.perf_counter()
+    history, seq_len, calls, accepts = jax.block_until_ready(
+        decode_jit(
+            model,
+            drafter,
+            spec,
+            params,
+            drafter_params,
+            jnp.asarray(tokens),
+            jnp.asarray(lengths),
+            jax.random.key(seed),
+        )
+    )
+    wall = time.perf_counter() - start
+    history, seq_len, calls, accepts = map(np.asarray, (history, seq_len, calls, accepts))
+    return [
+        Generation(
+            prompt_ids=list(map(int, p)),
+            output_ids=history[i, lengths[i] : seq_len[i]].tolist(),
+            target_calls=int(calls[i]),
+            accept_lengths=accepts[i, : calls[i]].tolist(),
+            wall_time=wall,
+        )
+        for i, p in enumerate(prompts)
+    ]
+
+
+@jax.jit(static_argnums=0)
+def _token_logprobs(model, params, tokens):
+    logits = model.sequence_logits(params, tokens)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(logp[:, :-1], tokens[:, 1:, None], axis=2)[..., 0], jnp.argmax(logits, axis=-1)
+
+
+def score(model, params, prompts: Sequence[Sequence[int]]) -> list[dict]:
+    """Per prompt: logprobs[i] = log p(token i | tokens before it) (None for i = 0), argmax[i]."""
+    _check_prompts(prompts, model.vocab_size)
+    tokens, lengths = _pad(prompts)
+    logprobs, argmax = map(np.asarray, _token_logprobs(model, params, jnp.asarray(tokens)))
+    return [
+        {
+            "prompt_ids": list(map(int, p)),
+            "logprobs": [None] + logprobs[i, : lengths[i] - 1].tolist(),
+            "argmax": argmax[i, : lengths[i]].tolist(),
+        }
+        for i, p in enumerate(prompts)
+    ]
