@@ -69,6 +69,8 @@ FAMILIES = {
             final_logit_softcapping=3.0,
             query_pre_attn_scalar=24,
             num_hidden_layers=4,
+            # Tied Gemma 2/3 heads on random weights just echo the input token.
+            tie_word_embeddings=False,
         ),
     ),
     "gemma3": (
@@ -81,12 +83,13 @@ FAMILIES = {
             num_hidden_layers=4,
             layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
             final_logit_softcapping=10.0,
+            tie_word_embeddings=False,
         ),
     ),
 }
 
 
-def make_hf_model(family: str, out: Path, seed: int = 0, std: float = 0.15, dtype=torch.float32, **overrides):
+def make_hf_model(family: str, out: Path, seed: int = 0, std: float = 0.3, dtype=torch.float32, **overrides):
     """Builds, saves (config.json, model.safetensors, tokenizer.json) and returns a random HF model."""
     config_cls, model_cls, opts = FAMILIES[family]
     config = config_cls(**{**BASE, **opts, **overrides})

@@ -1,0 +1,236 @@
+"""The `jaxspec` command line: generate, score, convert, info.
+
+Every user error prints one line on stderr and exits with code 2; there is no
+traceback for anything the user can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jaxspec.errors import InputError, JaxspecError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + message
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
+class _AppendPrompt(argparse.Action):
+    """--prompt, --prompt-ids and --prompts share one ordered list."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        items = getattr(namespace, "prompt_items", None) or []
+        items.append((option_string, value))
+        namespace.prompt_items = items
+
+
+def _add_prompt_args(p: argparse.ArgumentParser, with_file: bool) -> None:
+    p.add_argument("--prompt", action=_AppendPrompt, metavar="TEXT", help="a text prompt (repeatable)")
+    p.add_argument("--prompt-ids", action=_AppendPrompt, metavar="1,2,3", help="token ids (repeatable)")
+    if with_file:
+        p.add_argument(
+            "--prompts",
+            action=_AppendPrompt,
+            metavar="FILE.jsonl",
+            help='a file of lines {"prompt": "..."} or {"prompt_ids": [...]}',
+        )
+    p.set_defaults(prompt_items=[])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxspec", description="Fast, exact LLM decoding in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="decode a batch of prompts")
+    g.add_argument("--model", required=True, help="a Hugging Face directory or a jaxspec checkpoint")
+    _add_prompt_args(g, with_file=True)
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 (the default) is greedy")
+    g.add_argument("--top-k", type=int, default=0, help="0: off")
+    g.add_argument("--top-p", type=float, default=1.0, help="1: off")
+    g.add_argument("--min-p", type=float, default=0.0, help="0: off")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    g.add_argument("--json", action="store_true", help="one JSON line per prompt")
+
+    s = sub.add_parser("score", help="log-probabilities of each prompt token")
+    s.add_argument("--model", required=True)
+    _add_prompt_args(s, with_file=False)
+    s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    s.add_argument("--json", action="store_true", help="one JSON line per prompt (the only output form)")
+
+    c = sub.add_parser("convert", help="Hugging Face directory ↔ jaxspec checkpoint")
+    c.add_argument("src")
+    c.add_argument("out")
+    c.add_argument("--to", choices=("jaxspec", "hf"), default="jaxspec")
+    c.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="default: keep the stored dtype")
+
+    i = sub.add_parser("info", help="describe a checkpoint")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true")
+    return parser
+
+
+def _read_prompt_file(path: str) -> list[tuple[str, object]]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read prompts file ({e.strerror})") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{path}:{n}: not a JSON line") from None
+        if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
+            out.append(("--prompt", obj["prompt"]))
+        elif isinstance(obj, dict) and isinstance(obj.get("prompt_ids"), list):
+            out.append(("ids", obj["prompt_ids"]))
+        else:
+            raise InputError(f'{path}:{n}: expected {{"prompt": "..."}} or {{"prompt_ids": [...]}}')
+    return out
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--prompt-ids expects comma-separated integers, got {text!r}") from None
+
+
+def resolve_prompts(items, tokenizer) -> list[list[int]]:
+    expanded = []
+    for kind, value in items:
+        expanded.extend(_read_prompt_file(value) if kind == "--prompts" else [(kind, value)])
+    if not expanded:
+        raise InputError("give at least one --prompt, --prompt-ids or --prompts")
+    prompts = []
+    for kind, value in expanded:
+        if kind == "--prompt":
+            if tokenizer is None:
+                raise InputError("this model has no tokenizer.json: use --prompt-ids")
+            prompts.append(tokenizer.encode(value))
+        elif kind == "--prompt-ids":
+            prompts.append(_parse_ids(value))
+        else:
+            if not all(isinstance(t, int) for t in value):
+                raise InputError("prompt_ids must be a list of integers")
+            prompts.append(list(value))
+    return prompts
+
+
+def _cmd_generate(args) -> None:
+    from jaxspec.generate import generate
+    from jaxspec.loading import load
+    from jaxspec.sampling import SamplingConfig
+
+    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.min_p)
+    lm = load(args.model, args.dtype)
+    prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
+    results = generate(
+        lm.model,
+        lm.params,
+        prompts,
+        max_new_tokens=args.max_new_tokens,
+        sampling=sampling,
+        seed=args.seed,
+        stop_ids=lm.eos_ids,
+        max_positions=lm.model.config.max_position_embeddings,
+    )
+    decode = lm.tokenizer.decode if lm.tokenizer else (lambda ids: None)
+    for r in results:
+        text = decode(r.output_ids)
+        if args.json:
+            row = {
+                "prompt_ids": r.prompt_ids,
+                "output_ids": r.output_ids,
+                "text": text,
+                "new_tokens": r.new_tokens,
+                "wall_time": r.wall_time,
+                "target_calls": r.target_calls,
+                "accept_lengths": r.accept_lengths,
+            }
+            print(json.dumps(row))
+        else:
+            shown = text if text is not None else " ".join(map(str, r.output_ids))
+            prompt = decode(r.prompt_ids) if lm.tokenizer else " ".join(map(str, r.prompt_ids))
+            print(f"{prompt}\033[1m{shown}\033[0m" if sys.stdout.isatty() else f"{prompt}{shown}")
+            print(f"-- {r.new_tokens} tokens, {r.target_calls} target calls", file=sys.stderr)
+    if results and not args.json:
+        total = sum(r.new_tokens for r in results)
+        wall = results[0].wall_time
+        print(f"-- batch of {len(results)}: {total} tokens in {wall:.2f} s (compilation included)", file=sys.stderr)
+
+
+def _cmd_score(args) -> None:
+    from jaxspec.generate import score
+    from jaxspec.loading import load
+
+    lm = load(args.model, args.dtype)
+    for row in score(lm.model, lm.params, resolve_prompts(args.prompt_items, lm.tokenizer)):
+        print(json.dumps(row))
+
+
+def _cmd_convert(args) -> None:
+    from jaxspec.loading import load, save
+
+    lm = load(args.src, dtype=None)
+    save(lm, args.out, to=args.to, dtype=args.dtype)
+    print(f"wrote {args.to} checkpoint to {args.out}", file=sys.stderr)
+
+
+def _cmd_info(args) -> None:
+    from jaxspec.loading import load
+
+    lm = load(args.path, dtype=None)
+    c = lm.model.config
+    info = {
+        "path": str(args.path),
+        "format": lm.format,
+        "architecture": c.architecture,
+        "model_type": c.model_type,
+        "parameters": lm.num_params,
+        "dtype": lm.model.dtype,
+        "layers": c.num_layers,
+        "hidden_size": c.hidden_size,
+        "heads": c.num_heads,
+        "kv_heads": c.num_kv_heads,
+        "head_dim": c.head_dim,
+        "vocab_size": c.vocab_size,
+        "sliding_windows": sorted({w for w in c.layer_windows if w is not None}),
+        "tied_embeddings": c.tie_word_embeddings,
+        "max_positions": c.max_position_embeddings,
+        "eos_ids": list(lm.eos_ids),
+        "tokenizer": lm.tokenizer is not None,
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for k, v in info.items():
+            print(f"{k:>16}: {v}")
+
+
+COMMANDS = {"generate": _cmd_generate, "score": _cmd_score, "convert": _cmd_convert, "info": _cmd_info}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except JaxspecError as e:
+        print(f"jaxspec: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
