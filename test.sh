@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment with the test extra (torch==2.13.0 CPU, transformers) and runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")"
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+exec .venv/bin/python -m pytest -q "$@"

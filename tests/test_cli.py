@@ -1,0 +1,122 @@
+"""The jaxspec CLI: output forms, both checkpoint forms, and one line + exit 2 for every user error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from jaxspec.cli import main
+from tests.hf_factory import make_hf_model
+
+JSON_FIELDS = {"prompt_ids", "output_ids", "text", "new_tokens", "wall_time", "target_calls", "accept_lengths"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("m")
+    make_hf_model("qwen2", path)
+    return path
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_json_mixes_prompt_forms_in_order(capsys, model_dir, tmp_path):
+    file = tmp_path / "p.jsonl"
+    file.write_text('{"prompt": "import os"}\n\n{"prompt_ids": [9, 10]}\n')
+    code, out, _ = _run(
+        capsys, "generate", "--model", model_dir, "--prompt", "def add", "--prompts", file,
+        "--prompt-ids", "5,6,7", "--max-new-tokens", "5", "--json",
+    )
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 4
+    assert all(set(r) == JSON_FIELDS for r in rows)
+    assert rows[2]["prompt_ids"] == [9, 10] and rows[3]["prompt_ids"] == [5, 6, 7]
+    for r in rows:
+        assert r["new_tokens"] == len(r["output_ids"]) <= 5
+        assert r["accept_lengths"] == [1] * r["target_calls"]
+        assert isinstance(r["text"], str)
+
+
+def test_generate_text_output(capsys, model_dir):
+    code, out, err = _run(capsys, "generate", "--model", model_dir, "--prompt", "for i in", "--max-new-tokens", "4")
+    assert code == 0 and out.startswith("for i in") and "tokens" in err
+
+
+def test_sampling_flags_are_used(capsys, model_dir):
+    args = ["generate", "--model", model_dir, "--prompt-ids", "5,6", "--max-new-tokens", "16", "--json"]
+    sample = lambda seed: json.loads(_run(capsys, *args, "--temperature", "1.5", "--top-k", "50", "--seed", seed)[1])
+    assert sample(1)["output_ids"] == sample(1)["output_ids"]
+    assert sample(1)["output_ids"] != sample(2)["output_ids"]
+
+
+def test_score_json(capsys, model_dir):
+    code, out, _ = _run(capsys, "score", "--model", model_dir, "--prompt-ids", "5,6,7", "--prompt", "import", "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(rows) == 2
+    assert rows[0]["logprobs"][0] is None and len(rows[0]["logprobs"]) == 3 and len(rows[0]["argmax"]) == 3
+    assert all(lp < 0 for lp in rows[0]["logprobs"][1:])
+
+
+def test_convert_and_info_on_both_forms(capsys, model_dir, tmp_path):
+    js, back = tmp_path / "js", tmp_path / "back"
+    assert _run(capsys, "convert", model_dir, js)[0] == 0
+    assert _run(capsys, "convert", js, back, "--to", "hf")[0] == 0
+    infos = [json.loads(_run(capsys, "info", p, "--json")[1]) for p in (model_dir, js, back)]
+    assert [i["format"] for i in infos] == ["hf", "jaxspec", "hf"]
+    assert len({i["parameters"] for i in infos}) == 1
+    gens = [
+        _run(capsys, "generate", "--model", p, "--prompt-ids", "3,4", "--max-new-tokens", "6", "--json")[1]
+        for p in (model_dir, js, back)
+    ]
+    assert len({json.loads(g)["output_ids"].__repr__() for g in gens}) == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--model", "/nonexistent", "--prompt", "x"], "no such directory"),
+        (["generate", "--model", "{m}", "--prompt", "x", "--top-p", "0"], "top-p must be in (0, 1]"),
+        (["generate", "--model", "{m}", "--prompt", "x", "--temperature", "-1"], "temperature must be >= 0"),
+        (["generate", "--model", "{m}", "--prompt-ids", "1,a"], "comma-separated integers"),
+        (["generate", "--model", "{m}", "--prompts", "/nonexistent.jsonl"], "cannot read prompts file"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5", "--max-new-tokens", "1000"], "exceeds the model's"),
+        (["generate", "--model", "{m}"], "give at least one"),
+        (["generate", "--model", "{m}", "--prompt", "x", "--dtype", "int8"], "invalid choice"),
+        (["frobnicate"], "invalid choice"),
+        (["convert", "{m}", "{m}"], "would overwrite the source"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(capsys, model_dir, argv, message):
+    argv = [a.replace("{m}", str(model_dir)) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_unknown_architecture_has_no_traceback(model_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["architectures"] = ["MambaForCausalLM"]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxspec", "info", str(bad)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        f"jaxspec: error: {bad}: unknown architecture 'MambaForCausalLM' (supported: Gemma2ForCausalLM, "
+        "Gemma3ForCausalLM, GemmaForCausalLM, LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+        "Qwen3ForCausalLM)"
+    )
