@@ -1,4 +1,4 @@
-"""The `jaxspec` command line: generate, score, convert, info.
+"""The `jaxspec` command line: generate, bench, score, convert, info.
 
 Every user error prints one line on stderr and exits with code 2; there is no
 traceback for anything the user can fix.
@@ -11,7 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
+from jaxspec.methods import METHODS
+
+# The adaptive-draft thresholds --adaptive-draft turns on.
+ADAPTIVE = AdaptiveDraft(min_confidence=0.3, max_reject_prob=0.8)
 
 EXIT_USER_ERROR = 2
 
@@ -58,7 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-p", type=float, default=0.0, help="0: off")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    _add_method_args(g)
+    g.add_argument("--method", choices=METHODS, default="autoregressive")
     g.add_argument("--json", action="store_true", help="one JSON line per prompt")
+
+    b = sub.add_parser("bench", help="tokens/s of several methods on the same prompts, optionally beside transformers")
+    b.add_argument("--model", required=True)
+    b.add_argument("--prompts", required=True, metavar="FILE.jsonl")
+    b.add_argument("--methods", default="autoregressive", help=f"comma-separated, from {', '.join(METHODS)}")
+    b.add_argument("--batch-size", type=int, default=1)
+    b.add_argument("--max-new-tokens", type=int, default=128)
+    b.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    _add_method_args(b)
+    b.add_argument("--compare-hf", action="store_true", help="also run transformers' generate, assisted generation and prompt lookup")
+    b.add_argument("--out", metavar="FILE.jsonl", help="Spec-Bench-style per-prompt results")
 
     s = sub.add_parser("score", help="log-probabilities of each prompt token")
     s.add_argument("--model", required=True)
@@ -76,6 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path")
     i.add_argument("--json", action="store_true")
     return parser
+
+
+def _add_method_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--draft", metavar="PATH", help="draft model for --method draft-model")
+    p.add_argument("--num-draft-tokens", type=int, default=None, metavar="K", help="drafts per step (default 4; 8 for prompt lookup)")
+    p.add_argument(
+        "--adaptive-draft",
+        action="store_true",
+        help=f"draft model: stop drafting when the draft's top probability < {ADAPTIVE.min_confidence} or its "
+        f"estimated rejection chance > {ADAPTIVE.max_reject_prob}, and adapt K between steps",
+    )
+    p.add_argument("--ngram", type=int, default=3, help="prompt lookup: longest n-gram to match")
+    p.add_argument("--reference", metavar="FILE", help="prompt lookup: also copy from this text file")
 
 
 def _read_prompt_file(path: str) -> list[tuple[str, object]]:
@@ -128,6 +159,40 @@ def resolve_prompts(items, tokenizer) -> list[list[int]]:
     return prompts
 
 
+def load_draft(args, dtype):
+    from jaxspec.loading import load
+
+    return load(args.draft, dtype) if args.draft else None
+
+
+def method_drafter(args, method, lm, batch, sampling, draft=None):
+    """The drafter for `method` from the shared method flags."""
+    from jaxspec.methods import build_drafter
+
+    if method == "draft-model" and draft is None:
+        draft = load_draft(args, args.dtype)
+    reference = None
+    if args.reference:
+        if lm.tokenizer is None:
+            raise InputError("--reference needs a model with a tokenizer.json")
+        try:
+            reference = lm.tokenizer.encode(Path(args.reference).read_text())
+        except OSError as e:
+            raise InputError(f"{args.reference}: cannot read reference ({e.strerror})") from None
+    return build_drafter(
+        method,
+        batch=batch,
+        sampling=sampling,
+        target_vocab=lm.model.vocab_size,
+        num_draft_tokens=args.num_draft_tokens,
+        draft_model=draft.model if draft else None,
+        draft_params=draft.params if draft else None,
+        adaptive=ADAPTIVE if args.adaptive_draft else None,
+        ngram=args.ngram,
+        reference_ids=reference,
+    )
+
+
 def _cmd_generate(args) -> None:
     from jaxspec.generate import generate
     from jaxspec.loading import load
@@ -136,6 +201,7 @@ def _cmd_generate(args) -> None:
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.min_p)
     lm = load(args.model, args.dtype)
     prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
+    drafter, drafter_params = method_drafter(args, args.method, lm, len(prompts), sampling)
     results = generate(
         lm.model,
         lm.params,
@@ -144,6 +210,8 @@ def _cmd_generate(args) -> None:
         sampling=sampling,
         seed=args.seed,
         stop_ids=lm.eos_ids,
+        drafter=drafter,
+        drafter_params=drafter_params,
         max_positions=lm.model.config.max_position_embeddings,
     )
     decode = lm.tokenizer.decode if lm.tokenizer else (lambda ids: None)
@@ -219,7 +287,19 @@ def _cmd_info(args) -> None:
             print(f"{k:>16}: {v}")
 
 
-COMMANDS = {"generate": _cmd_generate, "score": _cmd_score, "convert": _cmd_convert, "info": _cmd_info}
+def _cmd_bench(args) -> None:
+    from jaxspec.bench import run_bench
+
+    run_bench(args)
+
+
+COMMANDS = {
+    "generate": _cmd_generate,
+    "bench": _cmd_bench,
+    "score": _cmd_score,
+    "convert": _cmd_convert,
+    "info": _cmd_info,
+}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,135 @@
+"""`jaxspec bench`: several decoding methods on the same prompts, in one run, optionally beside transformers.
+
+Each distinct batch shape is run once untimed first so that compilation is not
+counted. Results: a table on stdout (tokens/s, speedup over autoregressive,
+mean tokens per target call) and, with --out, Spec-Bench-style JSONL with
+`new_tokens`, `wall_time` and `accept_lengths` per prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from jaxspec.cli import load_draft, method_drafter, resolve_prompts
+from jaxspec.errors import InputError
+from jaxspec.generate import bucket, generate
+from jaxspec.loading import load, save
+from jaxspec.methods import METHODS
+from jaxspec.sampling import SamplingConfig
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _run_jaxspec(args, method, lm, draft, prompts):
+    sampling = SamplingConfig()
+    records, warmed = [], set()
+    for start in range(0, len(prompts), args.batch_size):
+        batch = prompts[start : start + args.batch_size]
+        drafter, drafter_params = method_drafter(args, method, lm, len(batch), sampling, draft)
+        run = lambda: generate(
+            lm.model, lm.params, batch, max_new_tokens=args.max_new_tokens, stop_ids=lm.eos_ids,
+            drafter=drafter, drafter_params=drafter_params,
+        )
+        shape = (len(batch), bucket(max(len(p) for p in batch)))
+        if shape not in warmed:
+            run()
+            warmed.add(shape)
+        for i, r in enumerate(run()):
+            records.append(
+                {
+                    "method": method,
+                    "batch": start // args.batch_size,
+                    "prompt_index": start + i,
+                    "new_tokens": r.new_tokens,
+                    "wall_time": r.wall_time,
+                    "accept_lengths": r.accept_lengths,
+                    "target_calls": r.target_calls,
+                }
+            )
+        _progress(f"  {method}: {min(start + args.batch_size, len(prompts))}/{len(prompts)} prompts")
+    return records
+
+
+def _hf_dir(lm, tmp: Path, name: str) -> Path:
+    """transformers needs a Hugging Face directory; convert a jaxspec checkpoint to one."""
+    if lm.format == "hf":
+        return lm.source
+    save(lm, tmp / name, to="hf")
+    return tmp / name
+
+
+def _run_hf(args, lm, draft, prompts, tmp: Path):
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        raise InputError("--compare-hf needs transformers and torch (pip install 'jaxspec[bench]')") from None
+    torch.set_grad_enabled(False)
+    target = transformers.AutoModelForCausalLM.from_pretrained(_hf_dir(lm, tmp, "target"), dtype=torch.float32).eval()
+    variants = {"hf-generate": {}}
+    if draft is not None:
+        assistant = transformers.AutoModelForCausalLM.from_pretrained(_hf_dir(draft, tmp, "draft"), dtype=torch.float32).eval()
+        variants["hf-assisted"] = {"assistant_model": assistant}
+    variants["hf-prompt-lookup"] = {"prompt_lookup_num_tokens": args.num_draft_tokens or 10}
+    records = []
+    for name, extra in variants.items():
+        for i, p in enumerate(prompts):
+            ids = torch.tensor([p])
+            kwargs = dict(max_new_tokens=args.max_new_tokens, do_sample=False, eos_token_id=list(lm.eos_ids) or None,
+                          pad_token_id=lm.eos_ids[0] if lm.eos_ids else 0, **extra)
+            if i == 0:
+                target.generate(ids, **kwargs)  # warm-up
+            t0 = time.perf_counter()
+            out = target.generate(ids, **kwargs)
+            wall = time.perf_counter() - t0
+            records.append({"method": name, "batch": i, "prompt_index": i, "new_tokens": out.shape[1] - len(p), "wall_time": wall})
+        _progress(f"  {name}: {len(prompts)} prompts")
+    return records
+
+
+def summarize(records):
+    """method → (tokens/s, mean tokens per target call or None). Rows of one batch share its wall time."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in records):
+        rows = [r for r in records if r["method"] == method]
+        wall = sum({r["batch"]: r["wall_time"] for r in rows}.values())
+        tokens = sum(r["new_tokens"] for r in rows)
+        calls = sum(r.get("target_calls", 0) for r in rows)
+        out[method] = (tokens / wall, tokens / calls if calls else None)
+    return out
+
+
+def run_bench(args) -> None:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"unknown method {unknown[0] if unknown else ''!r} (choose from {', '.join(METHODS)})")
+    if args.batch_size < 1:
+        raise InputError(f"batch-size must be >= 1, got {args.batch_size}")
+    lm = load(args.model, args.dtype)
+    prompts = resolve_prompts([("--prompts", args.prompts)], lm.tokenizer)
+    draft = load_draft(args, args.dtype)
+    records = []
+    for method in methods:
+        _progress(f"jaxspec {method} (batch {args.batch_size})")
+        records += _run_jaxspec(args, method, lm, draft, prompts)
+    if args.compare_hf:
+        with tempfile.TemporaryDirectory() as tmp:
+            records += _run_hf(args, lm, draft, prompts, Path(tmp))
+    summary = summarize(records)
+    base = summary.get("autoregressive", (None,))[0]
+    print(f"{'method':<20} {'tokens/s':>10} {'speedup':>8} {'tokens/call':>12}")
+    for method, (tps, per_call) in summary.items():
+        speedup = f"{tps / base:.2f}x" if base else "-"
+        calls = f"{per_call:.2f}" if per_call else "-"
+        print(f"{method:<20} {tps:>10.1f} {speedup:>8} {calls:>12}")
+    if args.out:
+        with open(args.out, "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")

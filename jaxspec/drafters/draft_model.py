@@ -1,0 +1,136 @@
+"""Speculative decoding with a separate, smaller draft model.
+
+The draft keeps its own static cache in step with the target's. Between steps
+the draft cache holds every committed token except the last emitted one, like
+the target's, with one exception: when a row accepted all of its drafts, the
+last draft d_K was never fed to the draft model, so the row is "pending" one
+token. The next proposal therefore always feeds a two-token window:
+[d_K, last] for pending rows, [last, filler] for the others (the filler lands
+past the committed length and is overwritten), and reads the logits at the
+matching index. That keeps shapes static with no extra draft pass.
+
+Adaptive draft length (optional): a row stops drafting when the draft's top
+probability falls below `min_confidence`, or when SpecDec++'s estimate of the
+chance that some draft is rejected, 1 - prod_i q_i(d_i), exceeds
+`max_reject_prob`. Between steps the draft length grows by 2 when every row
+accepted all its drafts and shrinks by 1 otherwise (the schedule of Hugging
+Face's assisted generation), within [1, K].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxspec.drafters.base import Context, Draft
+from jaxspec.sampling import SamplingConfig, target_distribution
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveDraft:
+    min_confidence: float = 0.0  # stop drafting after a token whose top probability is below this
+    max_reject_prob: float = 1.0  # SpecDec++: stop when 1 - prod(q_i(d_i)) exceeds this
+    adapt_length: bool = True  # grow/shrink the draft length between steps
+
+
+@struct.dataclass
+class DraftModelState:
+    cache: Any
+    pending: jax.Array  # [B] bool: d_K of the last step is not in the draft cache yet
+    n_valid: jax.Array  # [B] int32 drafts proposed in the last step
+    length: jax.Array  # () int32 current draft length (== K unless adaptive)
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftModel:
+    model: Any  # any object with the model protocol (init_cache / forward)
+    num_draft_tokens: int
+    sampling: SamplingConfig
+    adaptive: AdaptiveDraft | None = None
+
+    def init(self, params, prompts, prompt_len, cache_len):
+        b, p = prompts.shape
+        positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+        cache = self.model.init_cache(b, cache_len)
+        cache = self.model.forward(params, prompts, positions, cache).cache.commit(prompt_len - 1)
+        return DraftModelState(
+            cache=cache,
+            pending=jnp.zeros((b,), bool),
+            n_valid=jnp.zeros((b,), jnp.int32),
+            length=jnp.asarray(self.num_draft_tokens, jnp.int32),
+        )
+
+    def _draw(self, rng, logits):
+        q = target_distribution(logits, self.sampling)
+        if self.sampling.greedy:
+            token = jnp.argmax(q, axis=-1)
+        else:
+            token = jax.random.categorical(rng, jnp.log(q), axis=-1)
+        return token.astype(jnp.int32), q
+
+    def _keep_going(self, q, token, confidence_product):
+        """Per row: whether to draft another token after `token`, and the updated running product."""
+        a = self.adaptive
+        if a is None:
+            return jnp.ones(token.shape, bool), confidence_product
+        q_token = jnp.take_along_axis(q, token[:, None], axis=1)[:, 0]
+        product = confidence_product * q_token
+        return (jnp.max(q, axis=-1) >= a.min_confidence) & (1.0 - product <= a.max_reject_prob), product
+
+    def propose(self, params, state: DraftModelState, ctx: Context, rng):
+        k = self.num_draft_tokens
+        b = ctx.seq_len.shape[0]
+        rows = jnp.arange(b)
+        last = ctx.history[rows, ctx.seq_len - 1]
+        prev = ctx.history[rows, jnp.maximum(ctx.seq_len - 2, 0)]
+        pending = state.pending
+        window = jnp.stack([jnp.where(pending, prev, last), last], axis=1)
+        positions = state.cache.lengths[:, None] + jnp.arange(2)[None, :]
+        out = self.model.forward(params, window, positions, state.cache)
+        logits = jnp.where(pending[:, None], out.logits[:, 1], out.logits[:, 0])
+        cache = out.cache.commit(1 + pending.astype(jnp.int32))
+
+        rngs = jax.random.split(rng, k)
+        token, q = self._draw(rngs[0], logits)
+        drafting, product = self._keep_going(q, token, jnp.ones((b,), jnp.float32))
+        tokens = jnp.zeros((b, k), jnp.int32).at[:, 0].set(token)
+        probs = jnp.zeros((b, k) + q.shape[1:], q.dtype).at[:, 0].set(q)
+        n_valid = jnp.ones((b,), jnp.int32)
+        drafting &= ~ctx.done
+
+        def more(carry):
+            i, _, _, _, _, drafting, _ = carry
+            return (i < state.length) & jnp.any(drafting)
+
+        def draft_one(carry):
+            i, cache, tokens, probs, n_valid, drafting, product = carry
+            prev_token = tokens[rows, i - 1]
+            out = self.model.forward(params, prev_token[:, None], cache.lengths[:, None], cache)
+            token, q = self._draw(rngs[i], out.logits[:, 0])
+            go, new_product = self._keep_going(q, token, product)
+            tokens = tokens.at[:, i].set(jnp.where(drafting, token, 0))
+            probs = probs.at[:, i].set(jnp.where(drafting[:, None], q, 0.0))
+            n_valid = n_valid + drafting.astype(jnp.int32)
+            cache = out.cache.commit(drafting.astype(jnp.int32))
+            return i + 1, cache, tokens, probs, n_valid, drafting & go, jnp.where(drafting, new_product, product)
+
+        _, cache, tokens, probs, n_valid, _, _ = jax.lax.while_loop(
+            more, draft_one, (jnp.asarray(1), cache, tokens, probs, n_valid, drafting, product)
+        )
+        n_valid = jnp.minimum(n_valid, state.length)
+        return Draft(tokens, n_valid, probs), state.replace(cache=cache, n_valid=n_valid)
+
+    def update(self, params, state: DraftModelState, ctx: Context, n_accepted):
+        pending = (n_accepted == state.n_valid) & (state.n_valid > 0)
+        # The target cache now holds seq_len - 1 tokens; the draft holds the same, or one fewer if pending.
+        cache = state.cache.replace(lengths=ctx.seq_len - 1 - pending.astype(jnp.int32))
+        length = state.length
+        if self.adaptive is not None and self.adaptive.adapt_length:
+            active = ~ctx.done
+            all_taken = jnp.all(jnp.where(active, n_accepted >= state.n_valid, True))
+            length = jnp.clip(jnp.where(all_taken, length + 2, length - 1), 1, self.num_draft_tokens)
+        return state.replace(cache=cache, pending=pending, length=length)
