@@ -39,7 +39,6 @@ class DecodeSpec:
 
     max_new_tokens: int
     sampling: SamplingConfig
-    stop_ids: tuple[int, ...]
 
 
 @struct.dataclass
@@ -52,6 +51,7 @@ class DecodeState:
     calls: jax.Array  # [B] int32 target calls while the row was active
     accept_lengths: jax.Array  # [B, max_new] tokens emitted per target call
     rng: jax.Array
+    stop_ids: jax.Array  # [S] int32; -1 pads (matches nothing)
     drafter_state: Any
 
     def context(self) -> Context:
@@ -66,14 +66,11 @@ def _emitted(draft_tokens, n_accepted, next_token):
     return jnp.where(idx == n_accepted[:, None], next_token[:, None], padded)
 
 
-def _emit_count(tokens, n_accepted, n_generated, spec: DecodeSpec):
+def _emit_count(tokens, n_accepted, n_generated, stop_ids, spec: DecodeSpec):
     """How many of the step's tokens a row keeps (stop token and budget), and whether it is done."""
     count = n_accepted + 1
     idx = jnp.arange(tokens.shape[1])[None, :]
-    hit_stop = jnp.zeros_like(tokens, dtype=bool)
-    for s in spec.stop_ids:
-        hit_stop |= tokens == s
-    hit_stop &= idx < count[:, None]
+    hit_stop = jnp.any(tokens[:, :, None] == stop_ids[None, None, :], axis=2) & (idx < count[:, None])
     has_stop = jnp.any(hit_stop, axis=1)
     count = jnp.where(has_stop, jnp.argmax(hit_stop, axis=1) + 1, count)
     budget = spec.max_new_tokens - n_generated
@@ -103,7 +100,7 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         n_accepted, next_token = accept_ratio(rng_accept, p, draft.probs, draft.tokens, n_valid)
 
     tokens = _emitted(draft.tokens, n_accepted, next_token)
-    count, finished = _emit_count(tokens, n_accepted, state.seq_len - state.prompt_len, spec)
+    count, finished = _emit_count(tokens, n_accepted, state.seq_len - state.prompt_len, state.stop_ids, spec)
     count = jnp.where(active, count, 0)
     history = state.history.at[rows, state.seq_len[:, None] + jnp.arange(k + 1)[None, :]].set(tokens, mode="drop")
     accept_lengths = state.accept_lengths.at[rows[:, 0], state.calls].set(
@@ -121,12 +118,10 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), n_accepted))
 
 
-def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, rng):
-    """The whole generate call. prompts: [B, P] right-padded; prompt_len: [B] >= 1.
-
-    Returns (history[B, H], seq_len[B], calls[B], accept_lengths[B, max_new]).
-    """
-    TRACE_COUNTS["decode"] += 1
+def run_decode(
+    model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, rng
+) -> DecodeState:
+    """Prefill, then the loop until every row is done. prompts: [B, P] right-padded; prompt_len: [B] >= 1."""
     b, p = prompts.shape
     k = drafter.num_draft_tokens
     max_len = p + spec.max_new_tokens + k + 1
@@ -144,13 +139,20 @@ def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, pr
         calls=jnp.zeros((b,), jnp.int32),
         accept_lengths=jnp.zeros((b, spec.max_new_tokens), jnp.int32),
         rng=rng,
+        stop_ids=stop_ids,
         drafter_state=drafter.init(drafter_params, prompts, prompt_len, max_len),
     )
-    state = jax.lax.while_loop(
+    return jax.lax.while_loop(
         lambda s: jnp.any(~s.done),
         lambda s: decode_step(model, drafter, spec, params, drafter_params, s),
         state,
     )
+
+
+def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, rng):
+    """The whole generate call: (history[B, H], seq_len[B], calls[B], accept_lengths[B, max_new])."""
+    TRACE_COUNTS["decode"] += 1
+    state = run_decode(model, drafter, spec, params, drafter_params, prompts, prompt_len, stop_ids, rng)
     return state.history, state.seq_len, state.calls, state.accept_lengths
 
 

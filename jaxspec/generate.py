@@ -83,7 +83,11 @@ def generate(
             f"{max_positions} positions"
         )
     tokens, lengths = _pad(prompts)
-    spec = DecodeSpec(int(max_new_tokens), sampling, tuple(sorted({int(s) for s in stop_ids})))
+    spec = DecodeSpec(int(max_new_tokens), sampling)
+    # Traced, not static: another model's stop tokens reuse the program. Padded with -1 to a bucket.
+    stops = sorted({int(s) for s in stop_ids})
+    stop_array = np.full(bucket(len(stops)), -1, np.int32)
+    stop_array[: len(stops)] = stops
     start = time.perf_counter()
     history, seq_len, calls, accepts = jax.block_until_ready(
         decode_jit(
@@ -94,6 +98,7 @@ def generate(
             drafter_params,
             jnp.asarray(tokens),
             jnp.asarray(lengths),
+            jnp.asarray(stop_array),
             jax.random.key(seed),
         )
     )
