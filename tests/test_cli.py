@@ -21,6 +21,15 @@ def model_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def draft_dirs(tmp_path_factory):
+    """A draft that fits the qwen2 target, and one whose vocabulary does not."""
+    good, bad = tmp_path_factory.mktemp("draft"), tmp_path_factory.mktemp("bad_draft")
+    make_hf_model("llama", good, num_hidden_layers=1, seed=3)
+    make_hf_model("llama", bad, num_hidden_layers=1, vocab_size=120)
+    return good, bad
+
+
 def _run(capsys, *argv):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -55,6 +64,36 @@ def test_sampling_flags_are_used(capsys, model_dir):
     sample = lambda seed: json.loads(_run(capsys, *args, "--temperature", "1.5", "--top-k", "50", "--seed", seed)[1])
     assert sample(1)["output_ids"] == sample(1)["output_ids"]
     assert sample(1)["output_ids"] != sample(2)["output_ids"]
+
+
+@pytest.mark.parametrize("method", ["draft-model", "prompt-lookup"])
+def test_speculative_methods_give_the_greedy_output(capsys, model_dir, draft_dirs, tmp_path, method):
+    ref = tmp_path / "ref.txt"
+    ref.write_text("def add(a, b):\n    return a + b\n")
+    common = ["generate", "--model", model_dir, "--prompt", "def add(a, b):", "--max-new-tokens", "12", "--json"]
+    plain = json.loads(_run(capsys, *common)[1])
+    extra = ["--draft", draft_dirs[0], "--adaptive-draft"] if method == "draft-model" else ["--reference", ref, "--ngram", "2"]
+    code, out, _ = _run(capsys, *common, "--method", method, "--num-draft-tokens", "3", *extra)
+    fast = json.loads(out)
+    assert code == 0 and fast["output_ids"] == plain["output_ids"]
+    assert sum(fast["accept_lengths"]) == fast["new_tokens"] and len(fast["accept_lengths"]) == fast["target_calls"]
+
+
+def test_bench_prints_a_table_and_writes_spec_bench_jsonl(capsys, model_dir, draft_dirs, tmp_path):
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
+    prompts.write_text('{"prompt": "import os"}\n{"prompt_ids": [5, 6, 7, 5, 6]}\n{"prompt": "for i in"}\n')
+    code, table, _ = _run(
+        capsys, "bench", "--model", model_dir, "--draft", draft_dirs[0], "--prompts", prompts,
+        "--methods", "autoregressive,draft-model,prompt-lookup", "--batch-size", "2", "--max-new-tokens", "8",
+        "--out", out,
+    )
+    assert code == 0
+    lines = table.strip().splitlines()
+    assert lines[0].split() == ["method", "tokens/s", "speedup", "tokens/call"]
+    assert [line.split()[0] for line in lines[1:]] == ["autoregressive", "draft-model", "prompt-lookup"]
+    assert lines[1].split()[2] == "1.00x"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 9 and all({"new_tokens", "wall_time", "accept_lengths"} <= set(r) for r in rows)
 
 
 def test_score_json(capsys, model_dir):
@@ -92,10 +131,25 @@ def test_convert_and_info_on_both_forms(capsys, model_dir, tmp_path):
         (["generate", "--model", "{m}", "--prompt", "x", "--dtype", "int8"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
         (["convert", "{m}", "{m}"], "would overwrite the source"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5", "--method", "beam"], "invalid choice: 'beam'"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5", "--method", "draft-model"], "needs a draft model"),
+        (
+            ["generate", "--model", "{m}", "--prompt-ids", "5", "--method", "draft-model", "--draft", "{bad}"],
+            "draft vocabulary (120) differs from the target's (96)",
+        ),
+        (
+            ["generate", "--model", "{m}", "--prompt-ids", "5", "--method", "prompt-lookup", "--num-draft-tokens", "0"],
+            "num-draft-tokens must be >= 1",
+        ),
+        (
+            ["generate", "--model", "{m}", "--prompt-ids", "5", "--method", "prompt-lookup", "--max-new-tokens", "300"],
+            "exceeds the model's 256 positions",
+        ),
+        (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--methods", "x"], "unknown method 'x'"),
     ],
 )
-def test_user_errors_are_one_line_and_exit_2(capsys, model_dir, argv, message):
-    argv = [a.replace("{m}", str(model_dir)) for a in argv]
+def test_user_errors_are_one_line_and_exit_2(capsys, model_dir, draft_dirs, argv, message):
+    argv = [a.replace("{m}", str(model_dir)).replace("{bad}", str(draft_dirs[1])) for a in argv]
     try:
         code = main(argv)
     except SystemExit as e:  # argparse's own errors
