@@ -1,4 +1,4 @@
-"""The `jaxspec` command line: generate, bench, score, convert, info.
+"""The `jaxspec` command line: generate, bench, score, convert, info, demo.
 
 Every user error prints one line on stderr and exits with code 2; there is no
 traceback for anything the user can fix.
@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-p", type=float, default=0.0, help="0: off")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    _add_method_args(g)
     g.add_argument("--method", choices=METHODS, default="autoregressive")
+    _add_method_args(g)
     g.add_argument("--json", action="store_true", help="one JSON line per prompt")
 
     b = sub.add_parser("bench", help="tokens/s of several methods on the same prompts, optionally beside transformers")
@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out")
     c.add_argument("--to", choices=("jaxspec", "hf"), default="jaxspec")
     c.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="default: keep the stored dtype")
+
+    d = sub.add_parser("demo", help="the shipped demo pair: autoregressive vs speculative on a code prompt")
+    d.add_argument("--target", default="demo/target", help="default: demo/target")
+    d.add_argument("--draft", default="demo/draft", help="default: demo/draft")
+    d.add_argument("--prompt", default=None, help="default: a Python function header")
+    d.add_argument("--max-new-tokens", type=int, default=128)
+    d.add_argument("--num-draft-tokens", type=int, default=4)
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("path")
@@ -287,6 +294,12 @@ def _cmd_info(args) -> None:
             print(f"{k:>16}: {v}")
 
 
+def _cmd_demo(args) -> None:
+    from jaxspec.demo import DEFAULT_PROMPT, run_demo
+
+    run_demo(args.target, args.draft, args.prompt or DEFAULT_PROMPT, args.max_new_tokens, args.num_draft_tokens)
+
+
 def _cmd_bench(args) -> None:
     from jaxspec.bench import run_bench
 
@@ -299,6 +312,7 @@ COMMANDS = {
     "score": _cmd_score,
     "convert": _cmd_convert,
     "info": _cmd_info,
+    "demo": _cmd_demo,
 }
 
 
