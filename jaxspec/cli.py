@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-p", type=float, default=0.0, help="0: off")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    g.add_argument(
+        "--mesh", metavar="data=2,tensor=4", help="shard over a device mesh; axes data, fsdp, tensor multiply to the device count"
+    )
     g.add_argument("--method", choices=METHODS, default="autoregressive")
     _add_method_args(g)
     g.add_argument("--json", action="store_true", help="one JSON line per prompt")
@@ -208,10 +211,22 @@ def _cmd_generate(args) -> None:
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.min_p)
     lm = load(args.model, args.dtype)
     prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
-    drafter, drafter_params = method_drafter(args, args.method, lm, len(prompts), sampling)
+    draft = load_draft(args, args.dtype) if args.method == "draft-model" else None
+    drafter, drafter_params = method_drafter(args, args.method, lm, len(prompts), sampling, draft)
+    params, plan = lm.params, None
+    if args.mesh:
+        from jaxspec.sharding import ShardingPlan, parse_mesh
+
+        plan = ShardingPlan(parse_mesh(args.mesh))
+        params = plan.shard_params(params)
+        if draft is not None:
+            drafter_params = plan.shard_params(drafter_params)
+        c = lm.model.config
+        for note in plan.cache_fallbacks((len(prompts), 1, c.num_kv_heads, c.head_dim)):
+            print(f"jaxspec: KV cache layout: {note}", file=sys.stderr)
     results = generate(
         lm.model,
-        lm.params,
+        params,
         prompts,
         max_new_tokens=args.max_new_tokens,
         sampling=sampling,
@@ -220,6 +235,7 @@ def _cmd_generate(args) -> None:
         drafter=drafter,
         drafter_params=drafter_params,
         max_positions=lm.model.config.max_position_embeddings,
+        plan=plan,
     )
     decode = lm.tokenizer.decode if lm.tokenizer else (lambda ids: None)
     for r in results:

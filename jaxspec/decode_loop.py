@@ -27,6 +27,7 @@ from flax import struct
 from jaxspec.acceptance import accept_point_mass, accept_ratio
 from jaxspec.drafters.base import Context
 from jaxspec.sampling import SamplingConfig, target_distribution
+from jaxspec.sharding import ShardingPlan
 
 # Incremented each time the decode program is traced; tests use it to prove
 # that a new prompt of a known bucket reuses the compiled program.
@@ -39,6 +40,7 @@ class DecodeSpec:
 
     max_new_tokens: int
     sampling: SamplingConfig
+    plan: ShardingPlan | None = None  # pins the cache layout on a mesh
 
 
 @struct.dataclass
@@ -126,6 +128,8 @@ def run_decode(
     k = drafter.num_draft_tokens
     max_len = p + spec.max_new_tokens + k + 1
     cache = model.init_cache(b, max_len)
+    if spec.plan is not None:
+        cache = spec.plan.constrain_cache(cache)
     # Prefill everything but each row's last prompt token (see the invariant above).
     positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     cache = model.forward(params, prompts, positions, cache).cache.commit(prompt_len - 1)

@@ -19,6 +19,7 @@ from jaxspec.decode_loop import DecodeSpec, decode_jit
 from jaxspec.drafters import Autoregressive
 from jaxspec.errors import InputError
 from jaxspec.sampling import SamplingConfig
+from jaxspec.sharding import ShardingPlan
 
 MIN_BUCKET = 16
 
@@ -71,8 +72,13 @@ def generate(
     drafter=Autoregressive(),
     drafter_params=None,
     max_positions: int | None = None,
+    plan: ShardingPlan | None = None,
 ) -> list[Generation]:
-    """Decodes a batch of ragged prompts in one compiled program."""
+    """Decodes a batch of ragged prompts in one compiled program.
+
+    With a sharding plan, params should already be placed (plan.shard_params);
+    prompts are sharded over the batch axes and the cache layout is pinned.
+    """
     _check_prompts(prompts, model.vocab_size)
     if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
         raise InputError(f"max-new-tokens must be a positive integer, got {max_new_tokens}")
@@ -82,8 +88,12 @@ def generate(
             f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
             f"{max_positions} positions"
         )
-    tokens, lengths = _pad(prompts)
-    spec = DecodeSpec(int(max_new_tokens), sampling)
+    padded, prompt_lengths = _pad(prompts)
+    tokens, lengths = jnp.asarray(padded), jnp.asarray(prompt_lengths)
+    if plan is not None:
+        tokens = jax.device_put(tokens, plan.batch_sharding(tokens.shape))
+        lengths = jax.device_put(lengths, plan.batch_sharding(lengths.shape))
+    spec = DecodeSpec(int(max_new_tokens), sampling, plan)
     # Traced, not static: another model's stop tokens reuse the program. Padded with -1 to a bucket.
     stops = sorted({int(s) for s in stop_ids})
     stop_array = np.full(bucket(len(stops)), -1, np.int32)
@@ -96,8 +106,8 @@ def generate(
             spec,
             params,
             drafter_params,
-            jnp.asarray(tokens),
-            jnp.asarray(lengths),
+            tokens,
+            lengths,
             jnp.asarray(stop_array),
             jax.random.key(seed),
         )
@@ -107,7 +117,7 @@ def generate(
     return [
         Generation(
             prompt_ids=list(map(int, p)),
-            output_ids=history[i, lengths[i] : seq_len[i]].tolist(),
+            output_ids=history[i, prompt_lengths[i] : seq_len[i]].tolist(),
             target_calls=int(calls[i]),
             accept_lengths=accepts[i, : calls[i]].tolist(),
             wall_time=wall,

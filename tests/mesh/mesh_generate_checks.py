@@ -1,0 +1,85 @@
+"""Generation on a 2x4 mesh of 8 simulated CPU devices. Run by tests/test_sharding.py in its own process
+(XLA_FLAGS must be set before jax is imported), so this file is not named test_*.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from jaxspec import SamplingConfig, generate, load
+from jaxspec.drafters.draft_model import DraftModel
+from jaxspec.sharding import ShardingPlan, parse_mesh
+from tests.hf_factory import make_hf_model
+
+PROMPTS = [[5, 6, 7], [8], [9, 10, 11, 12], [13, 14], [1, 2], [3], [4, 5, 6], [7, 8]]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mesh")
+    make_hf_model("llama", root / "gqa2", num_key_value_heads=2)  # kv_heads 2 < tensor 4
+    make_hf_model("qwen3", root / "gqa4", num_key_value_heads=4)
+    make_hf_model("llama", root / "draft", num_hidden_layers=1, seed=5)
+    return root
+
+
+def test_eight_devices():
+    assert jax.device_count() == 8
+
+
+@pytest.mark.parametrize("name", ["gqa2", "gqa4"])
+def test_generate_on_mesh_equals_one_device(dirs, name):
+    lm = load(dirs / name)
+    plan = ShardingPlan(parse_mesh("data=2,tensor=4"))
+    params = plan.shard_params(lm.params)
+    q = params["layers_0"]["self_attn"]["q_proj"]["kernel"]
+    assert q.sharding.spec == P(None, "tensor") and len(q.sharding.device_set) == 8
+    assert q.addressable_shards[0].data.shape == (q.shape[0], q.shape[1] // 4)  # really split
+    assert params["embed_tokens"]["embedding"].sharding.spec == P("tensor", None)
+    for cfg in (SamplingConfig(), SamplingConfig(temperature=1.0, top_k=20)):
+        one = generate(lm.model, lm.params, PROMPTS, max_new_tokens=12, sampling=cfg, seed=4)
+        many = generate(lm.model, params, PROMPTS, max_new_tokens=12, sampling=cfg, seed=4, plan=plan)
+        assert [r.output_ids for r in one] == [r.output_ids for r in many]
+
+
+def test_speculative_on_mesh_equals_one_device(dirs):
+    lm, draft = load(dirs / "gqa2"), load(dirs / "draft")
+    plan = ShardingPlan(parse_mesh("data=2,tensor=4"))
+    drafter = DraftModel(draft.model, 3, SamplingConfig())
+    one = generate(lm.model, lm.params, PROMPTS, max_new_tokens=12, drafter=drafter, drafter_params=draft.params)
+    many = generate(
+        lm.model, plan.shard_params(lm.params), PROMPTS, max_new_tokens=12, drafter=drafter,
+        drafter_params=plan.shard_params(draft.params), plan=plan,
+    )
+    assert [r.output_ids for r in one] == [r.output_ids for r in many]
+
+
+def test_cache_layout_falls_back_when_kv_heads_do_not_divide(dirs):
+    plan = ShardingPlan(parse_mesh("data=2,tensor=4"))
+    spec, notes = plan.spec(("batch", "length", "kv_heads", "head_dim"), (8, 64, 2, 24))
+    assert spec == P("data", None, None, None)
+    assert notes == ["kv_heads=2 does not divide over tensor=4: replicated"]
+    spec, notes = plan.spec(("batch", "length", "kv_heads", "head_dim"), (8, 64, 4, 24))
+    assert spec == P("data", None, "tensor", None) and notes == []
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "jaxspec", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_mesh_flag(dirs):
+    base = ["generate", "--model", dirs / "gqa2", "--prompt-ids", "5,6,7", "--prompt-ids", "8", "--max-new-tokens", "8", "--json"]
+    plain, meshed = _cli(*base), _cli(*base, "--mesh", "data=2,tensor=4")
+    assert meshed.returncode == 0, meshed.stderr
+    assert [json.loads(x)["output_ids"] for x in plain.stdout.splitlines()] == [
+        json.loads(x)["output_ids"] for x in meshed.stdout.splitlines()
+    ]
+    assert "KV cache layout: kv_heads=2 does not divide over tensor=4: replicated" in meshed.stderr
+    bad = _cli(*base, "--mesh", "data=3")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "jaxspec: error: mesh data=3 has 3 devices, but 8 are available"

@@ -1,0 +1,68 @@
+"""Sharding: the checks that need 8 devices run in their own process; the rest here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jax
+
+from jaxspec import InputError
+from jaxspec.sharding import logical_param_axes, parse_mesh
+from models import ARCHITECTURES, CausalLM, from_hf_config
+from tests.hf_factory import BASE, FAMILIES
+
+ARCH_BY_FAMILY = {v: k for k, v in ARCHITECTURES.items()}
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_on_eight_devices(check_file: str) -> None:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", check_file],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout
+
+
+def test_generation_on_a_2x4_mesh():
+    run_on_eight_devices("tests/mesh/mesh_generate_checks.py")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("data=2,tensor=4", "mesh data=2,tensor=4 has 8 devices, but 1 are available"),
+        ("rows=1", "bad mesh axis 'rows'"),
+        ("data", "expected AXIS=SIZE"),
+        ("data=1,data=1", "repeated axis"),
+    ],
+)
+def test_bad_mesh_specs(spec, message):
+    with pytest.raises(InputError, match=message):
+        parse_mesh(spec)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_parameter_of_every_family_has_logical_axes(family):
+    config_cls, _, opts = FAMILIES[family]
+    hf_config = config_cls(**{**BASE, **opts}).to_dict()
+    hf_config["architectures"] = [ARCH_BY_FAMILY[hf_config["model_type"]]]
+    model = CausalLM(from_hf_config(hf_config))
+    abstract = jax.eval_shape(model.init_params, jax.random.key(0))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(abstract):
+        axes = logical_param_axes(tuple(k.key for k in path), leaf.ndim)
+        assert len(axes) == leaf.ndim
+
+
+def test_logical_axes_by_name():
+    assert logical_param_axes(("layers_0", "self_attn", "k_proj", "kernel"), 2) == ("embed", "kv_heads")
+    assert logical_param_axes(("layers_0", "post_feedforward_layernorm", "scale"), 1) == ("embed",)
+    with pytest.raises(ValueError, match="no logical axes"):
+        logical_param_axes(("adapter", "kernel"), 2)
