@@ -1,0 +1,69 @@
+"""Train a byte-level BPE tokenizer and save it as a Hugging Face tokenizer.json.
+
+Byte-level means every byte has a token, so any text encodes without an
+unknown token, and the ByteLevel decoder turns ids back into the exact text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from jaxspec.atomic import atomic_directory
+from train.errors import TrainingError
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+SPECIALS = (PAD, BOS, EOS)  # ids 0, 1, 2: the order fixes the ids
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+TOKENIZER_FILE = "tokenizer.json"
+# Lets transformers' AutoTokenizer open the same directory.
+TOKENIZER_CONFIG = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "bos_token": BOS,
+    "eos_token": EOS,
+    "pad_token": PAD,
+}
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
+    min_size = 256 + len(SPECIALS)
+    if vocab_size < min_size:
+        raise TrainingError(f"vocab size must be at least {min_size} (256 bytes + specials), got {vocab_size}")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    for i, name in enumerate(SPECIALS):
+        assert tok.token_to_id(name) == i, "special token ids are fixed by their order"
+    return tok
+
+
+def save_tokenizer(tok: Tokenizer, out_dir: Path) -> None:
+    with atomic_directory(out_dir) as tmp:
+        tok.save(str(tmp / TOKENIZER_FILE))
+        (tmp / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    """`path` is a tokenizer.json or a directory holding one."""
+    path = Path(path)
+    file = path / TOKENIZER_FILE if path.is_dir() else path
+    if not file.exists():
+        raise TrainingError(f"{file}: no such tokenizer file")
+    try:
+        tok = Tokenizer.from_file(str(file))
+    except Exception as e:  # the Rust side raises a bare Exception
+        raise TrainingError(f"{file}: unreadable tokenizer ({e})") from None
+    for i, name in enumerate(SPECIALS):
+        if tok.token_to_id(name) != i:
+            raise TrainingError(f"{file}: expected special token {name} at id {i}")
+    return tok
