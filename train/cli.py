@@ -1,0 +1,237 @@
+"""`jaxspec-train` / `python -m train`: tokenizer, data, lm, distill, eval and plot subcommands.
+
+Every error a user can cause is printed as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jaxspec.errors import JaxspecError
+from train.bpe import BOS_ID, EOS_ID, PAD_ID, load_tokenizer
+from train.corpus import STDLIB, find_corpus, read_text
+from train.errors import TrainingError
+from train.optimizer import OptimizerConfig
+
+PROG = "jaxspec-train"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage plus a message; the contract is one line
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def _corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", default=STDLIB, help="'stdlib' (the Python standard library's source) or a directory")
+    p.add_argument("--pattern", default="*.py", help="file name pattern, searched recursively (default: *.py)")
+    p.add_argument("--eval-fraction", type=float, default=0.03, help="share of files held out for evaluation")
+
+
+def _model_args(p: argparse.ArgumentParser, hidden: int, layers: int, heads: int, kv_heads: int, inter: int) -> None:
+    g = p.add_argument_group("model (a Llama-style decoder; --config overrides the size flags)")
+    g.add_argument("--config", type=Path, help="a Hugging Face config.json to train instead of the flags below")
+    g.add_argument("--hidden", type=int, default=hidden)
+    g.add_argument("--layers", type=int, default=layers)
+    g.add_argument("--heads", type=int, default=heads)
+    g.add_argument("--kv-heads", type=int, default=kv_heads)
+    g.add_argument("--intermediate", type=int, default=inter)
+    g.add_argument("--max-positions", type=int, default=2048)
+    g.add_argument("--rope-theta", type=float, default=10000.0)
+    g.add_argument("--tie-embeddings", action="store_true")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, required=True, help="dataset directory made by `jaxspec-train data`")
+    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics); resumes if it has checkpoints")
+    p.add_argument("--export", type=Path, help="Hugging Face directory for the final params (default: OUT/hf)")
+    p.add_argument("--export-dtype", default="float32", choices=("float32", "bfloat16"))
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=1000)
+    g.add_argument("--batch-size", type=int, default=16, help="rows per optimizer step")
+    g.add_argument("--accum", type=int, default=1, help="micro-batches per step (gradient accumulation)")
+    g.add_argument("--lr", type=float, default=3e-3)
+    g.add_argument("--min-lr-ratio", type=float, default=0.1)
+    g.add_argument("--warmup", type=int, default=100)
+    g.add_argument("--weight-decay", type=float, default=0.1)
+    g.add_argument("--clip", type=float, default=1.0, help="global gradient norm limit")
+    g.add_argument("--z-loss", type=float, default=0.0, help="weight of mean(log Z^2)")
+    g.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"), help="params stay float32")
+    g.add_argument("--seed", type=int, default=0)
+    g = p.add_argument_group("checkpoints and evaluation")
+    g.add_argument("--save-every", type=int, default=100)
+    g.add_argument("--keep", type=int, default=3)
+    g.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
+    g.add_argument("--eval-batches", type=int, default=16)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Train tokenizers, backbones and draft models for jaxspec.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer on a corpus's training files")
+    _corpus_args(p)
+    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--out", type=Path, required=True, help="directory for tokenizer.json")
+
+    p = sub.add_parser("data", help="tokenize a corpus into packed fixed-length rows (numpy memmaps)")
+    _corpus_args(p)
+    p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json or a directory holding one")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--out", type=Path, required=True, help="dataset directory")
+
+    p = sub.add_parser("lm", help="train a backbone with the causal LM loss")
+    _train_args(p)
+    _model_args(p, hidden=256, layers=6, heads=8, kv_heads=4, inter=704)
+
+    p = sub.add_parser("distill", help="distill a draft model from a teacher: KL(teacher || draft), optionally mixed with CE")
+    p.add_argument("--teacher", type=Path, required=True, help="the teacher's model directory (same tokenizer as --data)")
+    p.add_argument("--kl-weight", type=float, default=1.0, help="loss = w*KL + (1-w)*CE")
+    p.add_argument("--temperature", type=float, default=1.0)
+    _train_args(p)
+    _model_args(p, hidden=128, layers=2, heads=4, kv_heads=2, inter=352)
+
+    p = sub.add_parser("eval", help="held-out loss of a saved model (and KL / agreement against a teacher)")
+    p.add_argument("--model", type=Path, required=True, help="a model directory")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory; its eval split is used")
+    p.add_argument("--teacher", type=Path, help="also report KL(teacher || model) and argmax agreement")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batches", type=int, default=16, help="number of held-out batches (from the start of the split)")
+
+    p = sub.add_parser("plot", help="plot train and eval loss curves from metrics.jsonl files")
+    p.add_argument("metrics", nargs="+", help="METRICS_JSONL[=LABEL]")
+    p.add_argument("--out", type=Path, required=True, help="PNG file")
+    return parser
+
+
+def _cmd_tokenizer(a) -> None:
+    from train.bpe import save_tokenizer, train_bpe
+
+    corpus = find_corpus(a.corpus, a.pattern, a.eval_fraction)
+    tok = train_bpe((read_text(f) for f in corpus.train_files), a.vocab_size)
+    save_tokenizer(tok, a.out)
+    print(f"tokenizer: {tok.get_vocab_size()} tokens from {len(corpus.train_files)} files of {corpus.root} -> {a.out}")
+
+
+def _cmd_data(a) -> None:
+    from train.packing import build_dataset
+
+    corpus = find_corpus(a.corpus, a.pattern, a.eval_fraction)
+    tok = load_tokenizer(a.tokenizer)
+    tok_file = a.tokenizer / "tokenizer.json" if a.tokenizer.is_dir() else a.tokenizer
+    meta = build_dataset(corpus, tok, tok_file, a.seq_len, a.out)
+    s = meta["splits"]
+    print(
+        f"data: train {s['train']['rows']} rows ({s['train']['tokens']} tokens, {s['train']['files']} files), "
+        f"eval {s['eval']['rows']} rows ({s['eval']['tokens']} tokens, {s['eval']['files']} files) -> {a.out}"
+    )
+
+
+def _model_dict(a, max_positions_floor: int) -> dict:
+    from train.model_config import llama_config, read_config_file
+
+    if a.config is not None:
+        return read_config_file(a.config)
+    return llama_config(
+        a.hidden, a.layers, a.heads, a.kv_heads, a.intermediate, max(a.max_positions, max_positions_floor), a.rope_theta, a.tie_embeddings
+    )
+
+
+def _run_config(a, **extra):
+    from train.trainer import RunConfig
+
+    opt = OptimizerConfig(
+        lr=a.lr,
+        min_lr_ratio=a.min_lr_ratio,
+        warmup_steps=a.warmup,
+        total_steps=a.steps,
+        weight_decay=a.weight_decay,
+        clip_norm=a.clip,
+    )
+    return RunConfig(
+        steps=a.steps,
+        batch_size=a.batch_size,
+        accum=a.accum,
+        optimizer=opt,
+        z_loss=a.z_loss,
+        compute_dtype=a.compute_dtype,
+        seed=a.seed,
+        save_every=a.save_every,
+        keep=a.keep,
+        eval_every=a.eval_every,
+        eval_batches=a.eval_batches,
+        export_dtype=a.export_dtype,
+        **extra,
+    )
+
+
+def _report(result: dict, export: Path) -> None:
+    print(json.dumps({"export": str(export), **result}))
+
+
+def _cmd_lm(a) -> None:
+    from train.dataset import open_dataset
+    from train.model_config import fit_to_data
+    from train.trainer import train
+
+    data = open_dataset(a.data)
+    cfg, _ = fit_to_data(_model_dict(a, data.seq_len), data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
+    export = a.export or a.out / "hf"
+    _report(train(a.out, cfg, data, _run_config(a), export), export)
+
+
+def _cmd_distill(a) -> None:
+    from jaxspec.loading import load
+    from train.dataset import open_dataset
+    from train.model_config import fit_to_data
+    from train.trainer import train
+
+    data = open_dataset(a.data)
+    teacher = load(a.teacher, dtype="float32")
+    teacher_tok = a.teacher / "tokenizer.json"
+    if not teacher_tok.exists():
+        raise TrainingError(f"{a.teacher}: no tokenizer.json, so its vocabulary cannot be checked against the data's")
+    if load_tokenizer(teacher_tok).get_vocab() != load_tokenizer(data.tokenizer_file).get_vocab():
+        raise TrainingError(f"{a.teacher}: its tokenizer differs from the one that built {a.data}")
+    base = _model_dict(a, data.seq_len)
+    base["vocab_size"] = teacher.model.vocab_size  # the KL compares distributions over the same vocabulary
+    cfg, _ = fit_to_data(base, data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
+    export = a.export or a.out / "hf"
+    rc = _run_config(a, kl_weight=a.kl_weight, temperature=a.temperature)
+    _report(train(a.out, cfg, data, rc, export, teacher=teacher), export)
+
+
+def _cmd_eval(a) -> None:
+    from train.evaluate import evaluate_saved
+
+    print(json.dumps(evaluate_saved(a.model, a.data, a.teacher, a.batch_size, a.batches)))
+
+
+def _cmd_plot(a) -> None:
+    from train.plotting import plot_losses
+
+    runs = []
+    for spec in a.metrics:
+        path, _, label = spec.partition("=")
+        runs.append((Path(path), label or Path(path).parent.name))
+    plot_losses(runs, a.out)
+    print(f"plot: {a.out}")
+
+
+COMMANDS = {"tokenizer": _cmd_tokenizer, "data": _cmd_data, "lm": _cmd_lm, "distill": _cmd_distill, "eval": _cmd_eval, "plot": _cmd_plot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except JaxspecError as e:
+        sys.stderr.write(f"{PROG} {args.command}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG} {args.command}: interrupted\n")
+        return 130
+    return 0

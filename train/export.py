@@ -1,0 +1,36 @@
+"""Export trained params as a Hugging Face directory that jaxspec and transformers both load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from jaxspec import hf_io
+from train.bpe import TOKENIZER_CONFIG, TOKENIZER_FILE
+from train.errors import TrainingError
+
+EXPORT_DTYPES = ("float32", "bfloat16")
+
+
+def export_hf(out_dir: Path, params, hf_config: dict, tokenizer_file: Path, dtype: str) -> None:
+    """config.json, model.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json."""
+    if dtype not in EXPORT_DTYPES:
+        raise TrainingError(f"unknown export dtype {dtype!r} (choose from {', '.join(EXPORT_DTYPES)})")
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.dtype(dtype)), params)
+    generation = {
+        "bos_token_id": hf_config.get("bos_token_id"),
+        "eos_token_id": hf_config.get("eos_token_id"),
+        "pad_token_id": hf_config.get("pad_token_id"),
+    }
+    # save_hf copies side files from a directory and renames the whole result into place at once.
+    with tempfile.TemporaryDirectory() as side:
+        side = Path(side)
+        shutil.copyfile(tokenizer_file, side / TOKENIZER_FILE)
+        (side / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
+        (side / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        hf_io.save_hf(Path(out_dir), params, hf_config, side, dtype)
