@@ -82,7 +82,9 @@ def test_tokenizer_is_deterministic_and_round_trips(data_dir):
     assert tok.get_vocab_size() == TINY_VOCAB
     assert [tok.token_to_id(t) for t in ("<pad>", "<s>", "</s>")] == [0, 1, 2]
     text = "def f(x):\n    return x ** 2  # ünïcode ✓\n"
-    assert tok.decode(tok.encode(text).ids) == text
+    ids = tok.encode(text).ids
+    assert ids[0] == BOS_ID  # a prompt starts like a packed file
+    assert tok.decode(ids) == text
 
 
 def test_rows_are_the_packed_token_stream(data_dir):
@@ -92,7 +94,7 @@ def test_rows_are_the_packed_token_stream(data_dir):
     assert data.train.dtype == np.uint16 and len(data.eval) > 0
     corpus = find_corpus(str(data_dir.parent / "corpus"), eval_fraction=0.2)
     tok = load_tokenizer(data_dir)
-    first = [BOS_ID, *tok.encode(read_text(corpus.train_files[0])).ids, EOS_ID]
+    first = [BOS_ID, *tok.encode(read_text(corpus.train_files[0]), add_special_tokens=False).ids, EOS_ID]
     stream = np.asarray(data.train).ravel()
     np.testing.assert_array_equal(stream[: len(first)], first)
 

@@ -2,6 +2,9 @@
 
 Byte-level means every byte has a token, so any text encodes without an
 unknown token, and the ByteLevel decoder turns ids back into the exact text.
+Encoding prepends <s>, as every packed file starts with it, so a prompt looks
+like the start of a file to the model (packing itself adds <s> and </s> and
+encodes without special tokens).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from jaxspec.atomic import atomic_directory
 from train.errors import TrainingError
@@ -44,6 +47,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tok.train_from_iterator(texts, trainer)
     for i, name in enumerate(SPECIALS):
         assert tok.token_to_id(name) == i, "special token ids are fixed by their order"
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, BOS_ID)]
+    )
     return tok
 
 
