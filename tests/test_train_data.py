@@ -142,3 +142,11 @@ def test_cli_user_errors_are_one_line_and_exit_2(data_dir, tmp_path, capsys):
         proc = subprocess.run([sys.executable, "-m", "train", *argv], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 2
         one_error_line(proc.stderr)
+
+
+@pytest.mark.parametrize("command", ["tokenizer", "data", "lm", "distill", "eval", "plot"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"jaxspec-train {command}" in capsys.readouterr().out

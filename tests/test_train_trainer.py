@@ -136,3 +136,10 @@ def test_z_loss_adds_the_squared_log_partition():
     log_z = jax.nn.logsumexp(logits, -1)
     assert float(with_z - plain) == pytest.approx(1e-2 * float(jnp.mean(log_z**2)), rel=1e-5)
     assert float(m["ce"]) == pytest.approx(float(-jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1))), rel=1e-6)
+
+
+def test_plot_draws_the_loss_curves(lm_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "img" / "loss.png"
+    assert main(["plot", f"{lm_run / 'metrics.jsonl'}=tiny", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

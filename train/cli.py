@@ -130,13 +130,13 @@ def _cmd_data(a) -> None:
     )
 
 
-def _model_dict(a, max_positions_floor: int) -> dict:
+def _model_dict(a) -> dict:
     from train.model_config import llama_config, read_config_file
 
     if a.config is not None:
         return read_config_file(a.config)
     return llama_config(
-        a.hidden, a.layers, a.heads, a.kv_heads, a.intermediate, max(a.max_positions, max_positions_floor), a.rope_theta, a.tie_embeddings
+        a.hidden, a.layers, a.heads, a.kv_heads, a.intermediate, a.max_positions, a.rope_theta, a.tie_embeddings
     )
 
 
@@ -178,7 +178,7 @@ def _cmd_lm(a) -> None:
     from train.trainer import train
 
     data = open_dataset(a.data)
-    cfg, _ = fit_to_data(_model_dict(a, data.seq_len), data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
+    cfg = fit_to_data(_model_dict(a), data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
     export = a.export or a.out / "hf"
     _report(train(a.out, cfg, data, _run_config(a), export), export)
 
@@ -196,9 +196,9 @@ def _cmd_distill(a) -> None:
         raise TrainingError(f"{a.teacher}: no tokenizer.json, so its vocabulary cannot be checked against the data's")
     if load_tokenizer(teacher_tok).get_vocab() != load_tokenizer(data.tokenizer_file).get_vocab():
         raise TrainingError(f"{a.teacher}: its tokenizer differs from the one that built {a.data}")
-    base = _model_dict(a, data.seq_len)
+    base = _model_dict(a)
     base["vocab_size"] = teacher.model.vocab_size  # the KL compares distributions over the same vocabulary
-    cfg, _ = fit_to_data(base, data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
+    cfg = fit_to_data(base, data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
     export = a.export or a.out / "hf"
     rc = _run_config(a, kl_weight=a.kl_weight, temperature=a.temperature)
     _report(train(a.out, cfg, data, rc, export, teacher=teacher), export)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models import DecoderConfig, ModelConfigError, from_hf_config
+from models import ModelConfigError, from_hf_config
 from train.errors import TrainingError
 
 
@@ -52,7 +52,7 @@ def read_config_file(path: Path) -> dict:
     return cfg
 
 
-def fit_to_data(cfg: dict, vocab_size: int, bos_id: int, eos_id: int, pad_id: int, seq_len: int) -> tuple[dict, DecoderConfig]:
+def fit_to_data(cfg: dict, vocab_size: int, bos_id: int, eos_id: int, pad_id: int, seq_len: int) -> dict:
     """Fills the tokenizer's vocab size and special ids into `cfg` and checks it can train on seq_len tokens."""
     cfg = dict(cfg)
     given_vocab = cfg.get("vocab_size")
@@ -70,4 +70,4 @@ def fit_to_data(cfg: dict, vocab_size: int, bos_id: int, eos_id: int, pad_id: in
         raise TrainingError(
             f"max_position_embeddings {config.max_position_embeddings} is shorter than the sequence length {seq_len}"
         )
-    return cfg, config
+    return cfg
