@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxspec.sampling import draw
+
 
 def _first_false(ok: jax.Array, n_draft: jax.Array) -> jax.Array:
     """Length of the leading run of True in ok[B, K], capped at n_draft[B]."""
@@ -22,12 +24,7 @@ def _first_false(ok: jax.Array, n_draft: jax.Array) -> jax.Array:
     return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=1), axis=1)
 
 
-def _draw(rng: jax.Array, probs: jax.Array) -> jax.Array:
-    """One token per row from probs[B, V] (unnormalised is fine)."""
-    return jax.random.categorical(rng, jnp.log(probs), axis=-1).astype(jnp.int32)
-
-
-def accept_point_mass(rng: jax.Array, p: jax.Array, x: jax.Array, n_draft: jax.Array):
+def accept_point_mass(rng: jax.Array, p: jax.Array, x: jax.Array, n_draft: jax.Array, greedy: bool = False):
     """Drafts without a distribution (prompt lookup, token recycling, greedy heads).
 
     q is one-hot at x, so the ratio test accepts x with probability p(x) and on
@@ -37,12 +34,12 @@ def accept_point_mass(rng: jax.Array, p: jax.Array, x: jax.Array, n_draft: jax.A
     prefix. (A fresh draw at the mismatch would be biased against x.)
     """
     b, k1, _ = p.shape
-    y = _draw(rng, p.reshape(b * k1, -1)).reshape(b, k1)
+    y = draw(rng, p.reshape(b * k1, -1), greedy).reshape(b, k1)
     n = _first_false(y[:, :-1] == x, n_draft)
     return n, jnp.take_along_axis(y, n[:, None], axis=1)[:, 0]
 
 
-def accept_ratio(rng: jax.Array, p: jax.Array, q: jax.Array, x: jax.Array, n_draft: jax.Array):
+def accept_ratio(rng: jax.Array, p: jax.Array, q: jax.Array, x: jax.Array, n_draft: jax.Array, greedy: bool = False):
     """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023) for drafts x_i ~ q_i.
 
     Accept x_i with probability min(1, p_i(x_i) / q_i(x_i)); at the first
@@ -63,4 +60,4 @@ def accept_ratio(rng: jax.Array, p: jax.Array, q: jax.Array, x: jax.Array, n_dra
     residual = jnp.maximum(p_n - q_n, 0.0)
     # After a real rejection p(x) < q(x), so the residual has positive mass.
     residual = jnp.where(jnp.sum(residual, axis=-1, keepdims=True) > 0, residual, p_n)
-    return n, _draw(rng_next, jnp.where(rejected, residual, p_n))
+    return n, draw(rng_next, jnp.where(rejected, residual, p_n), greedy)

@@ -96,10 +96,11 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
 
     p = target_distribution(out.logits, spec.sampling)
     n_valid = jnp.where(active, draft.n_valid, 0)
+    greedy = spec.sampling.greedy
     if draft.probs is None:
-        n_accepted, next_token = accept_point_mass(rng_accept, p, draft.tokens, n_valid)
+        n_accepted, next_token = accept_point_mass(rng_accept, p, draft.tokens, n_valid, greedy)
     else:
-        n_accepted, next_token = accept_ratio(rng_accept, p, draft.probs, draft.tokens, n_valid)
+        n_accepted, next_token = accept_ratio(rng_accept, p, draft.probs, draft.tokens, n_valid, greedy)
 
     tokens = _emitted(draft.tokens, n_accepted, next_token)
     count, finished = _emit_count(tokens, n_accepted, state.seq_len - state.prompt_len, state.stop_ids, spec)

@@ -73,8 +73,13 @@ def target_distribution(logits: jax.Array, cfg: SamplingConfig) -> jax.Array:
     return jax.nn.softmax(filtered_logits(logits, cfg), axis=-1)
 
 
-def sample(rng: jax.Array, logits: jax.Array, cfg: SamplingConfig) -> jax.Array:
-    """Draws one token per row from target_distribution(logits). logits: [..., V]."""
-    if cfg.greedy:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(rng, filtered_logits(logits, cfg), axis=-1).astype(jnp.int32)
+def draw(rng: jax.Array, probs: jax.Array, greedy: bool = False) -> jax.Array:
+    """One token per row from probs[..., V] (unnormalised is fine).
+
+    Under greedy every distribution in play is a point mass, whose only draw
+    is its argmax; skipping the V Gumbel variates per row is most of a greedy
+    step's non-model work for large vocabularies.
+    """
+    if greedy:
+        return jnp.argmax(probs, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(rng, jnp.log(probs), axis=-1).astype(jnp.int32)

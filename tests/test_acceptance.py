@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxspec.acceptance import _draw, _first_false, accept_point_mass, accept_ratio
+from jaxspec.acceptance import _first_false, accept_point_mass, accept_ratio
+from jaxspec.sampling import draw
 
 V, K, TRIALS = 6, 3, 400_000
 TV_BOUND = 0.01
@@ -102,7 +103,7 @@ def _biased_point_mass(rng, p, x, n_draft):
     rng_u, rng_y = jax.random.split(rng)
     px = jnp.take_along_axis(p[:, :-1], x[..., None], axis=2)[..., 0]
     n = _first_false(jax.random.uniform(rng_u, px.shape) < px, n_draft)
-    fresh = _draw(rng_y, jnp.take_along_axis(p, n[:, None, None], axis=1)[:, 0])
+    fresh = draw(rng_y, jnp.take_along_axis(p, n[:, None, None], axis=1)[:, 0])
     return n, fresh
 
 

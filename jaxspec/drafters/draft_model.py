@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxspec.drafters.base import Context, Draft
-from jaxspec.sampling import SamplingConfig, target_distribution
+from jaxspec.sampling import SamplingConfig, draw, target_distribution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +66,7 @@ class DraftModel:
 
     def _draw(self, rng, logits):
         q = target_distribution(logits, self.sampling)
-        if self.sampling.greedy:
-            token = jnp.argmax(q, axis=-1)
-        else:
-            token = jax.random.categorical(rng, jnp.log(q), axis=-1)
-        return token.astype(jnp.int32), q
+        return draw(rng, q, self.sampling.greedy), q
 
     def _keep_going(self, q, token, confidence_product):
         """Per row: whether to draft another token after `token`, and the updated running product."""
