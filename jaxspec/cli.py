@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -333,6 +334,8 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
+    # `jaxspec info M | head` should end quietly when the reader goes away, like any Unix tool.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
