@@ -74,6 +74,8 @@ class ShardingRules:
 
 def logical_param_axes(path: tuple[str, ...], ndim: int) -> tuple[str, ...]:
     """Logical axes of the parameter at `path` (module names..., leaf)."""
+    if len(path) < 2:
+        raise ValueError(f"no logical axes known for parameter {'/'.join(path)}")
     if path[-1] == "scale" and path[-2] not in ("q_norm", "k_norm"):
         return ("embed",)
     axes = _PARAM_AXES.get((path[-2], path[-1]))
@@ -133,6 +135,20 @@ class ShardingPlan:
 
     def shard_params(self, params):
         return jax.device_put(params, self.param_shardings(params))
+
+    def state_shardings(self, tree) -> Any:
+        """Shardings for any tree holding parameter-shaped leaves (a train state: params, optimizer
+        moments that mirror the parameter paths, scalars): a leaf whose path ends like a parameter's
+        is sharded like it; everything else is replicated."""
+
+        def one(path, x):
+            names = tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey) and isinstance(k.key, str))
+            try:
+                return self.sharding(logical_param_axes(names, x.ndim), x.shape)
+            except (ValueError, IndexError):
+                return NamedSharding(self.mesh, PartitionSpec())
+
+        return jax.tree_util.tree_map_with_path(one, tree)
 
     def batch_sharding(self, shape) -> NamedSharding:
         """Token arrays [B, T] (or [B])."""
