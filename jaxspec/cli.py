@@ -223,7 +223,7 @@ def _cmd_generate(args) -> None:
         if draft is not None:
             drafter_params = plan.shard_params(drafter_params)
         c = lm.model.config
-        for note in plan.cache_fallbacks((len(prompts), 1, c.num_kv_heads, c.head_dim)):
+        for note in plan.cache_fallbacks((len(prompts), c.num_kv_heads, c.head_dim, 1)):
             print(f"jaxspec: KV cache layout: {note}", file=sys.stderr)
     results = generate(
         lm.model,

@@ -49,7 +49,9 @@ _PARAM_AXES = {
     ("k_norm", "scale"): ("head_dim",),
     ("lm_head", "kernel"): ("embed", "vocab"),
 }
-CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
+# The KV cache's layouts (models/kv_cache.py): keys [B, KVH, Dh, S], values [B, KVH, S, Dh].
+KEY_AXES = ("batch", "kv_heads", "head_dim", "length")
+VALUE_AXES = ("batch", "kv_heads", "length", "head_dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,19 +156,18 @@ class ShardingPlan:
         """Token arrays [B, T] (or [B])."""
         return self.sharding(("batch", "length")[: len(shape)], shape)
 
-    def cache_sharding(self, shape) -> NamedSharding:
-        return self.sharding(CACHE_AXES, shape)
-
-    def cache_fallbacks(self, shape) -> list[str]:
-        return self.spec(CACHE_AXES, tuple(shape))[1]
+    def cache_fallbacks(self, key_shape) -> list[str]:
+        """What the key arrays of this shape could not shard as the rules ask (values have the same dims)."""
+        return self.spec(KEY_AXES, tuple(key_shape))[1]
 
     def constrain_cache(self, cache):
-        """Pins a KV cache's layout inside jit (K/V arrays by CACHE_AXES, lengths by batch)."""
-        def pin(x):
-            sharding = self.cache_sharding(x.shape) if x.ndim == 4 else self.batch_sharding(x.shape)
-            return jax.lax.with_sharding_constraint(x, sharding)
-
-        return jax.tree_util.tree_map(pin, cache)
+        """Pins a KV cache's layout inside jit: keys, values and lengths by their logical axes."""
+        pin = lambda axes: lambda x: jax.lax.with_sharding_constraint(x, self.sharding(axes, x.shape))
+        return cache.replace(
+            keys=tuple(map(pin(KEY_AXES), cache.keys)),
+            values=tuple(map(pin(VALUE_AXES), cache.values)),
+            lengths=pin(("batch",))(cache.lengths),
+        )
 
 
 def describe(params, plan: ShardingPlan) -> dict[str, str]:

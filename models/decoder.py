@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from models.config import DecoderConfig
-from models.kv_cache import KVCache
+from models.kv_cache import KVCache, write_slots
 from models.rope import apply_rope, inverse_frequencies
 
 _NEG_INF = float(jnp.finfo(jnp.float32).min)
@@ -92,7 +92,7 @@ class Attention(nn.Module):
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x, positions, keys, values, write_rows, write_slots, allowed):
+    def __call__(self, x, positions, keys, values, slots, allowed):
         c = self.config
         b, t, _ = x.shape
         q = _dense(c.num_heads * c.head_dim, c.qkv_bias, self.dtype, "q_proj")(x)
@@ -108,16 +108,19 @@ class Attention(nn.Module):
         q = apply_rope(q, positions, inv_freq)
         k = apply_rope(k, positions, inv_freq)
 
-        keys = keys.at[write_rows, write_slots].set(k.astype(keys.dtype), mode="drop")
-        values = values.at[write_rows, write_slots].set(v.astype(values.dtype), mode="drop")
+        keys = write_slots(keys, slots, k.transpose(0, 2, 3, 1), KVCache.KEY_SLOT_AXIS)
+        values = write_slots(values, slots, v.transpose(0, 2, 1, 3), KVCache.VALUE_SLOT_AXIS)
 
+        # Query rows grouped by their KV head (head h uses KV head h // groups, as in HF's repeat_kv).
         groups = c.num_heads // c.num_kv_heads
-        qg = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim)
-        scores = jnp.einsum("btkgd,bskd->bkgts", qg, keys.astype(self.dtype)).astype(jnp.float32)
-        scores = softcap(scores * c.attn_scale, c.attn_softcap)
+        qg = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim).transpose(0, 2, 3, 1, 4)
+        qg = qg.reshape(b, c.num_kv_heads, groups * t, c.head_dim)
+        scores = jnp.einsum("bkqd,bkds->bkqs", qg, keys.astype(self.dtype)).astype(jnp.float32)
+        scores = softcap(scores * c.attn_scale, c.attn_softcap).reshape(b, c.num_kv_heads, groups, t, -1)
         scores = jnp.where(allowed[:, None, None, :, :], scores, _NEG_INF)
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(self.dtype))
+        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype).reshape(b, c.num_kv_heads, groups * t, -1)
+        out = jnp.einsum("bkqs,bksd->bkqd", probs, values.astype(self.dtype))
+        out = out.reshape(b, c.num_kv_heads, groups, t, c.head_dim).transpose(0, 3, 1, 2, 4)
         out = out.reshape(b, t, c.num_heads * c.head_dim)
         return _dense(c.hidden_size, c.o_bias, self.dtype, "o_proj")(out), keys, values
 
@@ -128,14 +131,14 @@ class DecoderLayer(nn.Module):
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x, positions, keys, values, write_rows, write_slots, allowed):
+    def __call__(self, x, positions, keys, values, slots, allowed):
         c = self.config
 
         def norm(name):
             return RMSNorm(c.rms_norm_eps, c.norm_plus_one, self.dtype, name=name)
 
         h, keys, values = Attention(c, self.layer, self.dtype, name="self_attn")(
-            norm("input_layernorm")(x), positions, keys, values, write_rows, write_slots, allowed
+            norm("input_layernorm")(x), positions, keys, values, slots, allowed
         )
         if c.sandwich_norms:
             x = x + norm("post_attention_layernorm")(h)
@@ -197,13 +200,12 @@ class DecoderLM(nn.Module):
         if c.scale_embeddings:
             x = x * jnp.asarray(c.hidden_size**0.5, self.dtype)
         b, t = tokens.shape
-        write_rows = jnp.arange(b)[:, None]
-        write_slots = cache.lengths[:, None] + jnp.arange(t)[None, :]
+        slots = cache.lengths[:, None] + jnp.arange(t)[None, :]
         masks = attention_masks(c, cache, positions, window_mask)
         new_keys, new_values = [], []
         for i in range(c.num_layers):
             x, k, v = DecoderLayer(c, i, self.dtype, name=f"layers_{i}")(
-                x, positions, cache.keys[i], cache.values[i], write_rows, write_slots, masks[c.layer_windows[i]]
+                x, positions, cache.keys[i], cache.values[i], slots, masks[c.layer_windows[i]]
             )
             new_keys.append(k)
             new_values.append(v)

@@ -133,12 +133,12 @@ def test_cache_after_speculative_equals_cache_after_plain():
     plain = final(Autoregressive(), None)
     fast = final(DraftModel(target, 4, SamplingConfig()), noisy_copy(params, 1, 0.3))
     np.testing.assert_array_equal(np.asarray(plain.seq_len), np.asarray(fast.seq_len))
+    # The two caches differ in length (K + 1 slack); compare each row's committed prefix.
     for b, n in enumerate(np.asarray(plain.seq_len) - 1):
-        for a, c in itertools.chain(
-            zip(plain.cache.keys, fast.cache.keys), zip(plain.cache.values, fast.cache.values)
-        ):
-            # The two caches are different shapes (K + 1 slack); compare the committed prefix.
-            np.testing.assert_allclose(np.asarray(a[b, :n]), np.asarray(c[b, :n]), atol=2e-5, rtol=1e-5)
+        for a, c in zip(plain.cache.keys, fast.cache.keys):
+            np.testing.assert_allclose(np.asarray(a[b, ..., :n]), np.asarray(c[b, ..., :n]), atol=2e-5, rtol=1e-5)
+        for a, c in zip(plain.cache.values, fast.cache.values):
+            np.testing.assert_allclose(np.asarray(a[b, :, :n]), np.asarray(c[b, :, :n]), atol=2e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- lossless sampling, end to end

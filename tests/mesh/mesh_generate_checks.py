@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxspec import SamplingConfig, generate, load
 from jaxspec.drafters.draft_model import DraftModel
-from jaxspec.sharding import ShardingPlan, parse_mesh
+from jaxspec.sharding import KEY_AXES, ShardingPlan, parse_mesh
 from tests.hf_factory import make_hf_model
 
 PROMPTS = [[5, 6, 7], [8], [9, 10, 11, 12], [13, 14], [1, 2], [3], [4, 5, 6], [7, 8]]
@@ -61,11 +61,11 @@ def test_speculative_on_mesh_equals_one_device(dirs):
 
 def test_cache_layout_falls_back_when_kv_heads_do_not_divide(dirs):
     plan = ShardingPlan(parse_mesh("data=2,tensor=4"))
-    spec, notes = plan.spec(("batch", "length", "kv_heads", "head_dim"), (8, 64, 2, 24))
+    spec, notes = plan.spec(KEY_AXES, (8, 2, 24, 64))
     assert spec == P("data", None, None, None)
     assert notes == ["kv_heads=2 does not divide over tensor=4: replicated"]
-    spec, notes = plan.spec(("batch", "length", "kv_heads", "head_dim"), (8, 64, 4, 24))
-    assert spec == P("data", None, "tensor", None) and notes == []
+    spec, notes = plan.spec(KEY_AXES, (8, 4, 24, 64))
+    assert spec == P("data", "tensor", None, None) and notes == []
 
 
 def _cli(*args):
