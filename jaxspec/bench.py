@@ -26,7 +26,7 @@ def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _run_jaxspec(args, method, lm, draft, prompts):
+def run_jaxspec(args, method, lm, draft, prompts):
     sampling = SamplingConfig()
     records, warmed = [], set()
     for start in range(0, len(prompts), args.batch_size):
@@ -64,7 +64,7 @@ def _hf_dir(lm, tmp: Path, name: str) -> Path:
     return tmp / name
 
 
-def _run_hf(args, lm, draft, prompts, tmp: Path):
+def run_hf(args, lm, draft, prompts, tmp: Path):
     try:
         import torch
         import transformers
@@ -118,10 +118,10 @@ def run_bench(args) -> None:
     records = []
     for method in methods:
         _progress(f"jaxspec {method} (batch {args.batch_size})")
-        records += _run_jaxspec(args, method, lm, draft, prompts)
+        records += run_jaxspec(args, method, lm, draft, prompts)
     if args.compare_hf:
         with tempfile.TemporaryDirectory() as tmp:
-            records += _run_hf(args, lm, draft, prompts, Path(tmp))
+            records += run_hf(args, lm, draft, prompts, Path(tmp))
     summary = summarize(records)
     base = summary.get("autoregressive", (None,))[0]
     print(f"{'method':<20} {'tokens/s':>10} {'speedup':>8} {'tokens/call':>12}")

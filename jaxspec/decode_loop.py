@@ -81,6 +81,37 @@ def _emit_count(tokens, n_accepted, n_generated, stop_ids, spec: DecodeSpec):
     return count, finished | (count >= budget)
 
 
+def verify_widths(k: int) -> tuple[int, ...]:
+    """The window widths compiled for a K-token drafter: 1, 2, 3, 5, 9, ... and K + 1."""
+    return tuple(sorted({w for w in (1, 2, 3, 5, 9, 17, 33) if w < k + 1} | {k + 1}))
+
+
+def verify_forward(model, params, window, cache, needed):
+    """The target forward over the first w window tokens, w the smallest compiled width >= needed.
+
+    Scoring costs grow with the window on memory-light hardware (on a CPU a
+    9-token forward costs several 1-token ones), so a step verifies only as
+    many tokens as some row actually drafted: a step where no row drafted costs
+    what a plain decoding step costs. Logits past w are zeros and never read:
+    every rule reads positions <= n_valid < w.
+    """
+    b, k1 = window.shape
+    widths = verify_widths(k1 - 1)
+
+    def width(w):
+        def run(cache):
+            positions = cache.lengths[:, None] + jnp.arange(w)[None, :]
+            out = model.forward(params, window[:, :w], positions, cache)
+            return jnp.pad(out.logits, ((0, 0), (0, k1 - w), (0, 0))), out.cache
+
+        return run
+
+    if len(widths) == 1:
+        return width(k1)(cache)
+    branch = jnp.searchsorted(jnp.asarray(widths), needed)
+    return jax.lax.switch(branch, [width(w) for w in widths], cache)
+
+
 def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state: DecodeState) -> DecodeState:
     rng, rng_draft, rng_accept = jax.random.split(state.rng, 3)
     b = state.seq_len.shape[0]
@@ -89,13 +120,12 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
 
     draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(), rng_draft)
     k = draft.tokens.shape[1]
+    n_valid = jnp.where(active, draft.n_valid, 0)
     last = jnp.take_along_axis(state.history, (state.seq_len - 1)[:, None], axis=1)
     window = jnp.concatenate([last, draft.tokens], axis=1)
-    positions = state.cache.lengths[:, None] + jnp.arange(k + 1)[None, :]
-    out = model.forward(params, window, positions, state.cache)
+    logits, cache = verify_forward(model, params, window, state.cache, jnp.max(n_valid) + 1)
 
-    p = target_distribution(out.logits, spec.sampling)
-    n_valid = jnp.where(active, draft.n_valid, 0)
+    p = target_distribution(logits, spec.sampling)
     greedy = spec.sampling.greedy
     if draft.probs is None:
         n_accepted, next_token = accept_point_mass(rng_accept, p, draft.tokens, n_valid, greedy)
@@ -110,7 +140,7 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         jnp.where(active, count, state.accept_lengths[rows[:, 0], state.calls]), mode="drop"
     )
     new = state.replace(
-        cache=out.cache.commit(jnp.where(active, n_accepted + 1, 0)),
+        cache=cache.commit(jnp.where(active, n_accepted + 1, 0)),
         history=history,
         seq_len=state.seq_len + count,
         done=state.done | (active & finished),

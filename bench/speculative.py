@@ -1,0 +1,131 @@
+"""Speculative decoding on the demo pair, beside transformers, in one run.
+
+    python -m bench.speculative --markdown
+
+For each prompt set (bench/prompts/code.jsonl: function starts; quote.jsonl:
+prompts whose continuation quotes their context) and each batch size, every
+jaxspec method runs on the same prompts, greedy, float32: tokens/s, speedup
+over jaxspec's own autoregressive decoding, and mean tokens per target call.
+At batch 1, transformers' greedy generate, assisted generation (the same
+draft) and prompt lookup run on the same weights too (transformers' assisted
+generation does not batch). Compilation is excluded (each shape runs once
+untimed first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from jaxspec.bench import run_hf, run_jaxspec, summarize
+from jaxspec.cli import resolve_prompts
+from jaxspec.loading import load
+
+PROMPTS = Path(__file__).parent / "prompts"
+METHODS = {
+    "code": ("autoregressive", "draft-model", "draft-model-adaptive", "prompt-lookup"),
+    "quote": ("autoregressive", "draft-model", "prompt-lookup"),
+}
+
+
+def options(batch: int, max_new: int, k: int, adaptive: bool) -> argparse.Namespace:
+    """The flags `jaxspec bench` would parse, for its runners."""
+    return argparse.Namespace(
+        batch_size=batch, max_new_tokens=max_new, num_draft_tokens=k, adaptive_draft=adaptive,
+        ngram=3, reference=None, draft=None, dtype="float32",
+    )
+
+
+def run(args) -> list[dict]:
+    target, draft = load(args.target), load(args.draft)
+    rows = []
+    for set_name, methods in METHODS.items():
+        prompts = resolve_prompts([("--prompts", str(PROMPTS / f"{set_name}.jsonl"))], target.tokenizer)
+        for batch in args.batches:
+            records = []
+            for label in methods:
+                method = label.removesuffix("-adaptive")
+                k = args.lookup_tokens if method == "prompt-lookup" else args.draft_tokens
+                print(f"[{set_name}, batch {batch}] jaxspec {label}", file=sys.stderr, flush=True)
+                opts = options(batch, args.max_new_tokens, k, label.endswith("-adaptive"))
+                records += [dict(r, method=label) for r in run_jaxspec(opts, method, target, draft, prompts)]
+            if batch == 1 and args.compare_hf:
+                with tempfile.TemporaryDirectory() as tmp:
+                    opts = options(1, args.max_new_tokens, args.lookup_tokens, False)
+                    records += run_hf(opts, target, draft, prompts, Path(tmp))
+            summary = summarize(records)
+            base = summary["autoregressive"][0]
+            for method, (tps, per_call) in summary.items():
+                rows.append(
+                    {"prompts": set_name, "batch": batch, "method": method, "tokens_per_s": tps,
+                     "speedup": tps / base, "tokens_per_call": per_call}
+                )
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| prompts | batch | method | tokens/s | speedup vs jaxspec AR | tokens per target call |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        per_call = f"{r['tokens_per_call']:.2f}" if r["tokens_per_call"] else "–"
+        lines.append(
+            f"| {r['prompts']} | {r['batch']} | {r['method']} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x | {per_call} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["prompts"], r["batch"]) for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        xs, ys = [], []
+        for g, (prompts, batch) in enumerate(groups):
+            match = [r for r in rows if (r["prompts"], r["batch"], r["method"]) == (prompts, batch, method)]
+            if match:
+                xs.append(g + i * width)
+                ys.append(match[0]["tokens_per_s"])
+        ax.bar(xs, ys, width, label=method)
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{p}, batch {b}" for p, b in groups])
+    ax.set_ylabel("tokens/s (greedy, float32, CPU)")
+    ax.set_title("Demo pair (8.0M target, 0.89M draft): jaxspec methods and transformers")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="demo/target")
+    parser.add_argument("--draft", default="demo/draft")
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--draft-tokens", type=int, default=4, help="K for the draft model")
+    parser.add_argument("--lookup-tokens", type=int, default=8, help="K for prompt lookup (jaxspec and transformers)")
+    parser.add_argument("--no-compare-hf", dest="compare_hf", action="store_false")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/speculative.json"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/img/speculative_tokens_per_s.png"))
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    args = parser.parse_args()
+    rows = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+    plot(rows, args.plot)
+    print(markdown(rows) if args.markdown else json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
