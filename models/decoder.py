@@ -63,7 +63,7 @@ class RMSNorm(nn.Module):
         return scale.astype(self.dtype) * normed.astype(self.dtype)
 
 
-def _dense(features: int, bias: bool, dtype, name: str) -> nn.Dense:
+def _dense(features: int, bias: bool, dtype, name: str | None = None) -> nn.Dense:
     return nn.Dense(
         features,
         use_bias=bias,
@@ -110,19 +110,29 @@ class Attention(nn.Module):
 
         keys = write_slots(keys, slots, k.transpose(0, 2, 3, 1), KVCache.KEY_SLOT_AXIS)
         values = write_slots(values, slots, v.transpose(0, 2, 1, 3), KVCache.VALUE_SLOT_AXIS)
-
-        # Query rows grouped by their KV head (head h uses KV head h // groups, as in HF's repeat_kv).
-        groups = c.num_heads // c.num_kv_heads
-        qg = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim).transpose(0, 2, 3, 1, 4)
-        qg = qg.reshape(b, c.num_kv_heads, groups * t, c.head_dim)
-        scores = jnp.einsum("bkqd,bkds->bkqs", qg, keys.astype(self.dtype)).astype(jnp.float32)
-        scores = softcap(scores * c.attn_scale, c.attn_softcap).reshape(b, c.num_kv_heads, groups, t, -1)
-        scores = jnp.where(allowed[:, None, None, :, :], scores, _NEG_INF)
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype).reshape(b, c.num_kv_heads, groups * t, -1)
-        out = jnp.einsum("bkqs,bksd->bkqd", probs, values.astype(self.dtype))
-        out = out.reshape(b, c.num_kv_heads, groups, t, c.head_dim).transpose(0, 3, 1, 2, 4)
-        out = out.reshape(b, t, c.num_heads * c.head_dim)
+        out = attend(c, q, keys, values, allowed, self.dtype)
         return _dense(c.hidden_size, c.o_bias, self.dtype, "o_proj")(out), keys, values
+
+
+def attend(config: DecoderConfig, q, keys, values, allowed, dtype):
+    """Scaled, soft-capped, masked attention of q [B, T, H, Dh] over head-major keys [B, KVH, Dh, S] and
+    values [B, KVH, S, Dh] (models/kv_cache.py), where allowed [B, T, S]: [B, T, H * Dh], before o_proj.
+
+    Shared by causal self-attention over a cache and by encoder-decoder models' other attentions.
+    """
+    c = config
+    b, t = q.shape[:2]
+    # Query rows grouped by their KV head (head h uses KV head h // groups, as in HF's repeat_kv).
+    groups = c.num_heads // c.num_kv_heads
+    qg = q.reshape(b, t, c.num_kv_heads, groups, c.head_dim).transpose(0, 2, 3, 1, 4)
+    qg = qg.reshape(b, c.num_kv_heads, groups * t, c.head_dim)
+    scores = jnp.einsum("bkqd,bkds->bkqs", qg, keys.astype(dtype)).astype(jnp.float32)
+    scores = softcap(scores * c.attn_scale, c.attn_softcap).reshape(b, c.num_kv_heads, groups, t, -1)
+    scores = jnp.where(allowed[:, None, None, :, :], scores, _NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(dtype).reshape(b, c.num_kv_heads, groups * t, -1)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, values.astype(dtype))
+    out = out.reshape(b, c.num_kv_heads, groups, t, c.head_dim).transpose(0, 3, 1, 2, 4)
+    return out.reshape(b, t, c.num_heads * c.head_dim)
 
 
 class DecoderLayer(nn.Module):
