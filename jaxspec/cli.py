@@ -29,23 +29,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _AppendPrompt(argparse.Action):
-    """--prompt, --prompt-ids and --prompts share one ordered list."""
+    """--prompt, --prompt-ids and --prompts share one ordered list (so do --target and --target-ids)."""
 
     def __call__(self, parser, namespace, value, option_string=None):
-        items = getattr(namespace, "prompt_items", None) or []
+        items = getattr(namespace, self.dest, None) or []
         items.append((option_string, value))
-        namespace.prompt_items = items
+        setattr(namespace, self.dest, items)
 
 
 def _add_prompt_args(p: argparse.ArgumentParser, with_file: bool) -> None:
-    p.add_argument("--prompt", action=_AppendPrompt, metavar="TEXT", help="a text prompt (repeatable)")
-    p.add_argument("--prompt-ids", action=_AppendPrompt, metavar="1,2,3", help="token ids (repeatable)")
+    kw = dict(action=_AppendPrompt, dest="prompt_items")
+    p.add_argument("--prompt", metavar="TEXT", help="a text prompt (an encoder-decoder model's input) (repeatable)", **kw)
+    p.add_argument("--prompt-ids", metavar="1,2,3", help="token ids (repeatable)", **kw)
     if with_file:
         p.add_argument(
-            "--prompts",
-            action=_AppendPrompt,
-            metavar="FILE.jsonl",
-            help='a file of lines {"prompt": "..."} or {"prompt_ids": [...]}',
+            "--prompts", metavar="FILE.jsonl", help='a file of lines {"prompt": "..."} or {"prompt_ids": [...]}', **kw
         )
     p.set_defaults(prompt_items=[])
 
@@ -82,9 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compare-hf", action="store_true", help="also run transformers' generate, assisted generation and prompt lookup")
     b.add_argument("--out", metavar="FILE.jsonl", help="Spec-Bench-style per-prompt results")
 
-    s = sub.add_parser("score", help="log-probabilities of each prompt token")
+    s = sub.add_parser(
+        "score", help="log-probabilities of each prompt token (encoder-decoder models: of each --target given its prompt)"
+    )
     s.add_argument("--model", required=True)
     _add_prompt_args(s, with_file=False)
+    kw = dict(action=_AppendPrompt, dest="target_items")
+    s.add_argument("--target", metavar="TEXT", help="encoder-decoder models: the decoder text to score, one per prompt, in order", **kw)
+    s.add_argument("--target-ids", metavar="1,2,3", help="encoder-decoder models: target token ids (repeatable)", **kw)
+    s.set_defaults(target_items=[])
     s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     s.add_argument("--json", action="store_true", help="one JSON line per prompt (the only output form)")
 
@@ -104,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("path")
     i.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("adapt", help="decoder-only Gemma 2 → encoder-decoder T5Gemma, to continue pretraining from")
+    a.add_argument("src")
+    a.add_argument("out")
+    a.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="default: keep the stored dtype")
     return parser
 
 
@@ -142,27 +151,27 @@ def _read_prompt_file(path: str) -> list[tuple[str, object]]:
     return out
 
 
-def _parse_ids(text: str) -> list[int]:
+def _parse_ids(flag: str, text: str) -> list[int]:
     try:
         return [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise InputError(f"--prompt-ids expects comma-separated integers, got {text!r}") from None
+        raise InputError(f"{flag} expects comma-separated integers, got {text!r}") from None
 
 
-def resolve_prompts(items, tokenizer) -> list[list[int]]:
+def resolve_prompts(items, tokenizer, what: str = "--prompt, --prompt-ids or --prompts") -> list[list[int]]:
     expanded = []
     for kind, value in items:
         expanded.extend(_read_prompt_file(value) if kind == "--prompts" else [(kind, value)])
     if not expanded:
-        raise InputError("give at least one --prompt, --prompt-ids or --prompts")
+        raise InputError(f"give at least one {what}")
     prompts = []
     for kind, value in expanded:
-        if kind == "--prompt":
+        if kind in ("--prompt", "--target"):
             if tokenizer is None:
-                raise InputError("this model has no tokenizer.json: use --prompt-ids")
+                raise InputError(f"this model has no tokenizer.json: use {kind}-ids")
             prompts.append(tokenizer.encode(value))
-        elif kind == "--prompt-ids":
-            prompts.append(_parse_ids(value))
+        elif kind in ("--prompt-ids", "--target-ids"):
+            prompts.append(_parse_ids(kind, value))
         else:
             if not all(isinstance(t, int) for t in value):
                 raise InputError("prompt_ids must be a list of integers")
@@ -195,6 +204,7 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         batch=batch,
         sampling=sampling,
         target_vocab=lm.model.vocab_size,
+        target_encoder_decoder=lm.model.is_encoder_decoder,
         num_draft_tokens=args.num_draft_tokens,
         draft_model=draft.model if draft else None,
         draft_params=draft.params if draft else None,
@@ -218,6 +228,8 @@ def _cmd_generate(args) -> None:
     if args.mesh:
         from jaxspec.sharding import ShardingPlan, parse_mesh
 
+        if lm.model.is_encoder_decoder:
+            raise InputError("--mesh is not supported for encoder-decoder models yet")
         plan = ShardingPlan(parse_mesh(args.mesh))
         params = plan.shard_params(params)
         if draft is not None:
@@ -235,7 +247,7 @@ def _cmd_generate(args) -> None:
         stop_ids=lm.eos_ids,
         drafter=drafter,
         drafter_params=drafter_params,
-        max_positions=lm.model.config.max_position_embeddings,
+        max_positions=lm.model.max_positions,
         plan=plan,
     )
     decode = lm.tokenizer.decode if lm.tokenizer else (lambda ids: None)
@@ -268,7 +280,9 @@ def _cmd_score(args) -> None:
     from jaxspec.loading import load
 
     lm = load(args.model, args.dtype)
-    for row in score(lm.model, lm.params, resolve_prompts(args.prompt_items, lm.tokenizer)):
+    prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
+    targets = resolve_prompts(args.target_items, lm.tokenizer, what="--target or --target-ids") if args.target_items else None
+    for row in score(lm.model, lm.params, prompts, targets):
         print(json.dumps(row))
 
 
@@ -280,27 +294,23 @@ def _cmd_convert(args) -> None:
     print(f"wrote {args.to} checkpoint to {args.out}", file=sys.stderr)
 
 
+def _cmd_adapt(args) -> None:
+    from jaxspec.adapt import adapt
+
+    adapt(args.src, args.out, args.dtype)
+    print(f"wrote the T5Gemma adapted from {args.src} to {args.out}", file=sys.stderr)
+
+
 def _cmd_info(args) -> None:
     from jaxspec.loading import load
 
     lm = load(args.path, dtype=None)
-    c = lm.model.config
     info = {
         "path": str(args.path),
         "format": lm.format,
-        "architecture": c.architecture,
-        "model_type": c.model_type,
+        **lm.model.describe(),
         "parameters": lm.num_params,
         "dtype": lm.model.dtype,
-        "layers": c.num_layers,
-        "hidden_size": c.hidden_size,
-        "heads": c.num_heads,
-        "kv_heads": c.num_kv_heads,
-        "head_dim": c.head_dim,
-        "vocab_size": c.vocab_size,
-        "sliding_windows": sorted({w for w in c.layer_windows if w is not None}),
-        "tied_embeddings": c.tie_word_embeddings,
-        "max_positions": c.max_position_embeddings,
         "eos_ids": list(lm.eos_ids),
         "tokenizer": lm.tokenizer is not None,
     }
@@ -329,6 +339,7 @@ COMMANDS = {
     "score": _cmd_score,
     "convert": _cmd_convert,
     "info": _cmd_info,
+    "adapt": _cmd_adapt,
     "demo": _cmd_demo,
 }
 

@@ -10,8 +10,8 @@ n_accepted drafts plus one token drawn by the acceptance rule, so it always
 advances by at least one token. Rows that are done freeze: they emit nothing,
 commit nothing, and their (ignored) writes land past their committed length.
 
-This module talks to the model only through the protocol in DESIGN §3
-(init_cache / forward / cache.commit) and imports no model family.
+This module talks to the model only through the protocol of models/protocol.py
+(start / forward / cache.commit) and imports no model family.
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ class DecodeState:
     accept_lengths: jax.Array  # [B, max_new] tokens emitted per target call
     rng: jax.Array
     stop_ids: jax.Array  # [S] int32; -1 pads (matches nothing)
+    source: Any  # (tokens [B, S], lengths [B]): an encoder-decoder model's input; None for decoder-only
     drafter_state: Any
 
     def context(self) -> Context:
-        return Context(self.history, self.seq_len, self.prompt_len, self.done)
+        return Context(self.history, self.seq_len, self.prompt_len, self.done, self.source)
 
 
 def _emitted(draft_tokens, n_accepted, next_token):
@@ -154,28 +155,29 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
 def run_decode(
     model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, rng
 ) -> DecodeState:
-    """Prefill, then the loop until every row is done. prompts: [B, P] right-padded; prompt_len: [B] >= 1."""
-    b, p = prompts.shape
-    k = drafter.num_draft_tokens
-    max_len = p + spec.max_new_tokens + k + 1
-    cache = model.init_cache(b, max_len)
-    if spec.plan is not None:
-        cache = spec.plan.constrain_cache(cache)
-    # Prefill everything but each row's last prompt token (see the invariant above).
-    positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-    cache = model.forward(params, prompts, positions, cache).cache.commit(prompt_len - 1)
-    history = jnp.zeros((b, max_len), jnp.int32).at[:, :p].set(prompts)
+    """model.start, then the loop until every row is done. prompts: [B, P] right-padded; prompt_len: [B] >= 1.
+
+    The prompts are the decoder's prefix for a decoder-only model and the encoder's input for an
+    encoder-decoder one (models/protocol.py); from here on the loop sees only decoder tokens.
+    """
+    b = prompts.shape[0]
+    new_slots = spec.max_new_tokens + drafter.num_draft_tokens + 1
+    constrain = spec.plan.constrain_cache if spec.plan is not None else None
+    start = model.start(params, prompts, prompt_len, new_slots, constrain)
+    p = start.tokens.shape[1]
+    history = jnp.zeros((b, p + new_slots), jnp.int32).at[:, :p].set(start.tokens)
     state = DecodeState(
-        cache=cache,
+        cache=start.cache,
         history=history,
-        seq_len=prompt_len,
-        prompt_len=prompt_len,
+        seq_len=start.lengths,
+        prompt_len=start.lengths,
         done=jnp.zeros((b,), bool),
         calls=jnp.zeros((b,), jnp.int32),
         accept_lengths=jnp.zeros((b, spec.max_new_tokens), jnp.int32),
         rng=rng,
         stop_ids=stop_ids,
-        drafter_state=drafter.init(drafter_params, prompts, prompt_len, max_len),
+        source=start.source,
+        drafter_state=drafter.init(drafter_params, prompts, prompt_len, new_slots),
     )
     return jax.lax.while_loop(
         lambda s: jnp.any(~s.done),
@@ -185,10 +187,13 @@ def run_decode(
 
 
 def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, rng):
-    """The whole generate call: (history[B, H], seq_len[B], calls[B], accept_lengths[B, max_new])."""
+    """The whole generate call: (history[B, H], start[B], seq_len[B], calls[B], accept_lengths[B, max_new]).
+
+    history[b, start[b]:seq_len[b]] are row b's new tokens.
+    """
     TRACE_COUNTS["decode"] += 1
     state = run_decode(model, drafter, spec, params, drafter_params, prompts, prompt_len, stop_ids, rng)
-    return state.history, state.seq_len, state.calls, state.accept_lengths
+    return state.history, state.prompt_len, state.seq_len, state.calls, state.accept_lengths
 
 
 decode_jit = jax.jit(decode, static_argnames=("model", "drafter", "spec"))

@@ -83,7 +83,11 @@ def generate(
     if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
         raise InputError(f"max-new-tokens must be a positive integer, got {max_new_tokens}")
     longest = max(len(p) for p in prompts)
-    if max_positions is not None and longest + max_new_tokens > max_positions:
+    if max_positions is not None and model.is_encoder_decoder and max(longest, 1 + max_new_tokens) > max_positions:
+        raise InputError(
+            f"input of {longest} tokens or {max_new_tokens} new tokens exceeds the model's {max_positions} positions"
+        )
+    if max_positions is not None and not model.is_encoder_decoder and longest + max_new_tokens > max_positions:
         raise InputError(
             f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
             f"{max_positions} positions"
@@ -99,7 +103,7 @@ def generate(
     stop_array = np.full(bucket(len(stops)), -1, np.int32)
     stop_array[: len(stops)] = stops
     start = time.perf_counter()
-    history, seq_len, calls, accepts = jax.block_until_ready(
+    history, starts, seq_len, calls, accepts = jax.block_until_ready(
         decode_jit(
             model,
             drafter,
@@ -113,11 +117,11 @@ def generate(
         )
     )
     wall = time.perf_counter() - start
-    history, seq_len, calls, accepts = map(np.asarray, (history, seq_len, calls, accepts))
+    history, starts, seq_len, calls, accepts = map(np.asarray, (history, starts, seq_len, calls, accepts))
     return [
         Generation(
             prompt_ids=list(map(int, p)),
-            output_ids=history[i, prompt_lengths[i] : seq_len[i]].tolist(),
+            output_ids=history[i, starts[i] : seq_len[i]].tolist(),
             target_calls=int(calls[i]),
             accept_lengths=accepts[i, : calls[i]].tolist(),
             wall_time=wall,
@@ -133,16 +137,51 @@ def _token_logprobs(model, params, tokens):
     return jnp.take_along_axis(logp[:, :-1], tokens[:, 1:, None], axis=2)[..., 0], jnp.argmax(logits, axis=-1)
 
 
-def score(model, params, prompts: Sequence[Sequence[int]]) -> list[dict]:
-    """Per prompt: logprobs[i] = log p(token i | tokens before it) (None for i = 0), argmax[i]."""
+@jax.jit(static_argnums=0)
+def _target_logprobs(model, params, source, source_len, targets):
+    """Teacher-forced: the decoder reads [start] + target and predicts target."""
+    start = jnp.full((targets.shape[0], 1), model.config.decoder_start_token_id, jnp.int32)
+    logits = model.sequence_logits(params, jnp.concatenate([start, targets[:, :-1]], axis=1), source, source_len)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return jnp.take_along_axis(logp, targets[:, :, None], axis=2)[..., 0], jnp.argmax(logits, axis=-1)
+
+
+def score(model, params, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]] | None = None) -> list[dict]:
+    """Per prompt of a decoder-only model: logprobs[i] = log p(token i | tokens before it) (None for i = 0),
+    argmax[i] = the most likely token after position i.
+
+    An encoder-decoder model scores a target per prompt (the encoder input) instead: logprobs[i] =
+    log p(target i | prompt, target before i), argmax[i] = the most likely token at target position i.
+    """
     _check_prompts(prompts, model.vocab_size)
-    tokens, lengths = _pad(prompts)
-    logprobs, argmax = map(np.asarray, _token_logprobs(model, params, jnp.asarray(tokens)))
+    if not model.is_encoder_decoder:
+        if targets is not None:
+            raise InputError("targets are for encoder-decoder models; a decoder-only model scores its prompts")
+        tokens, lengths = _pad(prompts)
+        logprobs, argmax = map(np.asarray, _token_logprobs(model, params, jnp.asarray(tokens)))
+        return [
+            {
+                "prompt_ids": list(map(int, p)),
+                "logprobs": [None] + logprobs[i, : lengths[i] - 1].tolist(),
+                "argmax": argmax[i, : lengths[i]].tolist(),
+            }
+            for i, p in enumerate(prompts)
+        ]
+    if targets is None or len(targets) != len(prompts):
+        got = 0 if targets is None else len(targets)
+        raise InputError(f"an encoder-decoder model scores one target per prompt: {len(prompts)} prompts, {got} targets")
+    _check_prompts(targets, model.vocab_size)
+    source, source_len = _pad(prompts)
+    padded, target_len = _pad(targets)
+    logprobs, argmax = map(
+        np.asarray, _target_logprobs(model, params, jnp.asarray(source), jnp.asarray(source_len), jnp.asarray(padded))
+    )
     return [
         {
             "prompt_ids": list(map(int, p)),
-            "logprobs": [None] + logprobs[i, : lengths[i] - 1].tolist(),
-            "argmax": argmax[i, : lengths[i]].tolist(),
+            "target_ids": list(map(int, t)),
+            "logprobs": logprobs[i, : target_len[i]].tolist(),
+            "argmax": argmax[i, : target_len[i]].tolist(),
         }
-        for i, p in enumerate(prompts)
+        for i, (p, t) in enumerate(zip(prompts, targets))
     ]

@@ -1,8 +1,9 @@
 """Hugging Face checkpoint directories in and out, with no torch at run time.
 
-A Flax parameter path maps to a Hugging Face tensor name by one rule:
-`layers_3/self_attn/q_proj/kernel` ↔ `model.layers.3.self_attn.q_proj.weight`
-(Dense kernels are stored transposed; embeddings and norm scales are not).
+Each model names its tensors (`model.hf_tensor_name(path)`, e.g.
+`layers_3/self_attn/q_proj/kernel` ↔ `model.layers.3.self_attn.q_proj.weight`)
+and lists the tied copies a checkpoint may also hold (`model.hf_aliases`).
+Dense kernels are stored transposed; embeddings and norm scales are not.
 """
 
 from __future__ import annotations
@@ -32,17 +33,6 @@ SIDE_FILES = (
 )
 # Tensors some exporters add that carry no weights of ours.
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
-
-
-def flax_to_hf_name(path: tuple[str, ...]) -> str:
-    *modules, leaf = path
-    parts = []
-    for m in modules:
-        match = re.fullmatch(r"(.+)_(\d+)", m)
-        parts.extend([match.group(1), match.group(2)] if match and m.startswith("layers_") else [m])
-    parts.append("bias" if leaf == "bias" else "weight")
-    name = ".".join(parts)
-    return name if modules[0] == "lm_head" else "model." + name
 
 
 def _is_kernel(path: tuple[str, ...]) -> bool:
@@ -115,17 +105,16 @@ def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[st
             raise CheckpointError(f"{file}: corrupted safetensors file ({e})") from None
 
 
-def load_params(directory: Path, abstract_params, tied: bool, dtype=None) -> dict:
+def load_params(directory: Path, model, abstract_params, dtype=None) -> dict:
     """Reads and checks every tensor the model expects; names what is missing, extra or misshapen."""
     files = _weight_files(directory)
-    expected = {flax_to_hf_name(p): p for p in _flat(abstract_params)}
+    expected = {model.hf_tensor_name(p): p for p in _flat(abstract_params)}
     present = set(files)
     missing = sorted(set(expected) - present)
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise CheckpointError(f"{directory}: missing tensor(s) {', '.join(missing[:3])}{more}")
-    allowed_extra = {"lm_head.weight"} if tied else set()
-    extra = sorted(n for n in present - set(expected) if n not in allowed_extra and not _IGNORED.match(n))
+    extra = sorted(n for n in present - set(expected) if n not in model.hf_aliases and not _IGNORED.match(n))
     if extra:
         more = f" (and {len(extra) - 3} more)" if len(extra) > 3 else ""
         raise CheckpointError(f"{directory}: unexpected tensor(s) {', '.join(extra[:3])}{more}")
@@ -145,12 +134,12 @@ def load_params(directory: Path, abstract_params, tied: bool, dtype=None) -> dic
     return _unflat(flat)
 
 
-def save_hf(out_dir: Path, params, hf_config: dict, side_files_from: Path | None, dtype_name: str) -> None:
+def save_hf(out_dir: Path, model, params, hf_config: dict, side_files_from: Path | None, dtype_name: str) -> None:
     """Writes a directory that transformers' from_pretrained loads (atomically)."""
     tensors = {}
     for path, leaf in _flat(params).items():
         value = jnp.asarray(leaf)
-        tensors[flax_to_hf_name(path)] = jnp.asarray(value.T if _is_kernel(path) else value)
+        tensors[model.hf_tensor_name(path)] = jnp.asarray(value.T if _is_kernel(path) else value)
     config = dict(hf_config)
     config["dtype"] = dtype_name
     config.pop("torch_dtype", None)

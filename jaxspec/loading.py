@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -11,14 +12,14 @@ import jax.numpy as jnp
 from jaxspec import hf_io, orbax_io
 from jaxspec.errors import CheckpointError, UnsupportedModelError
 from jaxspec.tokenizer import Tokenizer
-from models import CausalLM, ModelConfigError, from_hf_config
+from models import ModelConfigError, build_model
 
 DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass
 class LoadedModel:
-    model: CausalLM
+    model: Any  # a model object of models/protocol.py: CausalLM or an encoder-decoder model
     params: dict
     hf_config: dict
     source: Path
@@ -36,20 +37,21 @@ def _check_dtype(dtype: str | None) -> None:
         raise CheckpointError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
 
 
-def read_model_config(path: Path):
+def read_model_config(path: Path, dtype: str = "float32"):
+    """(config.json as a dict, the model object it describes)."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such directory")
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory")
     hf_config = hf_io.read_json(path / "config.json", "model config")
     try:
-        return hf_config, from_hf_config(hf_config)
+        return hf_config, build_model(hf_config, dtype)
     except ModelConfigError as e:
         raise UnsupportedModelError(f"{path}: {e}") from None
 
 
-def _eos_ids(path: Path, hf_config: dict, config) -> tuple[int, ...]:
-    ids = set(config.eos_token_ids)
+def _eos_ids(path: Path, model) -> tuple[int, ...]:
+    ids = set(model.config.eos_token_ids)
     gen = path / "generation_config.json"
     if gen.exists():
         eos = hf_io.read_json(gen, "generation config").get("eos_token_id")
@@ -61,19 +63,18 @@ def load(path: str | Path, dtype: str | None = "float32") -> LoadedModel:
     """Loads a model. `dtype` sets the compute and parameter dtype; None keeps the stored one."""
     _check_dtype(dtype)
     path = Path(path)
-    hf_config, config = read_model_config(path)
-    model = CausalLM(config, dtype or "float32")
+    hf_config, model = read_model_config(path, dtype or "float32")
     abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
     cast = jnp.dtype(dtype) if dtype is not None else None
     if orbax_io.is_jaxspec_dir(path):
         params, fmt = orbax_io.load_jaxspec_params(path, abstract, cast), "jaxspec"
     else:
-        params, fmt = hf_io.load_params(path, abstract, config.tie_word_embeddings, cast), "hf"
+        params, fmt = hf_io.load_params(path, model, abstract, cast), "hf"
     if dtype is None:
-        model = CausalLM(config, hf_io.dtype_name(params))
+        model = dataclasses.replace(model, dtype=hf_io.dtype_name(params))
     tok_file = path / "tokenizer.json"
     tokenizer = Tokenizer(tok_file) if tok_file.exists() else None
-    return LoadedModel(model, params, hf_config, path, fmt, tokenizer, _eos_ids(path, hf_config, config))
+    return LoadedModel(model, params, hf_config, path, fmt, tokenizer, _eos_ids(path, model))
 
 
 def save(loaded: LoadedModel, out: str | Path, to: str = "jaxspec", dtype: str | None = None) -> None:
@@ -86,7 +87,7 @@ def save(loaded: LoadedModel, out: str | Path, to: str = "jaxspec", dtype: str |
     if out.resolve() == loaded.source.resolve():
         raise CheckpointError(f"{out}: output would overwrite the source checkpoint")
     if to == "hf":
-        hf_io.save_hf(out, params, loaded.hf_config, loaded.source, hf_io.dtype_name(params))
+        hf_io.save_hf(out, loaded.model, params, loaded.hf_config, loaded.source, hf_io.dtype_name(params))
     elif to == "jaxspec":
         orbax_io.save_jaxspec(out, params, loaded.hf_config, loaded.source)
     else:

@@ -24,6 +24,7 @@ def build_drafter(
     batch: int,
     sampling: SamplingConfig,
     target_vocab: int,
+    target_encoder_decoder: bool = False,
     num_draft_tokens: int | None = None,
     draft_model: Any = None,
     draft_params: Any = None,
@@ -42,6 +43,12 @@ def build_drafter(
     if method == "draft-model":
         if draft_model is None:
             raise InputError("method draft-model needs a draft model (--draft PATH)")
+        if draft_model.is_encoder_decoder != target_encoder_decoder:
+            kinds = {True: "an encoder-decoder", False: "a decoder-only"}
+            raise InputError(
+                f"the draft is {kinds[draft_model.is_encoder_decoder]} model but the target is "
+                f"{kinds[target_encoder_decoder]} one: both must be of one kind"
+            )
         if draft_model.vocab_size != target_vocab:
             raise InputError(
                 f"draft vocabulary ({draft_model.vocab_size}) differs from the target's ({target_vocab})"

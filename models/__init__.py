@@ -1,8 +1,11 @@
 """Flax backbones and their static-shape caches. Imports nothing from jaxspec or train."""
 
 from models.config import ARCHITECTURES, DecoderConfig, ModelConfigError, RopeConfig, from_hf_config
-from models.decoder import CausalLM, DecoderLM, ModelOutput
+from models.decoder import CausalLM, DecoderLM
 from models.kv_cache import KVCache
+from models.protocol import ModelOutput, Start, decoder_only_start
+from models.registry import build_model, supported_architectures
+from models.t5gemma import T5Gemma, T5GemmaConfig
 
 __all__ = [
     "ARCHITECTURES",
@@ -13,5 +16,11 @@ __all__ = [
     "ModelConfigError",
     "ModelOutput",
     "RopeConfig",
+    "Start",
+    "T5Gemma",
+    "T5GemmaConfig",
+    "build_model",
+    "decoder_only_start",
     "from_hf_config",
+    "supported_architectures",
 ]

@@ -10,7 +10,7 @@ so conversion is a rename plus a transpose.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+import re
 
 import flax.linen as nn
 import jax
@@ -18,16 +18,11 @@ import jax.numpy as jnp
 
 from models.config import DecoderConfig
 from models.kv_cache import KVCache, write_slots
+from models.protocol import ModelOutput, Start, decoder_only_start
 from models.rope import apply_rope, inverse_frequencies
 
 _NEG_INF = float(jnp.finfo(jnp.float32).min)
 _INIT_STD = 0.02
-
-
-class ModelOutput(NamedTuple):
-    logits: jax.Array  # [B, T, V] float32
-    hidden: jax.Array  # [B, T, D], after the final norm
-    cache: KVCache
 
 
 def activation(name: str):
@@ -243,6 +238,45 @@ class CausalLM:
     def vocab_size(self) -> int:
         return self.config.vocab_size
 
+    is_encoder_decoder = False
+
+    @property
+    def max_positions(self) -> int | None:
+        return self.config.max_position_embeddings
+
+    def describe(self) -> dict:
+        """What `jaxspec info` shows of the architecture."""
+        c = self.config
+        return {
+            "architecture": c.architecture,
+            "model_type": c.model_type,
+            "layers": c.num_layers,
+            "hidden_size": c.hidden_size,
+            "heads": c.num_heads,
+            "kv_heads": c.num_kv_heads,
+            "head_dim": c.head_dim,
+            "vocab_size": c.vocab_size,
+            "sliding_windows": sorted({w for w in c.layer_windows if w is not None}),
+            "tied_embeddings": c.tie_word_embeddings,
+            "max_positions": c.max_position_embeddings,
+        }
+
+    @staticmethod
+    def hf_tensor_name(path: tuple[str, ...]) -> str:
+        """`layers_3/self_attn/q_proj/kernel` → `model.layers.3.self_attn.q_proj.weight`."""
+        *modules, leaf = path
+        parts = []
+        for m in modules:
+            parts.extend(m.rsplit("_", 1) if re.fullmatch(r"layers_\d+", m) else [m])
+        parts.append("bias" if leaf == "bias" else "weight")
+        name = ".".join(parts)
+        return name if modules[0] == "lm_head" else "model." + name
+
+    @property
+    def hf_aliases(self) -> frozenset[str]:
+        """Tensors a checkpoint may hold beyond ours: a tied head saved anyway."""
+        return frozenset({"lm_head.weight"}) if self.config.tie_word_embeddings else frozenset()
+
     def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
         c = self.config
         return KVCache.zeros(c.num_layers, batch, max_len, c.num_kv_heads, c.head_dim, dtype or jnp.dtype(self.dtype))
@@ -253,6 +287,9 @@ class CausalLM:
 
     def forward(self, params, tokens, positions, cache: KVCache, window_mask=None) -> ModelOutput:
         return self.module.apply({"params": params}, tokens, positions, cache, window_mask)
+
+    def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
+        return decoder_only_start(self, params, prompts, prompt_len, new_slots, constrain)
 
     def sequence_logits(self, params, tokens) -> jax.Array:
         """Causal logits [B, T, V] for whole sequences (training, scoring): a throwaway cache of length T."""

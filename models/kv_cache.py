@@ -44,6 +44,10 @@ class KVCache:
     def max_len(self) -> int:
         return self.keys[0].shape[self.KEY_SLOT_AXIS]
 
+    def with_lengths(self, lengths: jax.Array) -> "KVCache":
+        """The same slots with `lengths` committed (a drafter rolling its own cache back or forward)."""
+        return self.replace(lengths=lengths)
+
     def commit(self, n_accepted: jax.Array, path: jax.Array | None = None) -> "KVCache":
         """Keeps n_accepted[b] of the window just written in row b.
 

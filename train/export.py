@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspec import hf_io
+from models import build_model
 from train.bpe import TOKENIZER_CONFIG, TOKENIZER_FILE
 from train.errors import TrainingError
 
@@ -33,4 +34,4 @@ def export_hf(out_dir: Path, params, hf_config: dict, tokenizer_file: Path, dtyp
         shutil.copyfile(tokenizer_file, side / TOKENIZER_FILE)
         (side / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
         (side / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-        hf_io.save_hf(Path(out_dir), params, hf_config, side, dtype)
+        hf_io.save_hf(Path(out_dir), build_model(hf_config), params, hf_config, side, dtype)

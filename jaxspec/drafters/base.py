@@ -24,6 +24,8 @@ class Context(NamedTuple):
     seq_len: jax.Array  # [B] tokens in history, the last emitted one included
     prompt_len: jax.Array  # [B]
     done: jax.Array  # [B] bool
+    # An encoder-decoder model's input (tokens [B, S], lengths [B]), which history does not hold; else None.
+    source: tuple[jax.Array, jax.Array] | None = None
 
 
 class Drafter(Protocol):
@@ -31,8 +33,9 @@ class Drafter(Protocol):
 
     num_draft_tokens: int  # K, static
 
-    def init(self, params, prompts: jax.Array, prompt_len: jax.Array, cache_len: int) -> Any:
-        """Drafter state after the prompt, e.g. a prefilled draft cache."""
+    def init(self, params, prompts: jax.Array, prompt_len: jax.Array, new_slots: int) -> Any:
+        """Drafter state after the user's prompts (the encoder input of an encoder-decoder model), e.g. a
+        draft cache begun with the draft model's own `start(params, prompts, prompt_len, new_slots)`."""
 
     def propose(self, params, state, ctx: Context, rng: jax.Array) -> tuple[Draft, Any]:
         """Up to K tokens to follow history[:, :seq_len]."""

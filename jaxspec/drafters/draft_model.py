@@ -47,16 +47,14 @@ class DraftModelState:
 
 @dataclasses.dataclass(frozen=True)
 class DraftModel:
-    model: Any  # any object with the model protocol (init_cache / forward)
+    model: Any  # any object with the model protocol (models/protocol.py), of the target's kind
     num_draft_tokens: int
     sampling: SamplingConfig
     adaptive: AdaptiveDraft | None = None
 
-    def init(self, params, prompts, prompt_len, cache_len):
-        b, p = prompts.shape
-        positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-        cache = self.model.init_cache(b, cache_len)
-        cache = self.model.forward(params, prompts, positions, cache).cache.commit(prompt_len - 1)
+    def init(self, params, prompts, prompt_len, new_slots):
+        b = prompts.shape[0]
+        cache = self.model.start(params, prompts, prompt_len, new_slots).cache
         return DraftModelState(
             cache=cache,
             pending=jnp.zeros((b,), bool),
@@ -123,7 +121,7 @@ class DraftModel:
     def update(self, params, state: DraftModelState, ctx: Context, n_accepted):
         pending = (n_accepted == state.n_valid) & (state.n_valid > 0)
         # The target cache now holds seq_len - 1 tokens; the draft holds the same, or one fewer if pending.
-        cache = state.cache.replace(lengths=ctx.seq_len - 1 - pending.astype(jnp.int32))
+        cache = state.cache.with_lengths(ctx.seq_len - 1 - pending.astype(jnp.int32))
         length = state.length
         if self.adaptive is not None and self.adaptive.adapt_length:
             active = ~ctx.done

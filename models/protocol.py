@@ -1,0 +1,56 @@
+"""What the engine may call on a model, besides `forward`, and how a decode starts.
+
+Every model object (decoder-only or encoder-decoder) offers:
+
+    vocab_size                                   int
+    is_encoder_decoder                           bool
+    init_cache(batch, max_len, ...)              an empty cache: .lengths [B], .max_len, .commit(n, path),
+                                                 .with_lengths(lengths)
+    forward(params, tokens, positions, cache, window_mask=None) -> ModelOutput
+                                                 decoder tokens in, logits out, K/V written, lengths kept
+    start(params, prompts, prompt_len, new_slots, constrain=None) -> Start
+
+`start` turns the user's prompts into the state the decode loop begins from.
+For a decoder-only model the prompt is the decoder's own prefix: it is
+prefilled into the cache (all but each row's last token, which the first step
+feeds). For an encoder-decoder model the prompt is the encoder's input: the
+encoder runs once, the cross-attention K/V of every decoder layer are computed
+once into the cache, and the decoder begins from its start token alone. Either
+way the loop only ever sees decoder tokens, so every drafter and acceptance
+rule works on both kinds unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class ModelOutput(NamedTuple):
+    logits: jax.Array  # [B, T, V] float32
+    hidden: jax.Array  # [B, T, D], after the final norm
+    cache: Any
+
+
+class Start(NamedTuple):
+    cache: Any  # committed: lengths == decoder lengths - 1
+    tokens: jax.Array  # [B, P] the decoder's prompt, right-padded
+    lengths: jax.Array  # [B] int32 >= 1
+    # The encoder input (tokens [B, S], lengths [B]) of an encoder-decoder model, for drafters that copy
+    # from it (prompt lookup); None for a decoder-only model, whose prompt is already in `tokens`.
+    source: tuple[jax.Array, jax.Array] | None = None
+
+
+def decoder_only_start(
+    model, params, prompts: jax.Array, prompt_len: jax.Array, new_slots: int, constrain: Callable | None = None
+) -> Start:
+    """Prefills prompts[b, :prompt_len[b] - 1] into a cache of prompts.shape[1] + new_slots slots."""
+    b, p = prompts.shape
+    cache = model.init_cache(b, p + new_slots)
+    if constrain is not None:
+        cache = constrain(cache)
+    positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+    cache = model.forward(params, prompts, positions, cache).cache.commit(prompt_len - 1)
+    return Start(cache, prompts, prompt_len)
