@@ -9,6 +9,9 @@ a lossless round trip that transformers loads.
 
 from __future__ import annotations
 
+import json
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +20,7 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-from jaxspec import generate, load, save, score
+from jaxspec import UnsupportedModelError, generate, load, save, score
 from models import T5Gemma
 from tests.hf_factory import VOCAB
 from tests.hf_t5gemma_factory import EOS, make_t5gemma
@@ -126,19 +129,17 @@ def test_cross_kv_computed_once(pair):
     sources = _tokens(3, SOURCE_LENGTHS)
     width = max(SOURCE_LENGTHS)
     src = jnp.asarray([s + [0] * (width - len(s)) for s in sources], jnp.int32)
-    start = model.start(params, src, jnp.asarray(SOURCE_LENGTHS, jnp.int32), new_slots=4)
+    start = jax.jit(model.start, static_argnames="new_slots")(params, src, jnp.asarray(SOURCE_LENGTHS), new_slots=4)
     window = jnp.concatenate([start.tokens, jnp.asarray(_tokens(4, (2,) * len(sources)), jnp.int32)], axis=1)
     positions = jnp.broadcast_to(jnp.arange(3), window.shape)
-    clean = model.forward(params, window, positions, start.cache).logits
-    poisoned = model.forward(_poison_cross_kv(params), window, positions, start.cache).logits
+    forward = jax.jit(model.forward)
+    clean = forward(params, window, positions, start.cache).logits
+    poisoned = forward(_poison_cross_kv(params), window, positions, start.cache).logits
     assert np.all(np.isfinite(np.asarray(clean)))
     np.testing.assert_array_equal(np.asarray(clean), np.asarray(poisoned))
     # The same window teacher-forced (encoder and cross K/V recomputed) gives the same logits.
-    np.testing.assert_allclose(
-        np.asarray(clean),
-        np.asarray(model.sequence_logits(params, window, src, jnp.asarray(SOURCE_LENGTHS))),
-        atol=1e-5,
-    )
+    teacher_forced = jax.jit(model.sequence_logits)(params, window, src, jnp.asarray(SOURCE_LENGTHS))
+    np.testing.assert_allclose(np.asarray(clean), np.asarray(teacher_forced), atol=1e-5)
 
 
 def test_round_trip_hf_jaxspec_hf(pair, tmp_path):
@@ -154,3 +155,24 @@ def test_round_trip_hf_jaxspec_hf(pair, tmp_path):
     back = transformers.T5GemmaForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
     source, decoder_input = _tokens(5, (6,))[0], [lm.model.config.decoder_start_token_id, 7, 8]
     assert torch.equal(_hf_logits(back, source, decoder_input), _hf_logits(hf, source, decoder_input))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["encoder"].update(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 2.0}),
+         "T5Gemma encoder: rope type 'yarn' is not supported"),
+        (lambda c: c["decoder"].update(layer_types=["chunked_attention"] * 3), "T5Gemma decoder: layer type"),
+        (lambda c: c["decoder"].update(vocab_size=VOCAB + 1), "vocabularies differ"),
+        (lambda c: c.pop("encoder"), "lacks its 'encoder' sub-config"),
+    ],
+)
+def test_unsupported_configs_are_refused_by_name(pair, tmp_path, edit, message):
+    _, lm = pair
+    for f in lm.source.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    config = json.loads((tmp_path / "config.json").read_text())
+    edit(config)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModelError, match=re.escape(message)):
+        load(tmp_path)
