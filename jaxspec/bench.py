@@ -71,10 +71,11 @@ def run_hf(args, lm, draft, prompts, tmp: Path):
     except ImportError:
         raise InputError("--compare-hf needs transformers and torch (pip install 'jaxspec[bench]')") from None
     torch.set_grad_enabled(False)
-    target = transformers.AutoModelForCausalLM.from_pretrained(_hf_dir(lm, tmp, "target"), dtype=torch.float32).eval()
+    auto = transformers.AutoModelForSeq2SeqLM if lm.model.is_encoder_decoder else transformers.AutoModelForCausalLM
+    target = auto.from_pretrained(_hf_dir(lm, tmp, "target"), dtype=torch.float32).eval()
     variants = {"hf-generate": {}}
     if draft is not None:
-        assistant = transformers.AutoModelForCausalLM.from_pretrained(_hf_dir(draft, tmp, "draft"), dtype=torch.float32).eval()
+        assistant = auto.from_pretrained(_hf_dir(draft, tmp, "draft"), dtype=torch.float32).eval()
         variants["hf-assisted"] = {"assistant_model": assistant}
     variants["hf-prompt-lookup"] = {"prompt_lookup_num_tokens": args.num_draft_tokens or 10}
     records = []
@@ -88,7 +89,9 @@ def run_hf(args, lm, draft, prompts, tmp: Path):
             t0 = time.perf_counter()
             out = target.generate(ids, **kwargs)
             wall = time.perf_counter() - t0
-            records.append({"method": name, "batch": i, "prompt_index": i, "new_tokens": out.shape[1] - len(p), "wall_time": wall})
+            # A decoder-only model's output repeats the prompt; an encoder-decoder's starts with the start token.
+            new = out.shape[1] - (1 if lm.model.is_encoder_decoder else len(p))
+            records.append({"method": name, "batch": i, "prompt_index": i, "new_tokens": new, "wall_time": wall})
         _progress(f"  {name}: {len(prompts)} prompts")
     return records
 
