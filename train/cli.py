@@ -1,4 +1,4 @@
-"""`jaxspec-train` / `python -m train`: tokenizer, data, lm, distill, eval and plot subcommands.
+"""`jaxspec-train` / `python -m train`: tokenizer, data, lm, distill, prefix-lm, eval and plot subcommands.
 
 Every error a user can cause is printed as one line on stderr with exit code 2.
 """
@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(p)
     _model_args(p, hidden=128, layers=2, heads=4, kv_heads=2, inter=352)
 
+    p = sub.add_parser(
+        "prefix-lm", help="continue pretraining an encoder-decoder model (from `jaxspec adapt`): source prefix -> continuation"
+    )
+    p.add_argument("--init", type=Path, required=True, help="the encoder-decoder model directory to start from")
+    p.add_argument("--min-prefix", type=float, default=0.25, help="shortest source, as a share of each packed row")
+    p.add_argument("--max-prefix", type=float, default=0.75, help="longest source, as a share of each packed row")
+    _train_args(p)
+
     p = sub.add_parser("eval", help="held-out loss of a saved model (and KL / agreement against a teacher)")
     p.add_argument("--model", type=Path, required=True, help="a model directory")
     p.add_argument("--data", type=Path, required=True, help="dataset directory; its eval split is used")
@@ -183,6 +191,15 @@ def _cmd_lm(a) -> None:
     _report(train(a.out, cfg, data, _run_config(a), export), export)
 
 
+def _check_tokenizer(model_dir: Path, data) -> None:
+    """A model trained on (or against) the data must share the vocabulary the data was tokenized with."""
+    tok = model_dir / "tokenizer.json"
+    if not tok.exists():
+        raise TrainingError(f"{model_dir}: no tokenizer.json, so its vocabulary cannot be checked against the data's")
+    if load_tokenizer(tok).get_vocab() != load_tokenizer(data.tokenizer_file).get_vocab():
+        raise TrainingError(f"{model_dir}: its tokenizer differs from the one that built {data.directory}")
+
+
 def _cmd_distill(a) -> None:
     from jaxspec.loading import load
     from train.dataset import open_dataset
@@ -191,17 +208,30 @@ def _cmd_distill(a) -> None:
 
     data = open_dataset(a.data)
     teacher = load(a.teacher, dtype="float32")
-    teacher_tok = a.teacher / "tokenizer.json"
-    if not teacher_tok.exists():
-        raise TrainingError(f"{a.teacher}: no tokenizer.json, so its vocabulary cannot be checked against the data's")
-    if load_tokenizer(teacher_tok).get_vocab() != load_tokenizer(data.tokenizer_file).get_vocab():
-        raise TrainingError(f"{a.teacher}: its tokenizer differs from the one that built {a.data}")
+    _check_tokenizer(a.teacher, data)
     base = _model_dict(a)
     base["vocab_size"] = teacher.model.vocab_size  # the KL compares distributions over the same vocabulary
     cfg = fit_to_data(base, data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
     export = a.export or a.out / "hf"
     rc = _run_config(a, kl_weight=a.kl_weight, temperature=a.temperature)
     _report(train(a.out, cfg, data, rc, export, teacher=teacher), export)
+
+
+def _cmd_prefix_lm(a) -> None:
+    from jaxspec.loading import load
+    from train.dataset import open_dataset
+    from train.seq2seq import PrefixLM
+    from train.trainer import train
+
+    objective = PrefixLM(a.min_prefix, a.max_prefix)
+    data = open_dataset(a.data)
+    init = load(a.init, dtype="float32")  # params train in float32 whatever the compute dtype
+    if not init.model.is_encoder_decoder:
+        raise TrainingError(f"{a.init}: prefix-lm trains encoder-decoder models (make one with `jaxspec adapt`)")
+    _check_tokenizer(a.init, data)
+    export = a.export or a.out / "hf"
+    result = train(a.out, init.hf_config, data, _run_config(a), export, custom_objective=objective, init=init)
+    _report(result, export)
 
 
 def _cmd_eval(a) -> None:
@@ -221,7 +251,15 @@ def _cmd_plot(a) -> None:
     print(f"plot: {a.out}")
 
 
-COMMANDS = {"tokenizer": _cmd_tokenizer, "data": _cmd_data, "lm": _cmd_lm, "distill": _cmd_distill, "eval": _cmd_eval, "plot": _cmd_plot}
+COMMANDS = {
+    "tokenizer": _cmd_tokenizer,
+    "data": _cmd_data,
+    "lm": _cmd_lm,
+    "distill": _cmd_distill,
+    "prefix-lm": _cmd_prefix_lm,
+    "eval": _cmd_eval,
+    "plot": _cmd_plot,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxspec.loading import LoadedModel
-from models import CausalLM, from_hf_config
+from models import CausalLM, build_model
 from train.checkpointing import Checkpoints
 from train.dataset import BatchStream, Dataset, eval_batches
 from train.errors import TrainingError
@@ -68,7 +68,9 @@ def _check(rc: RunConfig) -> None:
         raise TrainingError("kl weight must be in [0, 1] and temperature positive")
 
 
-def _run_record(objective: str, hf_config: dict, dataset: Dataset, rc: RunConfig, teacher: str | None) -> dict:
+def _run_record(
+    objective: str, hf_config: dict, dataset: Dataset, rc: RunConfig, teacher: str | None, custom, init: str | None
+) -> dict:
     run = dataclasses.asdict(rc)
     for k in _FREE_TO_CHANGE:
         run.pop(k)
@@ -78,6 +80,9 @@ def _run_record(objective: str, hf_config: dict, dataset: Dataset, rc: RunConfig
         "data": {k: dataset.meta[k] for k in ("seq_len", "vocab_size", "splits")},
         "teacher": teacher,
         "run": run,
+        # Absent from older runs' run.json, where they read as None, as they are here for lm and distill.
+        "objective_options": dataclasses.asdict(custom) if custom is not None else None,
+        "init": init,
     }
 
 
@@ -113,18 +118,32 @@ def train(
     rc: RunConfig,
     export_dir: Path,
     teacher: LoadedModel | None = None,
+    custom_objective=None,
+    init: LoadedModel | None = None,
 ) -> dict:
-    """Trains (or resumes) to rc.steps, exports to export_dir, returns the last train and eval metrics."""
+    """Trains (or resumes) to rc.steps, exports to export_dir, returns the last train and eval metrics.
+
+    `custom_objective` (an object with `name` and `loss_fn(model, z_loss)`, e.g. train.seq2seq.PrefixLM)
+    replaces the causal LM loss, for a model of any family; `init` (loaded in float32) supplies the
+    starting params instead of a random initialisation.
+    """
     _check(rc)
     run_dir = Path(run_dir)
-    model = CausalLM(from_hf_config(hf_config), rc.compute_dtype)
-    if teacher is None:
+    model = build_model(hf_config, rc.compute_dtype)
+    if custom_objective is not None:
+        objective, loss_fn, frozen = custom_objective.name, custom_objective.loss_fn(model, rc.z_loss), None
+    elif model.is_encoder_decoder:
+        raise TrainingError("an encoder-decoder model trains with an objective of its own (jaxspec-train prefix-lm)")
+    elif teacher is None:
         objective, loss_fn, frozen = "lm", lm_objective(model, rc.z_loss), None
     else:
         teacher_model = CausalLM(teacher.model.config, rc.compute_dtype)
         loss_fn = distill_objective(model, teacher_model, rc.kl_weight, rc.temperature, rc.z_loss)
         objective, frozen = "distill", teacher.params
-    _bind_run_dir(run_dir, _run_record(objective, hf_config, dataset, rc, teacher and str(teacher.source)))
+    record = _run_record(
+        objective, hf_config, dataset, rc, teacher and str(teacher.source), custom_objective, init and str(init.source)
+    )
+    _bind_run_dir(run_dir, record)
 
     optimizer = make_optimizer(rc.optimizer)
     train_step = make_train_step(loss_fn, optimizer, make_schedule(rc.optimizer))
@@ -132,7 +151,7 @@ def train(
 
     def fresh_state():
         init_key, rng = jax.random.split(jax.random.PRNGKey(rc.seed))
-        return init_state(model.init_params(init_key), optimizer, rng)
+        return init_state(model.init_params(init_key) if init is None else init.params, optimizer, rng)
 
     checkpoints = Checkpoints(run_dir / "checkpoints", rc.save_every, rc.keep)
     latest = checkpoints.latest_step()
