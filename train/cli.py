@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from jaxspec.distributed import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
 from jaxspec.errors import JaxspecError
 from train.bpe import BOS_ID, EOS_ID, PAD_ID, load_tokenizer
 from train.corpus import STDLIB, find_corpus, read_text
@@ -66,6 +67,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep", type=int, default=3)
     g.add_argument("--eval-every", type=int, default=0, help="0: only at the end")
     g.add_argument("--eval-batches", type=int, default=16)
+    g = p.add_argument_group("devices and hosts (see docs/training.md, sharded and multi-host training)")
+    g.add_argument(
+        "--mesh", metavar="data=2,tensor=4",
+        help="shard the run over a device mesh; axes data, fsdp, tensor multiply to the device count of all processes",
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help=f"process 0's address, for a multi-process run (or ${ENV_COORDINATOR})")
+    g.add_argument("--num-processes", type=int, help=f"processes in the run (or ${ENV_NUM_PROCESSES})")
+    g.add_argument("--process-id", type=int, help=f"this process's id, 0 .. N-1 (or ${ENV_PROCESS_ID})")
+    g.add_argument("--tpu", action="store_true", help="join the other workers of a Cloud TPU slice (the slice supplies the rest)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,8 +186,26 @@ def _run_config(a, **extra):
     )
 
 
+def _join_and_plan(a):
+    """Joins the other processes (before anything touches a device) and returns the sharding plan, or None."""
+    import jax
+
+    from jaxspec.distributed import ClusterSpec, initialize
+    from jaxspec.sharding import ShardingPlan, parse_mesh
+
+    initialize(ClusterSpec(tpu=True) if a.tpu else ClusterSpec.from_env(a.coordinator, a.num_processes, a.process_id))
+    if a.mesh is None:
+        if jax.process_count() > 1:
+            raise TrainingError(f"a multi-process run needs --mesh (axes that multiply to its {jax.device_count()} devices)")
+        return None
+    return ShardingPlan(parse_mesh(a.mesh))
+
+
 def _report(result: dict, export: Path) -> None:
-    print(json.dumps({"export": str(export), **result}))
+    from train.placement import is_primary
+
+    if is_primary():
+        print(json.dumps({"export": str(export), **result}))
 
 
 def _cmd_lm(a) -> None:
@@ -185,10 +213,11 @@ def _cmd_lm(a) -> None:
     from train.model_config import fit_to_data
     from train.trainer import train
 
+    plan = _join_and_plan(a)
     data = open_dataset(a.data)
     cfg = fit_to_data(_model_dict(a), data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
     export = a.export or a.out / "hf"
-    _report(train(a.out, cfg, data, _run_config(a), export), export)
+    _report(train(a.out, cfg, data, _run_config(a), export, plan=plan), export)
 
 
 def _check_tokenizer(model_dir: Path, data) -> None:
@@ -206,6 +235,7 @@ def _cmd_distill(a) -> None:
     from train.model_config import fit_to_data
     from train.trainer import train
 
+    plan = _join_and_plan(a)
     data = open_dataset(a.data)
     teacher = load(a.teacher, dtype="float32")
     _check_tokenizer(a.teacher, data)
@@ -214,7 +244,7 @@ def _cmd_distill(a) -> None:
     cfg = fit_to_data(base, data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
     export = a.export or a.out / "hf"
     rc = _run_config(a, kl_weight=a.kl_weight, temperature=a.temperature)
-    _report(train(a.out, cfg, data, rc, export, teacher=teacher), export)
+    _report(train(a.out, cfg, data, rc, export, teacher=teacher, plan=plan), export)
 
 
 def _cmd_prefix_lm(a) -> None:
@@ -224,13 +254,14 @@ def _cmd_prefix_lm(a) -> None:
     from train.trainer import train
 
     objective = PrefixLM(a.min_prefix, a.max_prefix)
+    plan = _join_and_plan(a)
     data = open_dataset(a.data)
     init = load(a.init, dtype="float32")  # params train in float32 whatever the compute dtype
     if not init.model.is_encoder_decoder:
         raise TrainingError(f"{a.init}: prefix-lm trains encoder-decoder models (make one with `jaxspec adapt`)")
     _check_tokenizer(a.init, data)
     export = a.export or a.out / "hf"
-    result = train(a.out, init.hf_config, data, _run_config(a), export, custom_objective=objective, init=init)
+    result = train(a.out, init.hf_config, data, _run_config(a), export, plan=plan, custom_objective=objective, init=init)
     _report(result, export)
 
 

@@ -95,7 +95,9 @@ class BatchStream:
             self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))}
         return self._perms[epoch]
 
-    def next(self) -> np.ndarray:
+    def next_index(self) -> np.ndarray:
+        """The split's row numbers of the next batch, advancing the stream. Every process of a multi-process
+        run draws the same numbers and reads only the rows its devices hold."""
         n = len(self.rows)
         stream_pos = self.position + np.arange(self.batch_rows)
         epochs, offsets = np.divmod(stream_pos, n)
@@ -104,7 +106,10 @@ class BatchStream:
             sel = epochs == e
             index[sel] = self._perm(int(e))[offsets[sel]]
         self.position += self.batch_rows
-        return np.asarray(self.rows[index])
+        return index
+
+    def next(self) -> np.ndarray:
+        return np.asarray(self.rows[self.next_index()])
 
 
 def eval_batches(rows: np.ndarray, batch_rows: int, max_batches: int) -> list[np.ndarray]:

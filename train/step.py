@@ -7,20 +7,33 @@ deterministic), `frozen` holds arrays that are inputs but not trained (the
 teacher's params when distilling; None otherwise). Passing the teacher as an
 argument rather than closing over it keeps its weights out of the compiled
 program's constants.
+
+On a mesh the steps are jitted with the in/out shardings of `StepShardings`
+(made by train.placement.OnMesh), so the state leaves a step laid out as it
+came in and the metrics come back replicated, readable on every process.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 
 from models import CausalLM
 from train.objectives import distill_loss, lm_loss
 
 LossFn = Callable[[Any, jax.Array, jax.Array, Any], tuple[jax.Array, dict]]
+
+
+class StepShardings(NamedTuple):
+    state: Any  # a tree of NamedSharding matching the train state
+    batch: NamedSharding  # train batches [accum, micro, T + 1]
+    eval_batch: NamedSharding  # held-out batches [micro, T + 1]
+    frozen: Any  # the teacher's param shardings, or None
+    replicated: NamedSharding
 
 
 def init_state(params, optimizer: optax.GradientTransformation, rng: jax.Array) -> dict:
@@ -49,7 +62,12 @@ def distill_objective(
     return loss_fn
 
 
-def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule):
+def make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    shardings: StepShardings | None = None,
+):
     """step(state, batch[accum, micro, T + 1], frozen) -> (state, metrics): one optimizer update.
 
     Gradients of the accum micro-batches are summed in a scan and divided by
@@ -71,6 +89,8 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
 
         _, metrics_shape = jax.eval_shape(loss_fn, params, batch[0], keys[0], frozen)
         zeros = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), (params, metrics_shape))
+        if shardings is not None:  # the summed gradients are sharded like the params, not gathered whole
+            zeros = (jax.lax.with_sharding_constraint(zeros[0], shardings.state["params"]), zeros[1])
         (grads, metrics), _ = jax.lax.scan(micro, zeros, (batch, keys))
         grads, metrics = jax.tree_util.tree_map(lambda x: x / accum, (grads, metrics))
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
@@ -84,14 +104,26 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
         }
         return new_state, metrics
 
-    return jax.jit(step)
+    if shardings is None:
+        return jax.jit(step)
+    return jax.jit(
+        step,
+        in_shardings=(shardings.state, shardings.batch, shardings.frozen),
+        out_shardings=(shardings.state, shardings.replicated),
+    )
 
 
-def make_eval_step(loss_fn: LossFn):
+def make_eval_step(loss_fn: LossFn, shardings: StepShardings | None = None):
     """eval(params, rows, frozen) -> metrics of one held-out batch."""
 
     def evaluate(params, rows, frozen):
         _, metrics = loss_fn(params, rows, jax.random.PRNGKey(0), frozen)
         return metrics
 
-    return jax.jit(evaluate)
+    if shardings is None:
+        return jax.jit(evaluate)
+    return jax.jit(
+        evaluate,
+        in_shardings=(shardings.state["params"], shardings.eval_batch, shardings.frozen),
+        out_shardings=shardings.replicated,
+    )

@@ -6,6 +6,12 @@ A run lives in one directory:
     metrics.jsonl   one JSON object per train step and per evaluation
 Starting a run in a directory that has checkpoints resumes it; the settings
 that change the numbers must then be the same as in run.json.
+
+With a sharding plan the state and batches live on a device mesh (see
+train/placement.py). In a multi-process run every process runs this loop:
+all of them take part in each step, checkpoint save and restore (orbax
+writes global arrays together), and process 0 alone writes run.json,
+metrics.jsonl, the progress bar and the exported model.
 """
 
 from __future__ import annotations
@@ -18,19 +24,19 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from tqdm import tqdm
 
 from jaxspec.loading import LoadedModel
+from jaxspec.sharding import ShardingPlan
 from models import CausalLM, build_model
 from train.checkpointing import Checkpoints
-from train.dataset import BatchStream, Dataset, eval_batches
+from train.dataset import BatchStream, Dataset
 from train.errors import TrainingError
 from train.evaluate import mean_metrics
 from train.export import export_hf
 from train.metrics import MetricsLog
 from train.optimizer import OptimizerConfig, make_optimizer, make_schedule
+from train.placement import OnMesh, SingleDevice, is_primary
 from train.step import distill_objective, init_state, lm_objective, make_eval_step, make_train_step
 
 RUN_FILE = "run.json"
@@ -86,8 +92,8 @@ def _run_record(
     }
 
 
-def _bind_run_dir(run_dir: Path, record: dict) -> None:
-    """Writes run.json, or checks that a resumed run is the same run."""
+def _bind_run_dir(run_dir: Path, record: dict, write: bool) -> None:
+    """Checks that a resumed run is the same run, or (if `write`) writes run.json for a new one."""
     path = run_dir / RUN_FILE
     if path.exists():
         try:
@@ -100,6 +106,8 @@ def _bind_run_dir(run_dir: Path, record: dict) -> None:
                 raise TrainingError(
                     f"{run_dir}: holds a run with different {key} settings; resume with the same settings or use a new --out"
                 )
+        return
+    if not write:
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(RUN_FILE + ".tmp")
@@ -118,17 +126,20 @@ def train(
     rc: RunConfig,
     export_dir: Path,
     teacher: LoadedModel | None = None,
+    plan: ShardingPlan | None = None,
     custom_objective=None,
     init: LoadedModel | None = None,
 ) -> dict:
     """Trains (or resumes) to rc.steps, exports to export_dir, returns the last train and eval metrics.
 
+    With a plan, on its mesh; jaxspec.distributed.initialize must have run first in a multi-process run.
     `custom_objective` (an object with `name` and `loss_fn(model, z_loss)`, e.g. train.seq2seq.PrefixLM)
     replaces the causal LM loss, for a model of any family; `init` (loaded in float32) supplies the
     starting params instead of a random initialisation.
     """
     _check(rc)
     run_dir = Path(run_dir)
+    primary = is_primary()
     model = build_model(hf_config, rc.compute_dtype)
     if custom_objective is not None:
         objective, loss_fn, frozen = custom_objective.name, custom_objective.loss_fn(model, rc.z_loss), None
@@ -140,54 +151,69 @@ def train(
         teacher_model = CausalLM(teacher.model.config, rc.compute_dtype)
         loss_fn = distill_objective(model, teacher_model, rc.kl_weight, rc.temperature, rc.z_loss)
         objective, frozen = "distill", teacher.params
-    record = _run_record(
-        objective, hf_config, dataset, rc, teacher and str(teacher.source), custom_objective, init and str(init.source)
-    )
-    _bind_run_dir(run_dir, record)
-
     optimizer = make_optimizer(rc.optimizer)
-    train_step = make_train_step(loss_fn, optimizer, make_schedule(rc.optimizer))
-    eval_step = make_eval_step(loss_fn)
 
     def fresh_state():
         init_key, rng = jax.random.split(jax.random.PRNGKey(rc.seed))
         return init_state(model.init_params(init_key) if init is None else init.params, optimizer, rng)
 
+    abstract_state = jax.eval_shape(fresh_state)
+    micro = rc.batch_size // rc.accum
+    if plan is None:
+        placement = SingleDevice()
+    else:
+        placement = OnMesh(plan, abstract_state, frozen, rc.batch_size, rc.accum, dataset.seq_len + 1)
+    record = _run_record(
+        objective, hf_config, dataset, rc, teacher and str(teacher.source), custom_objective, init and str(init.source)
+    )
+    _bind_run_dir(run_dir, record, primary)
+
+    train_step = make_train_step(loss_fn, optimizer, make_schedule(rc.optimizer), placement.shardings)
+    eval_step = make_eval_step(loss_fn, placement.shardings)
+    frozen = placement.put_frozen(frozen)
+
     checkpoints = Checkpoints(run_dir / "checkpoints", rc.save_every, rc.keep)
     latest = checkpoints.latest_step()
     if latest is None:
-        state, start, position = fresh_state(), 0, 0
+        state, start, position = placement.new_state(fresh_state), 0, 0
     else:
-        state, meta = checkpoints.restore(latest, jax.eval_shape(fresh_state))
+        state, meta = checkpoints.restore(latest, placement.restore_target(abstract_state))
         start, position = int(state["step"]), int(meta["data_position"])
-        sys.stderr.write(f"resuming {run_dir} from the checkpoint of step {start}\n")
-    log = MetricsLog(run_dir / "metrics.jsonl", start)
+        if primary:
+            sys.stderr.write(f"resuming {run_dir} from the checkpoint of step {start}\n")
+    log = MetricsLog(run_dir / "metrics.jsonl", start) if primary else None
 
-    micro = rc.batch_size // rc.accum
+    def record(entry: dict) -> None:
+        if log is not None:
+            log.write(entry)
+
     stream = BatchStream(dataset.train, rc.batch_size, rc.seed, position)
-    held_out = [jnp.asarray(b, jnp.int32) for b in eval_batches(dataset.eval, micro, rc.eval_batches)]
+    held_out = placement.eval_batches(dataset.eval, micro, rc.eval_batches)
     tokens_per_step = rc.batch_size * dataset.seq_len
 
     def evaluate(step: int) -> dict:
         if not held_out:
             return {}
         result = mean_metrics(eval_step, state["params"], held_out, frozen)
-        log.write({"step": step, **result})
+        record({"step": step, **result})
         return result
 
     last_train, last_eval = {}, {}
     tty = sys.stderr.isatty()
-    bar = tqdm(total=rc.steps, initial=start, desc=objective, file=sys.stderr, mininterval=0.5 if tty else 30, dynamic_ncols=True)
+    bar = tqdm(
+        total=rc.steps, initial=start, desc=objective, file=sys.stderr, mininterval=0.5 if tty else 30,
+        dynamic_ncols=True, disable=not primary,
+    )
     tick = time.perf_counter()
     try:
         for step in range(start + 1, rc.steps + 1):
-            rows = stream.next().astype(np.int32).reshape(rc.accum, micro, -1)
+            rows = placement.train_batch(dataset.train, stream.next_index().reshape(rc.accum, micro))
             state, metrics = train_step(state, rows, frozen)
             last_train = _float_metrics(metrics)
             now = time.perf_counter()
             tokens_per_s = tokens_per_step / (now - tick)
             tick = now
-            log.write({"step": step, **last_train, "tokens_per_s": tokens_per_s})
+            record({"step": step, **last_train, "tokens_per_s": tokens_per_s})
             bar.set_postfix(loss=f"{last_train['loss']:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
             bar.update(1)
             if (rc.eval_every and step % rc.eval_every == 0) or step == rc.steps:
@@ -197,6 +223,9 @@ def train(
     finally:
         bar.close()
         checkpoints.close()
-        log.close()
-    export_hf(export_dir, state["params"], hf_config, dataset.tokenizer_file, rc.export_dtype)
+        if log is not None:
+            log.close()
+    params = placement.host_params(state["params"])
+    if primary:
+        export_hf(export_dir, params, hf_config, dataset.tokenizer_file, rc.export_dtype)
     return {"step": rc.steps, **last_train, **last_eval}
