@@ -1,4 +1,4 @@
-"""The `jaxspec` command line: generate, bench, score, convert, info, demo.
+"""The `jaxspec` command line: generate, bench, score, convert, info, adapt, demo.
 
 Every user error prints one line on stderr and exits with code 2; there is no
 traceback for anything the user can fix.
