@@ -155,13 +155,13 @@ class DecoderLayer(nn.Module):
         return x, keys, values
 
 
-def attention_masks(config: DecoderConfig, cache: KVCache, positions, window_mask):
-    """One [B, T, S] visibility mask per distinct sliding window (None = global).
+def window_visibility(cache: KVCache, positions, window_mask):
+    """(allowed [B, T, S], key positions [B, S]) for T window tokens over a cache of S slots.
 
     Slot j of row b is visible to window token i when it is committed
     (j < lengths[b]) or it is window token r = j - lengths[b] and
-    window_mask[b, i, r] allows it; sliding layers also require
-    position(i) - position(j) < W.
+    window_mask[b, i, r] allows it (causal when window_mask is None).
+    Committed slot j holds position j; window slot r holds positions[b, r].
     """
     b, t = positions.shape
     s = cache.max_len
@@ -177,6 +177,13 @@ def attention_masks(config: DecoderConfig, cache: KVCache, positions, window_mas
         window_allowed = jnp.take_along_axis(window_mask, jnp.broadcast_to(rel_c[:, None, :], (b, t, s)), axis=2)
     allowed = committed[:, None, :] | (in_window[:, None, :] & window_allowed)
     key_pos = jnp.where(committed, slots, jnp.take_along_axis(positions, rel_c, axis=1))
+    return allowed, key_pos
+
+
+def attention_masks(config: DecoderConfig, cache: KVCache, positions, window_mask):
+    """One [B, T, S] visibility mask per distinct sliding window (None = global): window_visibility, and
+    on sliding layers also position(i) - position(j) < W."""
+    allowed, key_pos = window_visibility(cache, positions, window_mask)
     masks = {}
     for w in set(config.layer_windows):
         if w is None:

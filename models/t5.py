@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.cross_cache import CrossCache
-from models.decoder import activation
+from models.decoder import activation, window_visibility
 from models.kv_cache import KVCache, write_slots
 from models.protocol import ModelOutput, Start
 from models.t5_config import T5Config
@@ -249,30 +249,6 @@ class T5Stack(nn.Module):
         return self.block[0].layer[0].SelfAttention.position_bias(query_pos, key_pos, not self.is_decoder)
 
 
-def _self_attention_visibility(cache: KVCache, positions, window_mask):
-    """(allowed [B, T, S], key positions [B, S]) for T window tokens over the decoder's self-attention cache.
-
-    The rule of models.decoder.attention_masks: slot j is visible to window token i when it is committed
-    (j < lengths[b]), or it is window token r = j - lengths[b] and window_mask[b, i, r] allows it (causal
-    by default). Committed slot j holds position j; window slot r holds positions[b, r].
-    """
-    b, t = positions.shape
-    s = cache.max_len
-    slots = jnp.arange(s)[None, :]
-    lengths = cache.lengths[:, None]
-    committed = slots < lengths
-    rel = slots - lengths
-    in_window = (rel >= 0) & (rel < t)
-    rel_c = jnp.clip(rel, 0, t - 1)
-    if window_mask is None:
-        window_allowed = rel_c[:, None, :] <= jnp.arange(t)[None, :, None]
-    else:
-        window_allowed = jnp.take_along_axis(window_mask, jnp.broadcast_to(rel_c[:, None, :], (b, t, s)), axis=2)
-    allowed = committed[:, None, :] | (in_window[:, None, :] & window_allowed)
-    key_pos = jnp.where(committed, slots, jnp.take_along_axis(positions, rel_c, axis=1))
-    return allowed, key_pos
-
-
 class T5(nn.Module):
     config: T5Config
     dtype: jnp.dtype = jnp.float32
@@ -313,7 +289,7 @@ class T5(nn.Module):
     def decode(self, tokens, positions, cache: CrossCache, window_mask=None) -> ModelOutput:
         """The decoder over a window of T tokens: writes their self-attention K/V, reads the cross K/V."""
         c = self.config
-        allowed, key_pos = _self_attention_visibility(cache.self_attn, positions, window_mask)
+        allowed, key_pos = window_visibility(cache.self_attn, positions, window_mask)
         bias = self.decoder.position_bias(positions, key_pos)
         slots = cache.lengths[:, None] + jnp.arange(tokens.shape[1])[None, :]
         x = self.shared(tokens)

@@ -14,9 +14,9 @@ import torch
 
 from jaxspec import generate, load, score
 from tests.hf_factory import FAMILIES, VOCAB, make_hf_model
+from tests.hf_oracle import hf_greedy
 
 LOGPROB_TOL = 1e-4
-NEAR_TIE = 1e-4
 # Longer than every sliding window in the factory (4 or 5), so windows bite.
 PROMPT_LENGTHS = (13, 4, 9, 1)
 MAX_NEW = 24
@@ -47,35 +47,13 @@ def test_logprobs_match(family_model):
         assert row["argmax"] == logits.argmax(-1).tolist()
 
 
-def _hf_greedy(hf, prompt, max_new, eos_ids):
-    """Greedy tokens from transformers, and how many of them are safe to compare (no near-tie)."""
-    with torch.no_grad():
-        out = hf.generate(
-            torch.tensor([prompt]),
-            max_new_tokens=max_new,
-            do_sample=False,
-            eos_token_id=list(eos_ids),
-            pad_token_id=0,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    tokens = out.sequences[0, len(prompt) :].tolist()
-    comparable = len(tokens)
-    for i, step_logits in enumerate(out.logits):
-        top2 = torch.topk(step_logits[0].double(), 2).values
-        if float(top2[0] - top2[1]) < NEAR_TIE:
-            comparable = i  # the token at i itself is a coin toss
-            break
-    return tokens, comparable
-
-
 def test_greedy_generation_matches(family_model):
     family, hf, lm = family_model
     prompts = _prompts(1)
     ours = generate(lm.model, lm.params, prompts, max_new_tokens=MAX_NEW, stop_ids=lm.eos_ids)
     compared = 0
     for prompt, result in zip(prompts, ours):
-        ref, n = _hf_greedy(hf, prompt, MAX_NEW, lm.eos_ids)
+        ref, n = hf_greedy(hf, prompt, MAX_NEW, lm.eos_ids)
         assert result.output_ids[:n] == ref[:n], f"{family}: prompt {prompt}"
         if n == len(ref):
             assert result.output_ids == ref

@@ -25,9 +25,9 @@ from jaxspec import UnsupportedModelError, generate, load, save
 from models import ModelConfigError, T5Model, build_model
 from models.t5 import relative_buckets
 from tests.hf_seq2seq_factory import BASE, FAMILIES, VOCAB, make_t5
+from tests.hf_oracle import hf_greedy
 
 LOGPROB_TOL = 1e-4
-NEAR_TIE = 1e-4
 SOURCE_LENGTHS = (31, 5, 26, 1)  # the factory's max distances are 20 and 24
 TARGET_LENGTHS = (9, 30, 1, 14)  # 30: decoder distances saturate too
 MAX_NEW = 24
@@ -91,30 +91,6 @@ def test_teacher_forced_logprobs_match(t5):
     print(f"{family}: max |logprob error| over the vocabulary = {worst:.2e}")
 
 
-def _hf_greedy(hf, source, max_new, eos_ids):
-    """Greedy tokens from transformers, and how many of them are safe to compare (no near-tie)."""
-    with torch.no_grad():
-        out = hf.generate(
-            torch.tensor([source]),
-            max_new_tokens=max_new,
-            do_sample=False,
-            eos_token_id=list(eos_ids),
-            pad_token_id=0,
-            # transformers 5 sizes its decoder cache by the encoder's depth, and the factory's stacks differ.
-            use_cache=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    tokens = out.sequences[0, 1:].tolist()  # sequences begin with the decoder start token
-    comparable = len(tokens)
-    for i, step_logits in enumerate(out.logits):
-        top2 = torch.topk(step_logits[0].double(), 2).values
-        if float(top2[0] - top2[1]) < NEAR_TIE:
-            comparable = i
-            break
-    return tokens, comparable
-
-
 ENCODER_CALLS = []
 
 
@@ -137,7 +113,10 @@ def test_greedy_generation_matches(t5):
     assert len(ENCODER_CALLS) == 1
     compared = 0
     for source, result in zip(sources, ours):
-        ref, n = _hf_greedy(hf, source, MAX_NEW, lm.eos_ids)
+        ref, n = hf_greedy(
+            # transformers 5 sizes its decoder cache by the encoder's depth, and the factory's stacks differ.
+            hf, source, MAX_NEW, lm.eos_ids, use_cache=False
+        )
         assert result.output_ids[:n] == ref[:n], f"{family}: source {source}"
         if n == len(ref):
             assert result.output_ids == ref

@@ -24,9 +24,9 @@ from jaxspec import UnsupportedModelError, generate, load, save, score
 from models import T5Gemma
 from tests.hf_factory import VOCAB
 from tests.hf_t5gemma_factory import EOS, make_t5gemma
+from tests.hf_oracle import hf_greedy
 
 LOGPROB_TOL = 1e-4
-NEAR_TIE = 1e-4
 # Longer than both sliding windows (3 in the encoder, 4 in the decoder), and ragged.
 SOURCE_LENGTHS = (11, 4, 7, 1)
 TARGET_LENGTHS = (9, 12, 3, 6)
@@ -72,29 +72,6 @@ def test_logprobs_match(pair):
     print(f"max |logprob error| = {worst:.2e}")
 
 
-def _hf_greedy(hf, source):
-    """Greedy tokens from transformers, and how many of them are safe to compare (no near-tie)."""
-    with torch.no_grad():
-        out = hf.generate(
-            torch.tensor([source]),
-            attention_mask=torch.ones(1, len(source), dtype=torch.long),
-            max_new_tokens=MAX_NEW,
-            do_sample=False,
-            eos_token_id=[EOS],
-            pad_token_id=0,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    tokens = out.sequences[0, 1:].tolist()  # after the decoder start token
-    comparable = len(tokens)
-    for i, step_logits in enumerate(out.logits):
-        top2 = torch.topk(step_logits[0].double(), 2).values
-        if float(top2[0] - top2[1]) < NEAR_TIE:
-            comparable = i
-            break
-    return tokens, comparable
-
-
 def test_greedy_generation_matches(pair):
     hf, lm = pair
     assert lm.eos_ids == (EOS,)
@@ -102,7 +79,7 @@ def test_greedy_generation_matches(pair):
     ours = generate(lm.model, lm.params, sources, max_new_tokens=MAX_NEW, stop_ids=lm.eos_ids)
     compared = 0
     for source, result in zip(sources, ours):
-        ref, n = _hf_greedy(hf, source)
+        ref, n = hf_greedy(hf, source, MAX_NEW, [EOS])
         assert result.output_ids[:n] == ref[:n], f"source {source}"
         if n == len(ref):
             assert result.output_ids == ref
