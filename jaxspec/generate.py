@@ -83,15 +83,13 @@ def generate(
     if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
         raise InputError(f"max-new-tokens must be a positive integer, got {max_new_tokens}")
     longest = max(len(p) for p in prompts)
-    if max_positions is not None and model.is_encoder_decoder and max(longest, 1 + max_new_tokens) > max_positions:
-        raise InputError(
-            f"input of {longest} tokens or {max_new_tokens} new tokens exceeds the model's {max_positions} positions"
-        )
-    if max_positions is not None and not model.is_encoder_decoder and longest + max_new_tokens > max_positions:
-        raise InputError(
-            f"prompt of {longest} tokens + {max_new_tokens} new tokens exceeds the model's "
-            f"{max_positions} positions"
-        )
+    # A decoder-only model's positions hold prompt and output together; an encoder-decoder's hold each apart.
+    if model.is_encoder_decoder:
+        needed, what = max(longest, 1 + max_new_tokens), f"input of {longest} tokens or {max_new_tokens} new tokens"
+    else:
+        needed, what = longest + max_new_tokens, f"prompt of {longest} tokens + {max_new_tokens} new tokens"
+    if max_positions is not None and needed > max_positions:
+        raise InputError(f"{what} exceeds the model's {max_positions} positions")
     padded, prompt_lengths = _pad(prompts)
     tokens, lengths = jnp.asarray(padded), jnp.asarray(prompt_lengths)
     if plan is not None:

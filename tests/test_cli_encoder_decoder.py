@@ -101,6 +101,8 @@ def test_bench_runs_beside_transformers(capsys, dirs, tmp_path):
          "the draft is a decoder-only model but the target is an encoder-decoder one: both must be of one kind"),
         ("target", ["generate", "--prompt-ids", "5,6", "--mesh", "data=1"],
          "--mesh is not supported for encoder-decoder models yet"),
+        ("target", ["generate", "--prompt-ids", "5,6", "--max-new-tokens", "300"],
+         "input of 2 tokens or 300 new tokens exceeds the model's 256 positions"),
         ("target", ["score", "--prompt-ids", "5,6", "--target-ids", "7,x"],
          "--target-ids expects comma-separated integers, got '7,x'"),
     ],

@@ -139,7 +139,6 @@ def test_z_loss_adds_the_squared_log_partition():
 
 
 def test_plot_draws_the_loss_curves(lm_run, tmp_path):
-    pytest.importorskip("matplotlib")
     out = tmp_path / "img" / "loss.png"
     assert main(["plot", f"{lm_run / 'metrics.jsonl'}=tiny", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
