@@ -24,7 +24,7 @@ from train.cli import main as train_main
 from train.metrics import read_metrics
 
 from tests.hf_factory import make_hf_model
-from tests.test_train_data import TINY_VOCAB, data_dir, one_error_line  # noqa: F401  (data_dir is a fixture)
+from tests.test_train_data import TINY_VOCAB, one_error_line
 
 # Adapted tensor ← source tensor, written out independently of jaxspec/adapt.py's table.
 MAPPING = [
@@ -50,7 +50,7 @@ def _source_name(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def adapted(tmp_path_factory, data_dir):  # noqa: F811
+def adapted(tmp_path_factory, data_dir):
     """(source dir, adapted dir): a tiny random Gemma 2 with the training data's tokenizer, adapted by the CLI."""
     root = tmp_path_factory.mktemp("adapt")
     src, out = root / "gemma2", root / "t5gemma"
@@ -110,7 +110,7 @@ def test_unsupported_sources_are_one_line_errors(tmp_path, adapted, capsys):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_prefix_lm_training_lowers_the_loss(adapted, data_dir, tmp_path, capsys):  # noqa: F811
+def test_prefix_lm_training_lowers_the_loss(adapted, data_dir, tmp_path, capsys):
     _, out = adapted
     run = tmp_path / "run"
     argv = ["prefix-lm", "--init", str(out), "--data", str(data_dir), "--out", str(run), "--steps", "20",

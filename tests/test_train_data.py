@@ -55,11 +55,6 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("train_data"))
-
-
 def test_split_is_deterministic_and_disjoint(tmp_path):
     root = write_corpus(tmp_path / "c")
     a, b = find_corpus(str(root), eval_fraction=0.2), find_corpus(str(root), eval_fraction=0.2)

@@ -14,7 +14,7 @@ import pytest
 from train.cli import main
 from train.metrics import read_metrics
 
-from tests.test_train_data import REPO, TINY_MODEL, data_dir, one_error_line  # noqa: F401  (data_dir is a fixture)
+from tests.test_train_data import REPO, TINY_MODEL, one_error_line
 
 STEPS = 240
 SAVE_EVERY = 20

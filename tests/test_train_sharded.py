@@ -25,7 +25,7 @@ from safetensors.numpy import load_file
 from train.cli import main
 from train.metrics import read_metrics
 
-from tests.test_train_data import REPO, TINY_MODEL, data_dir, one_error_line  # noqa: F401  (data_dir is a fixture)
+from tests.test_train_data import REPO, TINY_MODEL, one_error_line
 
 RTOL = 1e-5
 PARAM_ATOL = 1e-5
@@ -102,7 +102,7 @@ def _numbers(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(run / "metrics.jsonl")]
 
 
-def test_two_processes_train_checkpoint_resume_and_agree_with_one_process(data_dir, tmp_path):  # noqa: F811
+def test_two_processes_train_checkpoint_resume_and_agree_with_one_process(data_dir, tmp_path):
     env = _cached_compiles(tmp_path)  # only process 0 writes to it; the resumed pair reads the first pair's programs
     reference, run = tmp_path / "reference", tmp_path / "run"
     assert main(_argv(data_dir, reference)) == 0
@@ -147,13 +147,13 @@ def test_two_processes_train_checkpoint_resume_and_agree_with_one_process(data_d
         (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"], "process id 2 is not in [0, 2) processes"),
     ],
 )
-def test_bad_mesh_or_cluster_flags_are_one_line(data_dir, tmp_path, capsys, flags, message):  # noqa: F811
+def test_bad_mesh_or_cluster_flags_are_one_line(data_dir, tmp_path, capsys, flags, message):
     argv = ["lm", "--data", str(data_dir), "--out", str(tmp_path / "run"), *TINY_MODEL, *flags]
     assert main(argv) == 2
     assert one_error_line(capsys.readouterr().err) == f"jaxspec-train lm: error: {message}"
 
 
-def test_two_processes_without_a_mesh_are_one_line_each(data_dir, tmp_path):  # noqa: F811
+def test_two_processes_without_a_mesh_are_one_line_each(data_dir, tmp_path):
     outs = _two_processes(_cli(_argv(data_dir, tmp_path / "run"), mesh=()), tmp_path, dict(os.environ), returncode=2)
     for err in outs[1::2]:
         assert one_error_line(err) == "jaxspec-train lm: error: a multi-process run needs --mesh (axes that multiply to its 8 devices)"

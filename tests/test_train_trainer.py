@@ -21,7 +21,7 @@ from train.model_config import llama_config
 from train.objectives import lm_loss
 from train.step import init_state, lm_objective, make_train_step
 
-from tests.test_train_data import TINY_MODEL, TINY_VOCAB, data_dir, one_error_line  # noqa: F401  (data_dir is a fixture)
+from tests.test_train_data import TINY_MODEL, TINY_VOCAB, one_error_line
 from tests.tokenizer_factory import write_tokenizer
 
 SCHEDULE = ["--warmup", "4", "--lr", "1e-2", "--batch-size", "8", "--eval-batches", "4", "--save-every", "1000"]
@@ -35,7 +35,7 @@ def _tiny_model(dtype: str = "float32") -> CausalLM:
 
 
 @pytest.fixture(scope="module")
-def one_step(data_dir):  # noqa: F811
+def one_step(data_dir):
     """one_step(dtype, accum): one SGD step (learning rate 1) on the first 8 training rows, cached per arguments.
 
     With SGD the params move by exactly minus the gradient. Adam would not do
@@ -55,7 +55,7 @@ def one_step(data_dir):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def lm_run(data_dir, tmp_path_factory):  # noqa: F811
+def lm_run(data_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("lm") / "run"
     argv = ["lm", "--data", str(data_dir), "--out", str(run), *TINY_MODEL, *SCHEDULE, "--steps", "40", "--eval-every", "20"]
     assert main(argv) == 0
@@ -103,7 +103,7 @@ def test_distillation_lowers_kl_and_raises_agreement(data_dir, lm_run, tmp_path,
     assert "tokenizer differs" in one_error_line(capsys.readouterr().err)
 
 
-def test_unloadable_teacher_is_one_clear_error(data_dir, tmp_path, capsys):  # noqa: F811
+def test_unloadable_teacher_is_one_clear_error(data_dir, tmp_path, capsys):
     teacher = tmp_path / "teacher"
     teacher.mkdir()
     (teacher / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}')

@@ -26,7 +26,7 @@ from train.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from train.placement import OnMesh
 from train.step import init_state, lm_objective, make_train_step
 
-from tests.test_train_data import TINY_MODEL, TINY_VOCAB, data_dir, one_error_line  # noqa: F401  (data_dir is a fixture)
+from tests.test_train_data import TINY_MODEL, TINY_VOCAB, one_error_line
 
 LOSS_RTOL = 1e-5
 PARAM_ATOL = 1e-5
@@ -44,7 +44,7 @@ def _allclose(a, b, **tol):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
 
 
-def test_sharded_steps_equal_one_device_steps_and_keep_the_state_sharded(data_dir):  # noqa: F811
+def test_sharded_steps_equal_one_device_steps_and_keep_the_state_sharded(data_dir):
     dataset = open_dataset(data_dir)
     cfg = fit_to_data(llama_config(32, 2, 4, 2, 64, 2048), TINY_VOCAB, BOS_ID, EOS_ID, PAD_ID, dataset.seq_len)
     model = CausalLM(from_hf_config(cfg))
@@ -93,7 +93,7 @@ def _agree(got: list[dict], want: list[dict]) -> None:
 
 
 @pytest.fixture(scope="module")
-def lm_runs(data_dir, tmp_path_factory):  # noqa: F811
+def lm_runs(data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     base = ["lm", "--data", str(data_dir), *COMMON]
     assert main([*base, "--out", str(root / "one")]) == 0
@@ -108,7 +108,7 @@ def test_cli_lm_on_a_mesh_equals_one_device(lm_runs):
     assert (lm_runs / "mesh" / "hf" / "model.safetensors").stat().st_size == one
 
 
-def test_cli_distill_on_a_mesh_equals_one_device(data_dir, lm_runs):  # noqa: F811
+def test_cli_distill_on_a_mesh_equals_one_device(data_dir, lm_runs):
     base = ["distill", "--teacher", str(lm_runs / "one" / "hf"), "--data", str(data_dir), "--hidden", "32",
             "--layers", "1", "--heads", "2", "--kv-heads", "1", "--intermediate", "64", *COMMON[len(TINY_MODEL):]]
     assert main([*base, "--out", str(lm_runs / "d_one")]) == 0
@@ -125,7 +125,7 @@ def test_cli_distill_on_a_mesh_equals_one_device(data_dir, lm_runs):  # noqa: F8
         (["--mesh", "data=3"], "mesh data=3 has 3 devices, but 8 are available"),
     ],
 )
-def test_bad_mesh_or_batch_is_one_line(data_dir, tmp_path, capsys, flags, message):  # noqa: F811
+def test_bad_mesh_or_batch_is_one_line(data_dir, tmp_path, capsys, flags, message):
     assert main(["lm", "--data", str(data_dir), "--out", str(tmp_path / "run"), *TINY_MODEL, *flags]) == 2
     assert one_error_line(capsys.readouterr().err) == f"jaxspec-train lm: error: {message}"
     assert not (tmp_path / "run").exists()
