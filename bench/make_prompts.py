@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=110, help="prompt budget; the demo models saw 256-token windows")
     args = parser.parse_args()
-    tok = Tokenizer(Path(args.tokenizer))
+    tok = Tokenizer.from_file(Path(args.tokenizer))
     code, quote = [], []
     for path in find_corpus("stdlib").eval_files:
         for fn in functions(read_text(path), 40):

@@ -153,5 +153,5 @@ def adapt(src: str | Path, out: str | Path, dtype: str | None = None) -> Path:
     source = flatten_dict(lm.params)
     target = flatten_dict(jax.eval_shape(model.init_params, jax.random.PRNGKey(0)))
     params = unflatten_dict({path: source[source_path(path)] for path in target})
-    hf_io.save_hf(out, model, params, config, src, hf_io.dtype_name(params))
+    hf_io.save_hf(out, model, params, config, lm.side_files, hf_io.dtype_name(params))
     return out

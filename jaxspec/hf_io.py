@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,11 @@ def _is_kernel(path: tuple[str, ...]) -> bool:
     return path[-1] == "kernel"
 
 
+def flat_paths(tree) -> list[tuple[str, ...]]:
+    """Every leaf's path as a tuple of keys, e.g. ("layers_3", "self_attn", "q_proj", "kernel")."""
+    return list(_flat(tree))
+
+
 def _flat(tree) -> dict[tuple[str, ...], Any]:
     return {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
@@ -55,10 +60,16 @@ def _unflat(flat: dict[tuple[str, ...], Any]) -> dict:
 
 def read_json(path: Path, what: str) -> dict:
     try:
-        with open(path) as f:
-            data = json.load(f)
+        content = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"{path.parent}: no {path.name} ({what})") from None
+    return parse_json(content, path)
+
+
+def parse_json(content: bytes, path: Path) -> dict:
+    """A JSON object from a file's content; `path` names the file in errors."""
+    try:
+        data = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: corrupted JSON ({e})") from None
     if not isinstance(data, dict):
@@ -106,36 +117,43 @@ def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[st
 
 
 def load_params(directory: Path, model, abstract_params, dtype=None) -> dict:
-    """Reads and checks every tensor the model expects; names what is missing, extra or misshapen."""
+    """Reads and checks every tensor the model expects from a safetensors checkpoint."""
     files = _weight_files(directory)
+    return place_tensors(str(directory), model, abstract_params, set(files), lambda names: _read_tensors(files, names), dtype)
+
+
+def place_tensors(where: str, model, abstract_params, present: set[str], read, dtype=None) -> dict:
+    """The param tree from tensors stored under their Hugging Face names, in Hugging Face layout.
+
+    `present` names what the source holds; `read(names)` yields (name, array) for those names.
+    Names what is missing, extra or misshapen, whatever the source format.
+    """
     expected = {model.hf_tensor_name(p): p for p in _flat(abstract_params)}
-    present = set(files)
     missing = sorted(set(expected) - present)
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise CheckpointError(f"{directory}: missing tensor(s) {', '.join(missing[:3])}{more}")
+        raise CheckpointError(f"{where}: missing tensor(s) {', '.join(missing[:3])}{more}")
     extra = sorted(n for n in present - set(expected) if n not in model.hf_aliases and not _IGNORED.match(n))
     if extra:
         more = f" (and {len(extra) - 3} more)" if len(extra) > 3 else ""
-        raise CheckpointError(f"{directory}: unexpected tensor(s) {', '.join(extra[:3])}{more}")
+        raise CheckpointError(f"{where}: unexpected tensor(s) {', '.join(extra[:3])}{more}")
 
     abstract = _flat(abstract_params)
     flat = {}
-    for name, tensor in _read_tensors(files, sorted(expected)):
+    for name, tensor in read(sorted(expected)):
         path = expected[name]
         want = abstract[path].shape
         hf_shape = tuple(reversed(want)) if _is_kernel(path) else tuple(want)
         if tuple(tensor.shape) != hf_shape:
-            raise CheckpointError(
-                f"{directory}: tensor {name} has shape {list(tensor.shape)}, expected {list(hf_shape)}"
-            )
+            raise CheckpointError(f"{where}: tensor {name} has shape {list(tensor.shape)}, expected {list(hf_shape)}")
         value = tensor.T if _is_kernel(path) else tensor
         flat[path] = value.astype(dtype) if dtype is not None else value
     return _unflat(flat)
 
 
-def save_hf(out_dir: Path, model, params, hf_config: dict, side_files_from: Path | None, dtype_name: str) -> None:
-    """Writes a directory that transformers' from_pretrained loads (atomically)."""
+def save_hf(out_dir: Path, model, params, hf_config: dict, side_files: Mapping[str, bytes], dtype_name: str) -> None:
+    """Writes a directory that transformers' from_pretrained loads (atomically), with `side_files`
+    (file name → content: tokenizer, generation config) beside the weights."""
     tensors = {}
     for path, leaf in _flat(params).items():
         value = jnp.asarray(leaf)
@@ -147,15 +165,17 @@ def save_hf(out_dir: Path, model, params, hf_config: dict, side_files_from: Path
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         with open(tmp / "config.json", "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
-        copy_side_files(side_files_from, tmp)
+        write_side_files(side_files, tmp)
 
 
-def copy_side_files(src: Path | None, dst: Path) -> None:
-    if src is None:
-        return
-    for name in SIDE_FILES:
-        if (src / name).exists():
-            (dst / name).write_bytes((src / name).read_bytes())
+def read_side_files(src: Path) -> dict[str, bytes]:
+    """The SIDE_FILES a checkpoint directory has, by name."""
+    return {name: (src / name).read_bytes() for name in SIDE_FILES if (src / name).exists()}
+
+
+def write_side_files(side_files: Mapping[str, bytes], dst: Path) -> None:
+    for name, content in side_files.items():
+        (dst / name).write_bytes(content)
 
 
 def dtype_name(params) -> str:

@@ -1,4 +1,4 @@
-"""Load and save models by path: a Hugging Face directory or a jaxspec checkpoint, interchangeably."""
+"""Load and save models by path: a Hugging Face directory, a jaxspec checkpoint or a GGUF file, interchangeably."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxspec import hf_io, orbax_io
+from jaxspec import gguf, hf_io, orbax_io
 from jaxspec.errors import CheckpointError, UnsupportedModelError
 from jaxspec.tokenizer import Tokenizer
 from models import ModelConfigError, build_model
@@ -23,9 +23,11 @@ class LoadedModel:
     params: dict
     hf_config: dict
     source: Path
-    format: str  # "hf" | "jaxspec"
+    format: str  # "hf" | "jaxspec" | "gguf"
     tokenizer: Tokenizer | None
     eos_ids: tuple[int, ...]
+    # tokenizer.json, generation_config.json, ... by name: what a converted checkpoint carries along.
+    side_files: dict[str, bytes] = dataclasses.field(default_factory=dict)
 
     @property
     def num_params(self) -> int:
@@ -50,19 +52,22 @@ def read_model_config(path: Path, dtype: str = "float32"):
         raise UnsupportedModelError(f"{path}: {e}") from None
 
 
-def _eos_ids(path: Path, model) -> tuple[int, ...]:
+def _eos_ids(path: Path, model, side_files: dict[str, bytes]) -> tuple[int, ...]:
     ids = set(model.config.eos_token_ids)
-    gen = path / "generation_config.json"
-    if gen.exists():
-        eos = hf_io.read_json(gen, "generation config").get("eos_token_id")
+    if "generation_config.json" in side_files:
+        eos = hf_io.parse_json(side_files["generation_config.json"], path / "generation_config.json").get("eos_token_id")
         ids.update([eos] if isinstance(eos, int) else (eos or []))
     return tuple(sorted(ids))
 
 
 def load(path: str | Path, dtype: str | None = "float32") -> LoadedModel:
-    """Loads a model. `dtype` sets the compute and parameter dtype; None keeps the stored one."""
+    """Loads a model. `dtype` sets the compute and parameter dtype; None keeps the stored one
+    (float32 for a GGUF file, whose quantized tensors are dequantized)."""
     _check_dtype(dtype)
     path = Path(path)
+    if gguf.is_gguf(path):
+        hf_config, model, params, side = gguf.load_gguf(path, dtype or "float32")
+        return _loaded(model, params, hf_config, path, "gguf", side)
     hf_config, model = read_model_config(path, dtype or "float32")
     abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
     cast = jnp.dtype(dtype) if dtype is not None else None
@@ -72,14 +77,22 @@ def load(path: str | Path, dtype: str | None = "float32") -> LoadedModel:
         params, fmt = hf_io.load_params(path, model, abstract, cast), "hf"
     if dtype is None:
         model = dataclasses.replace(model, dtype=hf_io.dtype_name(params))
-    tok_file = path / "tokenizer.json"
-    tokenizer = Tokenizer(tok_file) if tok_file.exists() else None
-    return LoadedModel(model, params, hf_config, path, fmt, tokenizer, _eos_ids(path, model))
+    return _loaded(model, params, hf_config, path, fmt, hf_io.read_side_files(path))
 
 
-def save(loaded: LoadedModel, out: str | Path, to: str = "jaxspec", dtype: str | None = None) -> None:
-    """Writes `loaded` as a jaxspec checkpoint (to="jaxspec") or a Hugging Face directory (to="hf")."""
+def _loaded(model, params, hf_config: dict, path: Path, fmt: str, side: dict[str, bytes]) -> LoadedModel:
+    tok = side.get("tokenizer.json")
+    tokenizer = Tokenizer.from_json(tok, str(path / "tokenizer.json")) if tok is not None else None
+    return LoadedModel(model, params, hf_config, path, fmt, tokenizer, _eos_ids(path, model, side), side)
+
+
+def save(
+    loaded: LoadedModel, out: str | Path, to: str = "jaxspec", dtype: str | None = None, extra_files: dict[str, bytes] | None = None
+) -> None:
+    """Writes `loaded` as a jaxspec checkpoint (to="jaxspec") or a Hugging Face directory (to="hf"), with its
+    side files and `extra_files` (name → content) written inside the same atomic rename."""
     _check_dtype(dtype)
+    side = {**loaded.side_files, **(extra_files or {})}
     params = loaded.params
     if dtype is not None:
         params = jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)), params)
@@ -87,8 +100,8 @@ def save(loaded: LoadedModel, out: str | Path, to: str = "jaxspec", dtype: str |
     if out.resolve() == loaded.source.resolve():
         raise CheckpointError(f"{out}: output would overwrite the source checkpoint")
     if to == "hf":
-        hf_io.save_hf(out, loaded.model, params, loaded.hf_config, loaded.source, hf_io.dtype_name(params))
+        hf_io.save_hf(out, loaded.model, params, loaded.hf_config, side, hf_io.dtype_name(params))
     elif to == "jaxspec":
-        orbax_io.save_jaxspec(out, params, loaded.hf_config, loaded.source)
+        orbax_io.save_jaxspec(out, params, loaded.hf_config, side)
     else:
         raise CheckpointError(f"unknown output format {to!r} (choose hf or jaxspec)")

@@ -4,13 +4,14 @@ Layout of a jaxspec checkpoint directory:
     jaxspec.json   {"format": "jaxspec", "version": 1}
     config.json    the Hugging Face config, kept whole so the way back is exact
     params/        the parameter tree, written by orbax
-    tokenizer.json, generation_config.json, ...   copied from the source
+    tokenizer.json, generation_config.json, ...   the source's side files
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Mapping
 
 import jax
 import numpy as np
@@ -18,7 +19,7 @@ import orbax.checkpoint as ocp
 
 from jaxspec.atomic import atomic_directory
 from jaxspec.errors import CheckpointError
-from jaxspec.hf_io import copy_side_files, read_json
+from jaxspec.hf_io import read_json, write_side_files
 
 MARKER = "jaxspec.json"
 FORMAT_VERSION = 1
@@ -28,13 +29,13 @@ def is_jaxspec_dir(path: Path) -> bool:
     return (path / MARKER).exists()
 
 
-def save_jaxspec(out_dir: Path, params, hf_config: dict, side_files_from: Path | None) -> None:
+def save_jaxspec(out_dir: Path, params, hf_config: dict, side_files: Mapping[str, bytes]) -> None:
     with atomic_directory(out_dir) as tmp:
         with open(tmp / MARKER, "w") as f:
             json.dump({"format": "jaxspec", "version": FORMAT_VERSION}, f)
         with open(tmp / "config.json", "w") as f:
             json.dump(hf_config, f, indent=2, sort_keys=True)
-        copy_side_files(side_files_from, tmp)
+        write_side_files(side_files, tmp)
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save((tmp / "params").absolute(), params)
         checkpointer.wait_until_finished()

@@ -10,11 +10,20 @@ from jaxspec.errors import CheckpointError
 
 
 class Tokenizer:
-    def __init__(self, path: Path):
+    def __init__(self, tok: _HFTokenizer):
+        self._tok = tok
+
+    @classmethod
+    def from_file(cls, path: Path) -> Tokenizer:
+        return cls.from_json(Path(path).read_bytes(), str(path))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str) -> Tokenizer:
+        """From the content of a tokenizer.json; `where` names its source in errors."""
         try:
-            self._tok = _HFTokenizer.from_file(str(path))
+            return cls(_HFTokenizer.from_str(text.decode() if isinstance(text, bytes) else text))
         except Exception as e:  # the Rust side raises a bare Exception
-            raise CheckpointError(f"{path}: unreadable tokenizer ({e})") from None
+            raise CheckpointError(f"{where}: unreadable tokenizer ({e})") from None
 
     @property
     def vocab_size(self) -> int:

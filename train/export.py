@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax
@@ -28,10 +26,9 @@ def export_hf(out_dir: Path, params, hf_config: dict, tokenizer_file: Path, dtyp
         "eos_token_id": hf_config.get("eos_token_id"),
         "pad_token_id": hf_config.get("pad_token_id"),
     }
-    # save_hf copies side files from a directory and renames the whole result into place at once.
-    with tempfile.TemporaryDirectory() as side:
-        side = Path(side)
-        shutil.copyfile(tokenizer_file, side / TOKENIZER_FILE)
-        (side / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
-        (side / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-        hf_io.save_hf(Path(out_dir), build_model(hf_config), params, hf_config, side, dtype)
+    side = {
+        TOKENIZER_FILE: Path(tokenizer_file).read_bytes(),
+        "tokenizer_config.json": (json.dumps(TOKENIZER_CONFIG, indent=2) + "\n").encode(),
+        "generation_config.json": (json.dumps(generation, indent=2) + "\n").encode(),
+    }
+    hf_io.save_hf(Path(out_dir), build_model(hf_config), params, hf_config, side, dtype)

@@ -1,0 +1,91 @@
+"""GGUF files in: metadata → config.json, tensors dequantized → params, tokenizer.ggml.* → tokenizer.json.
+
+A loaded GGUF is an ordinary jaxspec model; `jaxspec convert MODEL.gguf OUT`
+writes it as a Hugging Face directory (or a jaxspec checkpoint) that
+transformers and jaxspec both load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from jaxspec import hf_io
+from jaxspec.errors import CheckpointError, UnsupportedModelError
+from jaxspec.gguf.architectures import family, hf_config, undo_conventions
+from jaxspec.gguf.reader import GGUFFile, is_gguf, read_gguf
+from jaxspec.gguf.tokenizer import build_tokenizer, tokenizer_config
+from models import ModelConfigError, build_model
+
+# Tensors a GGUF may hold that carry no weights of ours (llama.cpp's precomputed RoPE divisors,
+# already turned into the config's rope_scaling).
+_DERIVED = frozenset({"rope_freqs.weight"})
+
+__all__ = ["is_gguf", "load_gguf", "read_gguf"]
+
+
+def _gguf_names(f: GGUFFile, model, abstract) -> dict[str, str]:
+    """Hugging Face tensor name → GGUF tensor name, for every tensor the model expects."""
+    import gguf
+
+    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == f.architecture)
+    name_map = gguf.get_tensor_name_map(arch, model.config.num_layers)
+    out = {}
+    for path in hf_io.flat_paths(abstract):
+        hf_name = model.hf_tensor_name(path)
+        base, suffix = hf_name.rsplit(".", 1)
+        mapped = name_map.get_name(base)
+        if mapped is None:
+            raise UnsupportedModelError(f"{f.path}: no GGUF name for tensor {hf_name}")
+        out[hf_name] = f"{mapped}.{suffix}"
+    return out
+
+
+def _params(f: GGUFFile, cfg: dict, model, dtype) -> dict:
+    fam = family(f)
+    abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+    names = _gguf_names(f, model, abstract)
+    missing = sorted(g for g in names.values() if g not in f.tensors)
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise CheckpointError(f"{f.path}: missing tensor(s) {', '.join(missing[:3])}{more}")
+    extra = sorted(set(f.tensors) - set(names.values()) - _DERIVED)
+    if extra:
+        more = f" (and {len(extra) - 3} more)" if len(extra) > 3 else ""
+        raise CheckpointError(f"{f.path}: unexpected tensor(s) {', '.join(extra[:3])}{more}")
+
+    def read(hf_names):
+        for hf_name in hf_names:
+            g = names[hf_name]
+            yield hf_name, jnp.asarray(undo_conventions(fam, cfg, g, f.tensors[g].dequantize()))
+
+    return hf_io.place_tensors(str(f.path), model, abstract, set(names), read, dtype)
+
+
+def _side_files(f: GGUFFile, cfg: dict) -> dict[str, bytes]:
+    """tokenizer.json, tokenizer_config.json and generation_config.json, as a converted directory holds them."""
+    tok = build_tokenizer(f.metadata, str(f.path))
+    generation = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if cfg.get(k) is not None}
+    dump = lambda obj: (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()
+    return {
+        "tokenizer.json": tok.to_str().encode(),
+        "tokenizer_config.json": dump(tokenizer_config(f.metadata)),
+        "generation_config.json": dump(generation),
+    }
+
+
+def load_gguf(path: Path, dtype: str) -> tuple[dict, object, dict, dict[str, bytes]]:
+    """(config.json dict, model object, params in `dtype`, side files) of a GGUF file.
+
+    Quantized tensors are dequantized with the `gguf` package's own dequantizers."""
+    f = read_gguf(path)
+    cfg = hf_config(f)
+    try:
+        model = build_model(cfg, dtype)
+    except ModelConfigError as e:
+        raise UnsupportedModelError(f"{path}: {e}") from None
+    side = _side_files(f, cfg)
+    return cfg, model, _params(f, cfg, model, jnp.dtype(dtype)), side
