@@ -98,12 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--to", choices=("jaxspec", "hf"), default="jaxspec")
     c.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="default: keep the stored dtype")
 
-    d = sub.add_parser("demo", help="the shipped demo pair: autoregressive vs speculative on a code prompt")
-    d.add_argument("--target", default="demo/target", help="default: demo/target")
-    d.add_argument("--draft", default="demo/draft", help="default: demo/draft")
-    d.add_argument("--prompt", default=None, help="default: a Python function header")
-    d.add_argument("--max-new-tokens", type=int, default=128)
-    d.add_argument("--num-draft-tokens", type=int, default=4)
+    d = sub.add_parser(
+        "demo", help="a real model (Gemma 3 270M, from the jaxspec[demo] extra) writes code and prose, plainly and speculatively"
+    )
+    d.add_argument("--model", default=None, help="default: Gemma 3 270M, converted once into ~/.cache/jaxspec")
+    d.add_argument("--draft", default=None, help="speculate with this draft model (default: prompt lookup)")
+    d.add_argument("--prompt", action="append", default=None, help="default: a code, a prose and a quoting prompt (repeatable)")
+    d.add_argument("--max-new-tokens", type=int, default=64)
+    d.add_argument("--num-draft-tokens", type=int, default=None, help="default 8 for prompt lookup, 4 for a draft model")
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("path")
@@ -322,9 +324,10 @@ def _cmd_info(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from jaxspec.demo import DEFAULT_PROMPT, run_demo
+    from jaxspec.demo import PROMPTS, run_demo
 
-    run_demo(args.target, args.draft, args.prompt or DEFAULT_PROMPT, args.max_new_tokens, args.num_draft_tokens)
+    prompts = [(f"prompt {i + 1}", p) for i, p in enumerate(args.prompt)] if args.prompt else PROMPTS
+    run_demo(args.model, args.draft, prompts, args.max_new_tokens, args.num_draft_tokens)
 
 
 def _cmd_bench(args) -> None:

@@ -1,66 +1,111 @@
-"""`jaxspec demo`: the shipped target/draft pair completes a code prompt, plainly and speculatively.
+"""`jaxspec demo`: a real model writes real text, plainly and speculatively, and the two are compared.
 
-Both programs are compiled before timing, so the tokens/s shown are decode
-speed. Under greedy decoding the two completions must be identical; the demo
-says so, or fails loudly if they are not.
+By default the model is Gemma 3 270M from its PyPI package (converted once into
+the cache, with progress shown), and the speculative method is prompt lookup,
+the best jaxspec has for a model without a draft; with `--draft` it is the
+draft model. Each prompt (code, prose, a document to quote from) runs at batch
+1; both programs are compiled before timing, so tokens/s are decode speed.
+Under greedy decoding the two completions must be identical: the demo says
+so, or fails loudly if they are not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from jaxspec.drafters.draft_model import DraftModel
+from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.errors import JaxspecError
-from jaxspec.generate import generate
-from jaxspec.loading import load
+from jaxspec.generate import Generation, generate
+from jaxspec.loading import LoadedModel, load
+from jaxspec.methods import DEFAULT_DRAFT_TOKENS
 from jaxspec.sampling import SamplingConfig
 
-DEFAULT_PROMPT = '''import os
+_LICENSE = (
+    "Permission is hereby granted, free of charge, to any person obtaining a copy of this software and "
+    "associated documentation files (the \"Software\"), to deal in the Software without restriction, including "
+    "without limitation the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell "
+    "copies of the Software, and to permit persons to whom the Software is furnished to do so, subject to the "
+    "following conditions:\n\nThe above copyright notice and this permission notice shall be included in all "
+    "copies or substantial portions of the Software."
+)
+
+# (label, prompt): what a newcomer would try first.
+PROMPTS = (
+    ("code", 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'),
+    ("prose", "The history of the printing press begins in"),
+    ("quote", f"{_LICENSE}\n\nQuote the first sentence of the license above exactly:\n\"Permission is hereby granted,"),
+)
 
 
-def list_python_files(root):
-    """Return the paths of all Python files below root."""
-'''
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    label: str
+    prompt: str
+    plain: Generation
+    speculative: Generation
 
 
-def run_demo(target_path: str, draft_path: str, prompt: str, max_new_tokens: int, num_draft_tokens: int) -> None:
-    say = lambda msg: print(msg, file=sys.stderr, flush=True)
-    say(f"loading target {target_path} and draft {draft_path}")
-    target, draft = load(target_path), load(draft_path)
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _target(model: str | None) -> LoadedModel:
+    if model is not None:
+        return load(model)
+    from jaxspec import reference_model
+
+    path = reference_model.converted_dir(progress=_say)
+    _say(f"loading {path}")
+    return load(path)
+
+
+def run_demo(
+    model: str | None, draft: str | None, prompts, max_new_tokens: int, num_draft_tokens: int | None
+) -> list[DemoRun]:
+    """Runs each (label, prompt) plainly and speculatively and prints both; `model` None is the reference model."""
+    target = _target(model)
     if target.tokenizer is None:
-        raise JaxspecError(f"{target_path}: the demo needs a tokenizer.json")
-    ids = target.tokenizer.encode(prompt)
+        raise JaxspecError(f"{target.source}: the demo needs a model with a tokenizer")
     greedy = SamplingConfig()
-    runs = {
-        "autoregressive": {},
-        "speculative": dict(
-            drafter=DraftModel(draft.model, num_draft_tokens, greedy), drafter_params=draft.params
-        ),
-    }
-    results = {}
-    for name, extra in runs.items():
-        say(f"compiling {name} decoding ...")
-        call = lambda: generate(
-            target.model, target.params, [ids], max_new_tokens=max_new_tokens, stop_ids=target.eos_ids, **extra
-        )[0]
-        call()
-        say(f"running {name} decoding ...")
-        results[name] = call()
+    method_name = "draft-model" if draft is not None else "prompt-lookup"
+    num_draft_tokens = num_draft_tokens or DEFAULT_DRAFT_TOKENS[method_name]
+    if draft is not None:
+        d = load(draft)
+        method, spec = "draft model", dict(drafter=DraftModel(d.model, num_draft_tokens, greedy), drafter_params=d.params)
+    else:
+        method, spec = "prompt lookup", dict(drafter=PromptLookup(num_draft_tokens))
+    runs = []
+    for label, prompt in prompts:
+        ids = target.tokenizer.encode(prompt)
+        results = {}
+        for name, extra in (("plain", {}), (method, spec)):
+            call = lambda: generate(
+                target.model, target.params, [ids], max_new_tokens=max_new_tokens, stop_ids=target.eos_ids, **extra
+            )[0]
+            _say(f"[{label}] {name}: compiling, then timing ...")
+            call()
+            results[name] = call()
+        runs.append(DemoRun(label, prompt, results["plain"], results[method]))
+        _report(target, runs[-1], method)
+    return runs
 
-    print(f"Prompt ({len(ids)} tokens):\n{prompt}")
-    for name, r in results.items():
-        print(f"--- {name} completion ---")
-        print(target.tokenizer.decode(r.output_ids))
-    plain, spec = results["autoregressive"], results["speculative"]
+
+def _tps(g: Generation) -> float:
+    return g.new_tokens / g.wall_time
+
+
+def _report(target: LoadedModel, run: DemoRun, method: str) -> None:
+    plain, spec = run.plain, run.speculative
+    print(f"=== {run.label} ===")
+    print(f"{run.prompt}\033[1m{target.tokenizer.decode(plain.output_ids)}\033[0m" if sys.stdout.isatty()
+          else f"{run.prompt}{target.tokenizer.decode(plain.output_ids)}")
     same = plain.output_ids == spec.output_ids
-    print("--- summary ---")
-    for name, r in results.items():
-        per_call = r.new_tokens / r.target_calls
-        print(
-            f"{name:>15}: {r.new_tokens} tokens in {r.wall_time:.3f} s = {r.new_tokens / r.wall_time:7.1f} tokens/s, "
-            f"{r.target_calls} target calls ({per_call:.2f} tokens per call)"
-        )
-    speedup = (spec.new_tokens / spec.wall_time) / (plain.new_tokens / plain.wall_time)
-    print(f"speedup: {speedup:.2f}x; outputs identical: {same}")
+    print(
+        f"--- plain: {_tps(plain):.1f} tokens/s | {method}: {_tps(spec):.1f} tokens/s, "
+        f"{spec.new_tokens / spec.target_calls:.2f} tokens per target call | speedup {_tps(spec) / _tps(plain):.2f}x | "
+        f"greedy outputs identical: {same}"
+    )
     if not same:
-        raise SystemExit("speculative output differs from autoregressive output under greedy decoding")
+        raise SystemExit(f"[{run.label}] speculative output differs from plain output under greedy decoding")
