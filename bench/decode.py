@@ -1,8 +1,10 @@
-"""Greedy decode throughput: transformers vs jaxspec on the same random Llama weights.
+"""Greedy decode throughput: transformers vs jaxspec on the same weights.
 
-For each model size a random LlamaForCausalLM is saved with save_pretrained
-into a temp dir and loaded from there by both engines, so both run exactly
-the same float32 weights. Each (model, batch, engine) gets one warm-up call
+For each random model size a random LlamaForCausalLM is saved with
+save_pretrained into a temp dir and loaded from there by both engines, so both
+run exactly the same float32 weights; `gemma3-270m` is the reference model
+(Gemma 3 270M, its GGUF dequantized and converted once into the cache), which
+both engines load from the same converted directory. Each (model, batch, engine) gets one warm-up call
 (jaxspec compiles its loop there) and then `--repeats` timed calls; the
 median wall time gives tokens/s = batch × new tokens ÷ seconds. A timed call
 during which other processes were busy is redone (bench/quiet.py). Every row
@@ -59,8 +61,11 @@ def build_checkpoint(size: str, out: Path, seed: int = 0) -> None:
     transformers.LlamaForCausalLM(config).save_pretrained(out)
 
 
+REFERENCE = "gemma3-270m"
+
+
 def hf_engine(path: Path, new_tokens: int):
-    model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
     def run(prompts: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(prompts).long()
@@ -141,17 +146,27 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
     return dict(identical_fraction=float(same.mean()), identical_prefix_fraction=float(prefix.mean() / same.shape[1]))
 
 
+def _checkpoint(size: str, tmp: Path) -> tuple[Path, int]:
+    """The directory both engines load, and the vocabulary to draw prompts from."""
+    if size == REFERENCE:
+        from jaxspec import reference_model
+
+        return reference_model.converted_dir(progress=print), 262144
+    print(f"[{size}] building a random Llama {SIZES[size]}", flush=True)
+    build_checkpoint(size, tmp)
+    return tmp, COMMON["vocab_size"]
+
+
 def bench_size(size: str, args, bandwidth: float) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"[{size}] building a random Llama {SIZES[size]}", flush=True)
-        build_checkpoint(size, Path(tmp))
+        path, vocab = _checkpoint(size, Path(tmp))
         torch.set_num_threads(args.torch_threads)
-        hf = hf_engine(Path(tmp), args.new_tokens)
-        ours, num_params = jaxspec_engine(Path(tmp), args.new_tokens)
+        hf = hf_engine(path, args.new_tokens)
+        ours, num_params = jaxspec_engine(path, args.new_tokens)
         weight_bytes = num_params * 4  # float32
         print(f"[{size}] {num_params / 1e6:.1f}M parameters, {weight_bytes / 1e6:.0f} MB of weights", flush=True)
-        all_prompts = np.random.RandomState(0).randint(0, COMMON["vocab_size"], (max(args.batches), args.prompt_len))
+        all_prompts = np.random.RandomState(0).randint(0, vocab, (max(args.batches), args.prompt_len))
         for batch in args.batches:
             prompts = all_prompts[:batch].astype(np.int32)
             print(f"[{size}] batch {batch}", flush=True)
@@ -219,7 +234,7 @@ def plot(rows: list[dict], bandwidth: float, path: Path) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="30m,100m", help=f"comma-separated, from {','.join(SIZES)}")
+    p.add_argument("--sizes", default="30m,100m", help=f"comma-separated, from {','.join([*SIZES, REFERENCE])}")
     p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=128)
@@ -245,9 +260,9 @@ def parse_args(argv=None):
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     args = p.parse_args(argv)
     args.sizes = args.sizes.split(",")
-    unknown = [s for s in args.sizes if s not in SIZES]
+    unknown = [s for s in args.sizes if s not in SIZES and s != REFERENCE]
     if unknown:
-        p.error(f"unknown size {unknown[0]!r} (choose from {', '.join(SIZES)})")
+        p.error(f"unknown size {unknown[0]!r} (choose from {', '.join([*SIZES, REFERENCE])})")
     args.batches = [int(b) for b in args.batches.split(",")]
     return args
 
@@ -277,7 +292,7 @@ def main(argv=None) -> None:
             max_other_load=args.max_other_load,
             init_std=INIT_STD,
         )
-        models = {s: {**COMMON, **SIZES[s]} for s in args.sizes}
+        models = {s: {**COMMON, **SIZES[s]} if s in SIZES else "reference model (Gemma 3 270M)" for s in args.sizes}
         args.out.write_text(json.dumps(dict(machine=machine, settings=settings, models=models, results=rows), indent=1))
     if args.plot:
         plot(rows, bandwidth, args.plot)

@@ -18,7 +18,7 @@ from jaxspec.cli import load_draft, method_drafter, resolve_prompts
 from jaxspec.errors import InputError
 from jaxspec.generate import bucket, generate
 from jaxspec.loading import load, save
-from jaxspec.methods import METHODS
+from jaxspec.methods import DEFAULT_DRAFT_TOKENS, METHODS
 from jaxspec.sampling import SamplingConfig
 
 
@@ -73,11 +73,21 @@ def run_hf(args, lm, draft, prompts, tmp: Path):
     torch.set_grad_enabled(False)
     auto = transformers.AutoModelForSeq2SeqLM if lm.model.is_encoder_decoder else transformers.AutoModelForCausalLM
     target = auto.from_pretrained(_hf_dir(lm, tmp, "target"), dtype=torch.float32).eval()
+    # Speculative settings equal to jaxspec's: the same draft length and n-gram size, a constant
+    # number of assistant tokens and no confidence threshold (transformers' defaults are 20 tokens,
+    # a heuristic schedule and a 0.4 threshold).
     variants = {"hf-generate": {}}
     if draft is not None:
         assistant = auto.from_pretrained(_hf_dir(draft, tmp, "draft"), dtype=torch.float32).eval()
+        k = args.num_draft_tokens or DEFAULT_DRAFT_TOKENS["draft-model"]
+        assistant.generation_config.num_assistant_tokens = k
+        assistant.generation_config.num_assistant_tokens_schedule = "constant"
+        assistant.generation_config.assistant_confidence_threshold = 0.0
         variants["hf-assisted"] = {"assistant_model": assistant}
-    variants["hf-prompt-lookup"] = {"prompt_lookup_num_tokens": args.num_draft_tokens or 10}
+    variants["hf-prompt-lookup"] = {
+        "prompt_lookup_num_tokens": args.num_draft_tokens or DEFAULT_DRAFT_TOKENS["prompt-lookup"],
+        "max_matching_ngram_size": args.ngram,
+    }
     records = []
     for name, extra in variants.items():
         for i, p in enumerate(prompts):

@@ -1,0 +1,148 @@
+"""Every decoding method on the reference model (Gemma 3 270M) and real text, per prompt category, beside transformers.
+
+    python -m bench.real_text --out bench/results/real_text.json --plot docs/img/real_text_speedup.png --markdown
+
+For each category of bench/prompts/real/ (Spec-Bench-style: multi-turn,
+summarization, QA, code completion, code editing, rewriting), the first
+`--prompts-per-category` prompts run greedily in float32 with every jaxspec
+method that applies to a model without a draft (autoregressive, prompt
+lookup), at each batch size; at batch 1 transformers' greedy generate and its
+prompt lookup run on the same weights (the converted directory), with the same
+n-gram size and draft length as jaxspec's. Compilation is excluded (each
+shape runs once untimed first). Each row records the share of the cores other
+processes used while it ran (bench/quiet.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.quiet import OtherLoad, wait_until_idle
+from bench.speculative import options
+from jaxspec import reference_model
+from jaxspec.bench import run_hf, run_jaxspec, summarize
+from jaxspec.cli import resolve_prompts
+from jaxspec.loading import load
+
+PROMPTS = Path(__file__).parent / "prompts" / "real"
+CATEGORIES = ("multi_turn", "summarization", "qa", "code_completion", "code_editing", "rewriting")
+METHODS = ("autoregressive", "prompt-lookup")
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _timed(fn, args):
+    """fn()'s records, each tagged with the share of the cores others used meanwhile."""
+    wait_until_idle(args.max_other_load, args.patience)
+    with OtherLoad() as load_share:
+        records = fn()
+    return [dict(r, other_load=load_share.fraction) for r in records]
+
+
+def run_category(args, lm, category: str) -> list[dict]:
+    prompts = resolve_prompts([("--prompts", str(PROMPTS / f"{category}.jsonl"))], lm.tokenizer)[: args.prompts_per_category]
+    rows = []
+    for batch in args.batches:
+        records = []
+        for method in METHODS:
+            _say(f"[{category}, batch {batch}] jaxspec {method}")
+            opts = options(batch, args.max_new_tokens, args.lookup_tokens if method == "prompt-lookup" else None, False)
+            records += _timed(lambda: run_jaxspec(opts, method, lm, None, prompts), args)
+        if batch == 1 and args.compare_hf:
+            _say(f"[{category}, batch 1] transformers generate and prompt lookup")
+            with tempfile.TemporaryDirectory() as tmp:
+                opts = options(1, args.max_new_tokens, args.lookup_tokens, False)
+                records += _timed(lambda: run_hf(opts, lm, None, prompts, Path(tmp)), args)
+        summary = summarize(records)
+        base = summary["autoregressive"][0]
+        for method, (tps, per_call) in summary.items():
+            share = max(r["other_load"] for r in records if r["method"] == method)
+            rows.append(
+                dict(category=category, batch=batch, method=method, tokens_per_s=tps, speedup=tps / base,
+                     tokens_per_call=per_call, prompts=len(prompts), other_load=share)
+            )
+            _say(f"  {method}: {tps:.1f} tok/s, {tps / base:.2f}x" + (f", {per_call:.2f} tokens/call" if per_call else ""))
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| category | batch | method | tokens/s | speedup vs jaxspec AR | tokens per target call | others' CPU share |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        per_call = f"{r['tokens_per_call']:.2f}" if r["tokens_per_call"] else "–"
+        lines.append(
+            f"| {r['category']} | {r['batch']} | {r['method']} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x "
+            f"| {per_call} | {r['other_load']:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    """Speedup over jaxspec autoregressive per category, one panel per batch size; tokens per call on the bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r["batch"] for r in rows})
+    categories = list(dict.fromkeys(r["category"] for r in rows))
+    methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "autoregressive"]
+    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False, sharey=True)
+    width = 0.8 / max(len(methods), 1)
+    for ax, batch in zip(axes[0], batches):
+        for i, method in enumerate(methods):
+            for c, category in enumerate(categories):
+                match = [r for r in rows if (r["category"], r["batch"], r["method"]) == (category, batch, method)]
+                if not match:
+                    continue
+                r = match[0]
+                x = c + i * width
+                ax.bar(x, r["speedup"], width, color=f"C{i}", label=method if c == 0 else None)
+                if r["tokens_per_call"]:
+                    ax.text(x, r["speedup"], f"{r['tokens_per_call']:.1f}", ha="center", va="bottom", fontsize=7)
+        ax.axhline(1.0, color="black", linestyle="dashed", linewidth=1)
+        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(categories))])
+        ax.set_xticklabels([c.replace("_", "\n") for c in categories], fontsize=8)
+        ax.set_title(f"batch {batch}")
+        ax.set_ylabel("speedup over jaxspec autoregressive")
+        ax.legend(fontsize=7)
+    fig.suptitle("Gemma 3 270M, greedy float32, 2 CPU cores (numbers on bars: tokens per target call)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.real_text", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the reference model (Gemma 3 270M), converted once")
+    parser.add_argument("--categories", default=",".join(CATEGORIES))
+    parser.add_argument("--prompts-per-category", type=int, default=8)
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--lookup-tokens", type=int, default=8, help="K for prompt lookup (jaxspec and transformers)")
+    parser.add_argument("--no-compare-hf", dest="compare_hf", action="store_false")
+    parser.add_argument("--max-other-load", type=float, default=0.1, help="wait for others to use at most this share")
+    parser.add_argument("--patience", type=float, default=60.0, help="longest wait, in seconds, for the machine to go idle")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/real_text.json"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/img/real_text_speedup.png"))
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    args = parser.parse_args(argv)
+    path = args.model or reference_model.converted_dir(progress=_say)
+    lm = load(path)
+    rows = [row for category in args.categories.split(",") for row in run_category(args, lm, category)]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(model=str(path), settings=vars(args) | {"out": str(args.out), "plot": str(args.plot)}, rows=rows), indent=1))
+    plot(rows, args.plot)
+    print(markdown(rows) if args.markdown else json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
