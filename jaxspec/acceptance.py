@@ -1,9 +1,11 @@
 """Acceptance rules: how many drafted tokens each row keeps, and the token that follows them.
 
-Every rule takes the target distributions p[B, K+1, V] (from
-`sampling.target_distribution`, so greedy is a point mass), the drafted tokens
-x[B, K] and the number of valid drafts per row n_draft[B] <= K, and returns
-(n_accepted[B], next_token[B]). The row then emits x[:n_accepted] + [next_token].
+Every rule takes the step's per-row randomness (`row_rng.RowRandom`: each
+row's seed and the position its window starts at), the target distributions
+p[B, K+1, V] (from `sampling.target_distribution`, so greedy is a point mass),
+the drafted tokens x[B, K] and the number of valid drafts per row
+n_draft[B] <= K, and returns (n_accepted[B], next_token[B]). The row then
+emits x[:n_accepted] + [next_token].
 
 Under greedy p is one-hot, and both rules reduce to "accept while the draft
 equals the target's argmax; the argmax at the first mismatch is the bonus".
@@ -14,7 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxspec.sampling import draw
+from jaxspec import row_rng
+from jaxspec.row_rng import RowRandom
 
 
 def _first_false(ok: jax.Array, n_draft: jax.Array) -> jax.Array:
@@ -24,22 +27,22 @@ def _first_false(ok: jax.Array, n_draft: jax.Array) -> jax.Array:
     return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=1), axis=1)
 
 
-def accept_point_mass(rng: jax.Array, p: jax.Array, x: jax.Array, n_draft: jax.Array, greedy: bool = False):
+def accept_point_mass(rand: RowRandom, p: jax.Array, x: jax.Array, n_draft: jax.Array, greedy: bool = False):
     """Drafts without a distribution (prompt lookup, token recycling, greedy heads).
 
     q is one-hot at x, so the ratio test accepts x with probability p(x) and on
     rejection draws from p with x removed. Equivalently, and cheaper: draw
     y_i ~ p_i at every position, accept while y_i == x_i, and emit y at the
     first mismatch. Each emitted token is then exactly a draw from p given its
-    prefix. (A fresh draw at the mismatch would be biased against x.)
+    prefix. (A fresh draw at the mismatch would be biased against x.) y_i is the
+    row's TARGET draw at its position, the very draw plain sampling makes there.
     """
-    b, k1, _ = p.shape
-    y = draw(rng, p.reshape(b * k1, -1), greedy).reshape(b, k1)
+    y = row_rng.categorical(rand.keys(row_rng.TARGET, p.shape[1]), p, greedy)
     n = _first_false(y[:, :-1] == x, n_draft)
     return n, jnp.take_along_axis(y, n[:, None], axis=1)[:, 0]
 
 
-def accept_ratio(rng: jax.Array, p: jax.Array, q: jax.Array, x: jax.Array, n_draft: jax.Array, greedy: bool = False):
+def accept_ratio(rand: RowRandom, p: jax.Array, q: jax.Array, x: jax.Array, n_draft: jax.Array, greedy: bool = False):
     """Speculative sampling (Leviathan et al. 2023; Chen et al. 2023) for drafts x_i ~ q_i.
 
     Accept x_i with probability min(1, p_i(x_i) / q_i(x_i)); at the first
@@ -48,10 +51,9 @@ def accept_ratio(rng: jax.Array, p: jax.Array, q: jax.Array, x: jax.Array, n_dra
     """
     b, k1, v = p.shape
     k = k1 - 1
-    rng_u, rng_next = jax.random.split(rng)
     px = jnp.take_along_axis(p[:, :k], x[..., None], axis=2)[..., 0]
     qx = jnp.take_along_axis(q, x[..., None], axis=2)[..., 0]
-    u = jax.random.uniform(rng_u, (b, k))
+    u = row_rng.uniform(rand.keys(row_rng.ACCEPT, k))
     n = _first_false(u * qx < px, n_draft)
     p_n = jnp.take_along_axis(p, n[:, None, None], axis=1)[:, 0]
     q_pad = jnp.concatenate([q, jnp.zeros((b, 1, v), q.dtype)], axis=1)
@@ -60,4 +62,4 @@ def accept_ratio(rng: jax.Array, p: jax.Array, q: jax.Array, x: jax.Array, n_dra
     residual = jnp.maximum(p_n - q_n, 0.0)
     # After a real rejection p(x) < q(x), so the residual has positive mass.
     residual = jnp.where(jnp.sum(residual, axis=-1, keepdims=True) > 0, residual, p_n)
-    return n, draw(rng_next, jnp.where(rejected, residual, p_n), greedy)
+    return n, row_rng.categorical(rand.keys_at(row_rng.TARGET, n), jnp.where(rejected, residual, p_n), greedy)

@@ -60,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, default=0, help="0: off")
     g.add_argument("--top-p", type=float, default=1.0, help="1: off")
     g.add_argument("--min-p", type=float, default=0.0, help="0: off")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help='row i samples with seed + i, or with its own "seed" from the prompts file; a row\'s output '
+        "does not depend on the other rows (0 <= seed < 2^32)",
+    )
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     g.add_argument(
         "--mesh", metavar="data=2,tensor=4", help="shard over a device mesh; axes data, fsdp, tensor multiply to the device count"
@@ -131,7 +137,8 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", metavar="FILE", help="prompt lookup: also copy from this text file")
 
 
-def _read_prompt_file(path: str) -> list[tuple[str, object]]:
+def _read_prompt_file(path: str) -> list[tuple[str, object, int | None]]:
+    """(kind, value, seed or None) per line of a prompts file; one kind of prompt per file."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
@@ -145,12 +152,31 @@ def _read_prompt_file(path: str) -> list[tuple[str, object]]:
         except json.JSONDecodeError:
             raise InputError(f"{path}:{n}: not a JSON line") from None
         if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
-            out.append(("--prompt", obj["prompt"]))
+            item = ("--prompt", obj["prompt"])
         elif isinstance(obj, dict) and isinstance(obj.get("prompt_ids"), list):
-            out.append(("ids", obj["prompt_ids"]))
+            item = ("ids", obj["prompt_ids"])
         else:
             raise InputError(f'{path}:{n}: expected {{"prompt": "..."}} or {{"prompt_ids": [...]}}')
+        if out and out[0][0] != item[0]:
+            raise InputError(f'{path}:{n}: mixes "prompt" and "prompt_ids" lines; use one kind per file')
+        seed = obj.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise InputError(f"{path}:{n}: seed must be an integer")
+        out.append((*item, seed))
     return out
+
+
+def _expand(items) -> list[tuple[str, object, int | None]]:
+    """The command line's prompt items in order, each prompts file replaced by its lines."""
+    expanded = []
+    for kind, value in items:
+        expanded.extend(_read_prompt_file(value) if kind == "--prompts" else [(kind, value, None)])
+    return expanded
+
+
+def prompt_seeds(items, seed: int) -> list[int]:
+    """Row i's seed: the one its prompts-file line gives, else seed + i."""
+    return [own if own is not None else seed + i for i, (_, _, own) in enumerate(_expand(items))]
 
 
 def _parse_ids(flag: str, text: str) -> list[int]:
@@ -161,13 +187,11 @@ def _parse_ids(flag: str, text: str) -> list[int]:
 
 
 def resolve_prompts(items, tokenizer, what: str = "--prompt, --prompt-ids or --prompts") -> list[list[int]]:
-    expanded = []
-    for kind, value in items:
-        expanded.extend(_read_prompt_file(value) if kind == "--prompts" else [(kind, value)])
+    expanded = _expand(items)
     if not expanded:
         raise InputError(f"give at least one {what}")
     prompts = []
-    for kind, value in expanded:
+    for kind, value, _ in expanded:
         if kind in ("--prompt", "--target"):
             if tokenizer is None:
                 raise InputError(f"this model has no tokenizer.json: use {kind}-ids")
@@ -245,7 +269,7 @@ def _cmd_generate(args) -> None:
         prompts,
         max_new_tokens=args.max_new_tokens,
         sampling=sampling,
-        seed=args.seed,
+        seed=prompt_seeds(args.prompt_items, args.seed),
         stop_ids=lm.eos_ids,
         drafter=drafter,
         drafter_params=drafter_params,

@@ -26,6 +26,7 @@ from flax import struct
 
 from jaxspec.acceptance import accept_point_mass, accept_ratio
 from jaxspec.drafters.base import Context
+from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
 from jaxspec.sharding import ShardingPlan
 
@@ -52,13 +53,13 @@ class DecodeState:
     done: jax.Array  # [B] bool
     calls: jax.Array  # [B] int32 target calls while the row was active
     accept_lengths: jax.Array  # [B, max_new] tokens emitted per target call
-    rng: jax.Array
+    seeds: jax.Array  # [B] uint32: each row's randomness (jaxspec/row_rng.py)
     stop_ids: jax.Array  # [S] int32; -1 pads (matches nothing)
     source: Any  # (tokens [B, S], lengths [B]): an encoder-decoder model's input; None for decoder-only
     drafter_state: Any
 
     def context(self) -> Context:
-        return Context(self.history, self.seq_len, self.prompt_len, self.done, self.source)
+        return Context(self.history, self.seq_len, self.prompt_len, self.done, self.seeds, self.source)
 
 
 def _emitted(draft_tokens, n_accepted, next_token):
@@ -114,12 +115,11 @@ def verify_forward(model, params, window, cache, needed):
 
 
 def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state: DecodeState) -> DecodeState:
-    rng, rng_draft, rng_accept = jax.random.split(state.rng, 3)
     b = state.seq_len.shape[0]
     rows = jnp.arange(b)[:, None]
     active = ~state.done
 
-    draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(), rng_draft)
+    draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context())
     k = draft.tokens.shape[1]
     n_valid = jnp.where(active, draft.n_valid, 0)
     last = jnp.take_along_axis(state.history, (state.seq_len - 1)[:, None], axis=1)
@@ -128,10 +128,12 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
 
     p = target_distribution(logits, spec.sampling)
     greedy = spec.sampling.greedy
+    # Window index i decides the token at history position seq_len + i.
+    rand = RowRandom(state.seeds, state.seq_len)
     if draft.probs is None:
-        n_accepted, next_token = accept_point_mass(rng_accept, p, draft.tokens, n_valid, greedy)
+        n_accepted, next_token = accept_point_mass(rand, p, draft.tokens, n_valid, greedy)
     else:
-        n_accepted, next_token = accept_ratio(rng_accept, p, draft.probs, draft.tokens, n_valid, greedy)
+        n_accepted, next_token = accept_ratio(rand, p, draft.probs, draft.tokens, n_valid, greedy)
 
     tokens = _emitted(draft.tokens, n_accepted, next_token)
     count, finished = _emit_count(tokens, n_accepted, state.seq_len - state.prompt_len, state.stop_ids, spec)
@@ -147,13 +149,12 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         done=state.done | (active & finished),
         calls=state.calls + active.astype(jnp.int32),
         accept_lengths=accept_lengths,
-        rng=rng,
     )
     return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), n_accepted))
 
 
 def run_decode(
-    model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, rng
+    model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, seeds
 ) -> DecodeState:
     """model.start, then the loop until every row is done. prompts: [B, P] right-padded; prompt_len: [B] >= 1.
 
@@ -174,7 +175,7 @@ def run_decode(
         done=jnp.zeros((b,), bool),
         calls=jnp.zeros((b,), jnp.int32),
         accept_lengths=jnp.zeros((b, spec.max_new_tokens), jnp.int32),
-        rng=rng,
+        seeds=seeds,
         stop_ids=stop_ids,
         source=start.source,
         drafter_state=drafter.init(drafter_params, prompts, prompt_len, new_slots),
@@ -186,13 +187,13 @@ def run_decode(
     )
 
 
-def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, rng):
+def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, seeds):
     """The whole generate call: (history[B, H], start[B], seq_len[B], calls[B], accept_lengths[B, max_new]).
 
     history[b, start[b]:seq_len[b]] are row b's new tokens.
     """
     TRACE_COUNTS["decode"] += 1
-    state = run_decode(model, drafter, spec, params, drafter_params, prompts, prompt_len, stop_ids, rng)
+    state = run_decode(model, drafter, spec, params, drafter_params, prompts, prompt_len, stop_ids, seeds)
     return state.history, state.prompt_len, state.seq_len, state.calls, state.accept_lengths
 
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec import row_rng
 from jaxspec.decode_loop import DecodeSpec, decode_jit
 from jaxspec.drafters import Autoregressive
 from jaxspec.errors import InputError
@@ -60,6 +61,17 @@ def _pad(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return tokens, np.array([len(p) for p in prompts], np.int32)
 
 
+def row_seeds(seed: int | Sequence[int], batch: int) -> jax.Array:
+    """[B] uint32 row seeds: `seed` per prompt, or seed, seed + 1, ... from one int."""
+    seeds = [seed + i for i in range(batch)] if isinstance(seed, (int, np.integer)) else list(seed)
+    if len(seeds) != batch:
+        raise InputError(f"{len(seeds)} seeds for {batch} prompts")
+    for s in seeds:
+        if int(s) != s or not 0 <= s <= row_rng.MAX_SEED:
+            raise InputError(f"seed must be an integer in [0, 2^32 - 1], got {s}")
+    return jnp.asarray(np.asarray(seeds, np.uint32))
+
+
 def generate(
     model,
     params,
@@ -67,7 +79,7 @@ def generate(
     *,
     max_new_tokens: int,
     sampling: SamplingConfig = SamplingConfig(),
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     stop_ids: Sequence[int] = (),
     drafter=Autoregressive(),
     drafter_params=None,
@@ -76,10 +88,16 @@ def generate(
 ) -> list[Generation]:
     """Decodes a batch of ragged prompts in one compiled program.
 
+    `seed` is one seed per prompt, or one int s standing for s, s + 1, ... in
+    prompt order. A row's random draws come from its own seed and positions
+    only (jaxspec/row_rng.py), so its output never depends on the other rows:
+    it equals that prompt decoded alone with the same seed.
+
     With a sharding plan, params should already be placed (plan.shard_params);
     prompts are sharded over the batch axes and the cache layout is pinned.
     """
     _check_prompts(prompts, model.vocab_size)
+    seeds = row_seeds(seed, len(prompts))
     if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
         raise InputError(f"max-new-tokens must be a positive integer, got {max_new_tokens}")
     longest = max(len(p) for p in prompts)
@@ -95,6 +113,7 @@ def generate(
     if plan is not None:
         tokens = jax.device_put(tokens, plan.batch_sharding(tokens.shape))
         lengths = jax.device_put(lengths, plan.batch_sharding(lengths.shape))
+        seeds = jax.device_put(seeds, plan.batch_sharding(seeds.shape))
     spec = DecodeSpec(int(max_new_tokens), sampling, plan)
     # Traced, not static: another model's stop tokens reuse the program. Padded with -1 to a bucket.
     stops = sorted({int(s) for s in stop_ids})
@@ -111,7 +130,7 @@ def generate(
             tokens,
             lengths,
             jnp.asarray(stop_array),
-            jax.random.key(seed),
+            seeds,
         )
     )
     wall = time.perf_counter() - start

@@ -34,6 +34,8 @@ class SamplingConfig:
             raise InputError(f"top-p must be in (0, 1], got {self.top_p}")
         if not (0 <= self.min_p < 1):
             raise InputError(f"min-p must be in [0, 1), got {self.min_p}")
+        if self.temperature == 0 and (self.top_k or self.top_p < 1 or self.min_p > 0):
+            raise InputError("top-k, top-p and min-p filter sampling: give a temperature > 0 (0 is greedy)")
 
     @property
     def greedy(self) -> bool:
@@ -71,15 +73,3 @@ def target_distribution(logits: jax.Array, cfg: SamplingConfig) -> jax.Array:
     if cfg.greedy:
         return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=jnp.float32)
     return jax.nn.softmax(filtered_logits(logits, cfg), axis=-1)
-
-
-def draw(rng: jax.Array, probs: jax.Array, greedy: bool = False) -> jax.Array:
-    """One token per row from probs[..., V] (unnormalised is fine).
-
-    Under greedy every distribution in play is a point mass, whose only draw
-    is its argmax; skipping the V Gumbel variates per row is most of a greedy
-    step's non-model work for large vocabularies.
-    """
-    if greedy:
-        return jnp.argmax(probs, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(rng, jnp.log(probs), axis=-1).astype(jnp.int32)

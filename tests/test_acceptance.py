@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from jaxspec import row_rng
 from jaxspec.acceptance import _first_false, accept_point_mass, accept_ratio
-from jaxspec.sampling import draw
+from jaxspec.row_rng import RowRandom
 
 V, K, TRIALS = 6, 3, 400_000
 TV_BOUND = 0.01
@@ -56,14 +57,19 @@ def _assert_follows(tokens_by_position, p, min_samples=20_000):
     assert checked >= 2, "too few positions reached to test"
 
 
+def _rand(seed) -> RowRandom:
+    """One row's randomness, the trial's index as its seed, its window starting at position 0."""
+    return RowRandom(jnp.asarray(seed, jnp.uint32)[None], jnp.zeros((1,), jnp.int32))
+
+
 def _ratio_trials(p, q, n_draft, rule=accept_ratio):
-    def one(key):
-        k_draft, k_rule = jax.random.split(key)
-        x = jax.random.categorical(k_draft, jnp.log(q), axis=-1).astype(jnp.int32)
-        n, nxt = rule(k_rule, p[None], q[None], x[None], jnp.asarray([n_draft]))
+    def one(seed):
+        rand = _rand(seed)
+        x = row_rng.categorical(rand.keys(row_rng.DRAFT, K)[0], q)
+        n, nxt = rule(rand, p[None], q[None], x[None], jnp.asarray([n_draft]))
         return x, n[0], nxt[0]
 
-    return jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(0), TRIALS))
+    return jax.jit(jax.vmap(one))(jnp.arange(TRIALS))
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -82,11 +88,11 @@ def test_ratio_rule_respects_fewer_valid_drafts():
 
 
 def _point_mass_trials(p, drafts, rule=accept_point_mass):
-    def one(key):
-        n, nxt = rule(key, p[None], drafts[None], jnp.asarray([K]))
+    def one(seed):
+        n, nxt = rule(_rand(seed), p[None], drafts[None], jnp.asarray([K]))
         return n[0], nxt[0]
 
-    n, nxt = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(1), TRIALS))
+    n, nxt = jax.jit(jax.vmap(one))(jnp.arange(TRIALS) + TRIALS)
     return np.broadcast_to(np.asarray(drafts), (TRIALS, K)), n, nxt
 
 
@@ -97,13 +103,11 @@ def test_point_mass_rule_is_lossless(seed):
     _assert_follows(_emitted_positions(*_point_mass_trials(p, drafts)), p)
 
 
-def _biased_point_mass(rng, p, x, n_draft):
+def _biased_point_mass(rand, p, x, n_draft):
     """The wrong rule: accept x with probability p(x), but on rejection draw afresh from p."""
-    b, k1, _ = p.shape
-    rng_u, rng_y = jax.random.split(rng)
     px = jnp.take_along_axis(p[:, :-1], x[..., None], axis=2)[..., 0]
-    n = _first_false(jax.random.uniform(rng_u, px.shape) < px, n_draft)
-    fresh = draw(rng_y, jnp.take_along_axis(p, n[:, None, None], axis=1)[:, 0])
+    n = _first_false(row_rng.uniform(rand.keys(row_rng.ACCEPT, x.shape[1])) < px, n_draft)
+    fresh = row_rng.categorical(rand.keys_at(row_rng.TARGET, n), jnp.take_along_axis(p, n[:, None, None], axis=1)[:, 0])
     return n, fresh
 
 
@@ -120,9 +124,10 @@ def test_greedy_is_longest_matching_prefix_then_argmax():
     argmax = np.asarray(jnp.argmax(logits, -1))
     drafts = argmax[:, :K].copy()
     drafts[0, 1] = (drafts[0, 1] + 1) % V  # row 0 mismatches at position 1; row 1 matches all
+    rand = RowRandom(jnp.asarray([0, 1], jnp.uint32), jnp.asarray([3, 7], jnp.int32))
     for rule in (
-        lambda: accept_point_mass(jax.random.key(0), p, jnp.asarray(drafts), jnp.asarray([K, K])),
-        lambda: accept_ratio(jax.random.key(0), p, jax.nn.one_hot(drafts, V), jnp.asarray(drafts), jnp.asarray([K, K])),
+        lambda: accept_point_mass(rand, p, jnp.asarray(drafts), jnp.asarray([K, K])),
+        lambda: accept_ratio(rand, p, jax.nn.one_hot(drafts, V), jnp.asarray(drafts), jnp.asarray([K, K])),
     ):
         n, nxt = map(np.asarray, rule())
         assert n.tolist() == [1, K]

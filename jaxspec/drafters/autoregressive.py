@@ -16,7 +16,7 @@ class Autoregressive:
     def init(self, params, prompts, prompt_len, new_slots):
         return ()
 
-    def propose(self, params, state, ctx: Context, rng):
+    def propose(self, params, state, ctx: Context):
         b = ctx.seq_len.shape[0]
         return Draft(jnp.zeros((b, 0), jnp.int32), jnp.zeros((b,), jnp.int32), None), state
 

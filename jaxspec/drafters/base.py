@@ -24,6 +24,7 @@ class Context(NamedTuple):
     seq_len: jax.Array  # [B] tokens in history, the last emitted one included
     prompt_len: jax.Array  # [B]
     done: jax.Array  # [B] bool
+    seeds: jax.Array  # [B] uint32: a drafter's random draws come from jaxspec.row_rng with these
     # An encoder-decoder model's input (tokens [B, S], lengths [B]), which history does not hold; else None.
     source: tuple[jax.Array, jax.Array] | None = None
 
@@ -37,8 +38,10 @@ class Drafter(Protocol):
         """Drafter state after the user's prompts (the encoder input of an encoder-decoder model), e.g. a
         draft cache begun with the draft model's own `start(params, prompts, prompt_len, new_slots)`."""
 
-    def propose(self, params, state, ctx: Context, rng: jax.Array) -> tuple[Draft, Any]:
-        """Up to K tokens to follow history[:, :seq_len]."""
+    def propose(self, params, state, ctx: Context) -> tuple[Draft, Any]:
+        """Up to K tokens to follow history[:, :seq_len]. Draft i is for history position seq_len + i; a
+        drafter that samples draws it with `row_rng.keys(ctx.seeds, positions, row_rng.DRAFT)`, so that
+        a row's drafts never depend on the other rows."""
 
     def update(self, params, state, ctx: Context, n_accepted: jax.Array) -> Any:
         """Called after the step's commit; ctx already holds the newly emitted tokens."""

@@ -26,8 +26,10 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxspec import row_rng
 from jaxspec.drafters.base import Context, Draft
-from jaxspec.sampling import SamplingConfig, draw, target_distribution
+from jaxspec.row_rng import RowRandom
+from jaxspec.sampling import SamplingConfig, target_distribution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +64,9 @@ class DraftModel:
             length=jnp.asarray(self.num_draft_tokens, jnp.int32),
         )
 
-    def _draw(self, rng, logits):
+    def _draw(self, keys, logits):
         q = target_distribution(logits, self.sampling)
-        return draw(rng, q, self.sampling.greedy), q
+        return row_rng.categorical(keys, q, self.sampling.greedy), q
 
     def _keep_going(self, q, token, confidence_product):
         """Per row: whether to draft another token after `token`, and the updated running product."""
@@ -75,7 +77,7 @@ class DraftModel:
         product = confidence_product * q_token
         return (jnp.max(q, axis=-1) >= a.min_confidence) & (1.0 - product <= a.max_reject_prob), product
 
-    def propose(self, params, state: DraftModelState, ctx: Context, rng):
+    def propose(self, params, state: DraftModelState, ctx: Context):
         k = self.num_draft_tokens
         b = ctx.seq_len.shape[0]
         rows = jnp.arange(b)
@@ -88,8 +90,8 @@ class DraftModel:
         logits = jnp.where(pending[:, None], out.logits[:, 1], out.logits[:, 0])
         cache = out.cache.commit(1 + pending.astype(jnp.int32))
 
-        rngs = jax.random.split(rng, k)
-        token, q = self._draw(rngs[0], logits)
+        keys = RowRandom(ctx.seeds, ctx.seq_len).keys(row_rng.DRAFT, k)
+        token, q = self._draw(keys[:, 0], logits)
         drafting, product = self._keep_going(q, token, jnp.ones((b,), jnp.float32))
         tokens = jnp.zeros((b, k), jnp.int32).at[:, 0].set(token)
         probs = jnp.zeros((b, k) + q.shape[1:], q.dtype).at[:, 0].set(q)
@@ -104,7 +106,7 @@ class DraftModel:
             i, cache, tokens, probs, n_valid, drafting, product = carry
             prev_token = tokens[rows, i - 1]
             out = self.model.forward(params, prev_token[:, None], cache.lengths[:, None], cache)
-            token, q = self._draw(rngs[i], out.logits[:, 0])
+            token, q = self._draw(keys[:, i], out.logits[:, 0])
             go, new_product = self._keep_going(q, token, product)
             tokens = tokens.at[:, i].set(jnp.where(drafting, token, 0))
             probs = probs.at[:, i].set(jnp.where(drafting[:, None], q, 0.0))

@@ -42,7 +42,7 @@ class PromptLookup:
     def init(self, params, prompts, prompt_len, new_slots):
         return ()
 
-    def propose(self, params, state, ctx: Context, rng):
+    def propose(self, params, state, ctx: Context):
         """params: None, or (reference[B, R] int32, reference_len[B] int32).
 
         An encoder-decoder model's input (ctx.source) is searched like a reference, before the user's.

@@ -1,0 +1,75 @@
+"""Per-row randomness: every random number a row uses derives from its own seed and the position it is for.
+
+The key for row b, position t (the index in the row's history of the token
+being chosen) and purpose s is fold_in(fold_in(key(seed_b), t), s). A row's
+draws therefore depend on its seed, its own positions and the method's
+purposes only, never on the other rows, the batch size, the prompt bucket or
+the row's place in the batch: a prompt decoded in a batch with seed s gives
+what it gives decoded alone with seed s.
+
+Purposes (streams) are shared across methods where the draw is the same
+draw: the target's token at position t is always drawn from stream TARGET,
+so plain sampling and every point-mass rule (which accepts a draft exactly
+when it equals that draw) emit the same tokens for the same seed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+TARGET = 0  # the target's draw at a position: plain sampling, point-mass acceptance, residual and bonus draws
+ACCEPT = 1  # the ratio test's uniform at a drafted position
+DRAFT = 2  # a draft model's own draw at a position
+
+MAX_SEED = 2**32 - 1
+
+
+def keys(seeds: jax.Array, positions: jax.Array, stream: int) -> jax.Array:
+    """Keys [B, T] for seeds [B] (uint32) and positions [B, T]."""
+
+    def one(seed, position):
+        return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), position), stream)
+
+    return jax.vmap(jax.vmap(one, in_axes=(None, 0)))(seeds, positions)
+
+
+def categorical(keys_: jax.Array, probs: jax.Array, greedy: bool = False) -> jax.Array:
+    """One token per key from probs[..., V] (unnormalised is fine); keys_ has probs' leading shape.
+
+    Under greedy every distribution in play is a point mass, whose only draw is
+    its argmax; skipping the V Gumbel variates per row is most of a greedy
+    step's non-model work for large vocabularies.
+    """
+    if greedy:
+        return jnp.argmax(probs, axis=-1).astype(jnp.int32)
+    flat_keys = keys_.reshape(-1)
+    flat = probs.reshape(flat_keys.shape[0], probs.shape[-1])
+    draws = jax.vmap(lambda k, p: jax.random.categorical(k, jnp.log(p)))(flat_keys, flat)
+    return draws.reshape(keys_.shape).astype(jnp.int32)
+
+
+def uniform(keys_: jax.Array) -> jax.Array:
+    """One U[0, 1) float32 per key."""
+    flat = keys_.reshape(-1)
+    return jax.vmap(lambda k: jax.random.uniform(k))(flat).reshape(keys_.shape)
+
+
+class RowRandom(NamedTuple):
+    """The randomness of one decoding step: row seeds and the position each row's window starts at.
+
+    Window index i of row b is history position start[b] + i; a NamedTuple, so it vmaps like any pytree.
+    """
+
+    seeds: jax.Array  # [B] uint32
+    start: jax.Array  # [B] int32
+
+    def keys(self, stream: int, width: int) -> jax.Array:
+        """Keys [B, width] for window indices 0 .. width-1."""
+        return keys(self.seeds, self.start[:, None] + jnp.arange(width)[None, :], stream)
+
+    def keys_at(self, stream: int, index: jax.Array) -> jax.Array:
+        """Keys [B] for window index index[b] of each row."""
+        return keys(self.seeds, (self.start + index)[:, None], stream)[:, 0]
