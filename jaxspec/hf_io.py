@@ -116,6 +116,11 @@ def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[st
             raise CheckpointError(f"{file}: corrupted safetensors file ({e})") from None
 
 
+def tensor_names(directory: Path) -> set[str]:
+    """The names of the tensors a safetensors checkpoint holds (headers only)."""
+    return set(_weight_files(directory))
+
+
 def load_params(directory: Path, model, abstract_params, dtype=None) -> dict:
     """Reads and checks every tensor the model expects from a safetensors checkpoint."""
     files = _weight_files(directory)

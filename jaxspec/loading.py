@@ -69,12 +69,16 @@ def load(path: str | Path, dtype: str | None = "float32") -> LoadedModel:
         hf_config, model, params, side = gguf.load_gguf(path, dtype or "float32")
         return _loaded(model, params, hf_config, path, "gguf", side)
     hf_config, model = read_model_config(path, dtype or "float32")
-    abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
     cast = jnp.dtype(dtype) if dtype is not None else None
+    # What the checkpoint holds can settle what the config leaves open (a T5's tied head).
     if orbax_io.is_jaxspec_dir(path):
-        params, fmt = orbax_io.load_jaxspec_params(path, abstract, cast), "jaxspec"
+        restored, fmt = orbax_io.restore_params(path), "jaxspec"
+        model = model.for_checkpoint({model.hf_tensor_name(p) for p in hf_io.flat_paths(restored)})
+        params = orbax_io.checked_params(path, restored, jax.eval_shape(model.init_params, jax.random.PRNGKey(0)), cast)
     else:
-        params, fmt = hf_io.load_params(path, model, abstract, cast), "hf"
+        fmt = "hf"
+        model = model.for_checkpoint(hf_io.tensor_names(path))
+        params = hf_io.load_params(path, model, jax.eval_shape(model.init_params, jax.random.PRNGKey(0)), cast)
     if dtype is None:
         model = dataclasses.replace(model, dtype=hf_io.dtype_name(params))
     return _loaded(model, params, hf_config, path, fmt, hf_io.read_side_files(path))

@@ -41,7 +41,8 @@ def save_jaxspec(out_dir: Path, params, hf_config: dict, side_files: Mapping[str
         checkpointer.wait_until_finished()
 
 
-def load_jaxspec_params(directory: Path, abstract_params, dtype=None):
+def restore_params(directory: Path):
+    """The parameter tree as stored (numpy leaves), after checking the marker."""
     marker = read_json(directory / MARKER, "jaxspec checkpoint marker")
     if marker.get("format") != "jaxspec" or marker.get("version") != FORMAT_VERSION:
         raise CheckpointError(f"{directory}: unknown jaxspec checkpoint format {marker}")
@@ -49,9 +50,13 @@ def load_jaxspec_params(directory: Path, abstract_params, dtype=None):
     if not params_dir.is_dir():
         raise CheckpointError(f"{directory}: no params/ directory")
     try:
-        restored = ocp.StandardCheckpointer().restore(params_dir)
+        return ocp.StandardCheckpointer().restore(params_dir)
     except Exception as e:  # orbax raises many types for unreadable data
         raise CheckpointError(f"{directory}: corrupted orbax checkpoint ({type(e).__name__}: {e})") from None
+
+
+def checked_params(directory: Path, restored, abstract_params, dtype=None):
+    """`restored` as the model's param tree: names what is missing, extra or misshapen; cast to dtype."""
     want = {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_leaves_with_path(abstract_params)}
     got = {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_leaves_with_path(restored)}
     missing = sorted(set(want) - set(got))

@@ -284,6 +284,10 @@ class CausalLM:
         """Tensors a checkpoint may hold beyond ours: a tied head saved anyway."""
         return frozenset({"lm_head.weight"}) if self.config.tie_word_embeddings else frozenset()
 
+    def for_checkpoint(self, tensor_names: set[str]) -> CausalLM:
+        """The config alone decides this family's layout."""
+        return self
+
     def init_cache(self, batch: int, max_len: int, dtype=None) -> KVCache:
         c = self.config
         return KVCache.zeros(c.num_layers, batch, max_len, c.num_kv_heads, c.head_dim, dtype or jnp.dtype(self.dtype))

@@ -301,10 +301,8 @@ class T5(nn.Module):
             keys.append(k)
             values.append(v)
         hidden = self.decoder.final_layer_norm(x)
-        if c.tie_word_embeddings:
-            logits = self.shared.attend(hidden * jnp.asarray(c.d_model**-0.5, self.dtype))
-        else:
-            logits = self.lm_head(hidden)
+        scaled = hidden * jnp.asarray(c.d_model**-0.5, self.dtype) if c.scale_decoder_outputs else hidden
+        logits = self.shared.attend(scaled) if c.tie_word_embeddings else self.lm_head(scaled)
         self_attn = cache.self_attn.replace(keys=tuple(keys), values=tuple(values))
         return ModelOutput(logits.astype(jnp.float32), hidden, cache.replace(self_attn=self_attn))
 
@@ -352,6 +350,7 @@ class T5Model:
             "position_buckets": c.num_buckets,
             "max_distance": c.max_distance,
             "tied_embeddings": c.tie_word_embeddings,
+            "scaled_decoder_outputs": c.scale_decoder_outputs,
         }
 
     @staticmethod
@@ -365,14 +364,21 @@ class T5Model:
 
     @property
     def hf_aliases(self) -> frozenset[str]:
-        """Tensors a checkpoint may hold beyond ours: the stacks' copies of the shared embedding, a tied
-        head, and the unused cross-attention position bias that old checkpoints carry."""
-        names = {
-            "encoder.embed_tokens.weight",
-            "decoder.embed_tokens.weight",
-            "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
-        }
-        return frozenset(names | ({"lm_head.weight"} if self.config.tie_word_embeddings else set()))
+        """Tensors a checkpoint may hold beyond ours: the stacks' copies of the shared embedding and the
+        unused cross-attention position bias that old checkpoints carry."""
+        return frozenset(
+            {
+                "encoder.embed_tokens.weight",
+                "decoder.embed_tokens.weight",
+                "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",
+            }
+        )
+
+    def for_checkpoint(self, tensor_names: set[str]) -> T5Model:
+        """The model that runs this checkpoint: its head is tied exactly when it holds no lm_head.weight, as
+        transformers 5 ties it (a head saved anyway, equal to the embedding, computes the same)."""
+        tied = "lm_head.weight" not in tensor_names
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, tie_word_embeddings=tied))
 
     def init_params(self, rng: jax.Array):
         src = jnp.zeros((1, 1), jnp.int32)

@@ -35,9 +35,12 @@ class T5Config:
     layer_norm_epsilon: float
     activation: str
     gated: bool  # wi_0 (activated) * wi_1, as in v1.1; a single wi otherwise
-    # v1.0: the head is the shared embedding and the decoder output is scaled by d_model^-0.5 first;
-    # v1.1: a separate lm_head and no scaling.
+    # Whether the head is the shared embedding. As in transformers 5, the checkpoint decides: a
+    # checkpoint without lm_head.weight has a tied head (T5Model.for_checkpoint); the config's
+    # tie_word_embeddings is only the guess for a model built without one.
     tie_word_embeddings: bool
+    # Whether the decoder output is multiplied by d_model^-0.5 before the head (T5 v1.0; never mT5).
+    scale_decoder_outputs: bool
     eos_token_ids: tuple[int, ...]
     pad_token_id: int | None
     decoder_start_token_id: int
@@ -58,26 +61,15 @@ def _feed_forward(proj: str) -> tuple[str, bool]:
     return ("gelu_new" if proj == "gated-gelu" else parts[-1]), len(parts) == 2
 
 
-def _tied(cfg: Mapping[str, Any], model_type: str) -> bool:
-    """Whether the head is the shared embedding, and with it whether the decoder output is scaled first.
-
-    Released checkpoints pair the two: v1.0 has both, v1.1 / Flan-T5 / mT5 neither. transformers 5
-    stores the scaling as `scale_decoder_outputs` (derived from `tie_word_embeddings` when a config is
-    created, which it then always sets to true), ties the head only when the checkpoint holds no
-    separate one, and never scales mT5.
-    """
+def _scale_decoder_outputs(cfg: Mapping[str, Any], model_type: str) -> bool:
+    """transformers 5's rule: the saved `scale_decoder_outputs`, or, in a config written before that field
+    existed, `tie_word_embeddings` (true or absent: v1.0, which scales; false: v1.1 / Flan-T5, which does
+    not). mT5 never scales."""
     if model_type == "mt5":
         return False
-    tie = cfg.get("tie_word_embeddings", True) is not False
-    scale = bool(cfg.get("scale_decoder_outputs", tie))
-    if scale and not tie:
-        raise ModelConfigError(
-            "scale_decoder_outputs=true with tie_word_embeddings=false is not supported "
-            "(scaled decoder outputs come with a tied head, as in T5 v1.0)"
-        )
-    # tie_word_embeddings=true with scale_decoder_outputs=false is how transformers 5 re-saves a v1.1
-    # checkpoint: its head is separate.
-    return scale
+    if "scale_decoder_outputs" in cfg:
+        return bool(cfg["scale_decoder_outputs"])
+    return cfg.get("tie_word_embeddings", True) is not False
 
 
 def t5_config_from_hf(cfg: Mapping[str, Any]) -> T5Config:
@@ -126,7 +118,8 @@ def t5_config_from_hf(cfg: Mapping[str, Any]) -> T5Config:
         layer_norm_epsilon=float(cfg.get("layer_norm_epsilon", 1e-6)),
         activation=activation,
         gated=gated,
-        tie_word_embeddings=_tied(cfg, T5_ARCHITECTURES[arch]),
+        tie_word_embeddings=cfg.get("tie_word_embeddings", True) is not False,
+        scale_decoder_outputs=_scale_decoder_outputs(cfg, T5_ARCHITECTURES[arch]),
         eos_token_ids=() if eos is None else ((int(eos),) if isinstance(eos, int) else tuple(map(int, eos))),
         pad_token_id=pad,
         decoder_start_token_id=int(start),

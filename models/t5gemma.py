@@ -356,6 +356,10 @@ class T5Gemma:
             self._self_cache(batch, max_len, dtype), cross.keys, cross.values, jnp.zeros((batch, source_len), bool)
         )
 
+    def for_checkpoint(self, tensor_names: set[str]) -> T5Gemma:
+        """The config alone decides this family's layout."""
+        return self
+
     def init_params(self, rng: jax.Array):
         tokens = jnp.zeros((1, 1), jnp.int32)
         self_attn = self._self_cache(1, 1, jnp.dtype(self.dtype))

@@ -8,6 +8,7 @@ position bias is drawn large so that a wrong bucket would show in the logits.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -47,7 +48,20 @@ FAMILIES = {
         1.5,
         0.1,
     ),
-    # T5 v1.1 / Flan-T5: gated tanh-GELU MLP, a separate head, no scaling.
+    # T5 v1.1 as transformers 5 makes it fresh: gated tanh-GELU MLP, no scaling, and the head tied to the
+    # shared embedding (its config says tie_word_embeddings=true, scale_decoder_outputs=false; the file
+    # has no lm_head.weight).
+    "t5_v1_1_fresh": (
+        dict(
+            feed_forward_proj="gated-gelu",
+            tie_word_embeddings=False,
+            relative_attention_num_buckets=16,
+            relative_attention_max_distance=24,
+        ),
+        1.5,
+        0.1,
+    ),
+    # T5 v1.1 / Flan-T5 as released: gated tanh-GELU MLP, a separate head, no scaling.
     "t5_v1_1": (
         dict(
             feed_forward_proj="gated-gelu",
@@ -61,13 +75,24 @@ FAMILIES = {
 }
 
 
+# Released-style config.json files (written before transformers 5): tie_word_embeddings=false and no
+# scale_decoder_outputs field, which transformers 5 reads as "no scaling".
+RELEASED_STYLE = {"t5_v1_1_released": "t5_v1_1"}
+
+
 def make_t5(family: str, out: Path, seed: int = 0) -> transformers.T5ForConditionalGeneration:
     """Builds, saves (config.json, model.safetensors, tokenizer.json) and returns a random T5."""
+    if family in RELEASED_STYLE:
+        make_t5(RELEASED_STYLE[family], out, seed)
+        config = json.loads((out / "config.json").read_text())
+        config.pop("scale_decoder_outputs")
+        (out / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+        return transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
     options, factor, embedding_scale = FAMILIES[family]
     config = transformers.T5Config(**BASE, **options, initializer_factor=factor)
     torch.manual_seed(seed)
     model = transformers.T5ForConditionalGeneration(config).eval()
-    if not options["tie_word_embeddings"]:
+    if family == "t5_v1_1":
         # transformers 5 ties every new T5's head to the shared embedding; released v1.1 checkpoints
         # (Flan-T5, mT5, ByT5) have a head of their own, and so does this one.
         model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight) * factor)

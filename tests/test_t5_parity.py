@@ -22,9 +22,10 @@ from safetensors.numpy import load_file
 from transformers.models.t5.modeling_t5 import T5Attention
 
 from jaxspec import UnsupportedModelError, generate, load, save
+from jaxspec.decode_loop import decode_jit
 from models import ModelConfigError, T5Model, build_model
 from models.t5 import relative_buckets
-from tests.hf_seq2seq_factory import BASE, FAMILIES, VOCAB, make_t5
+from tests.hf_seq2seq_factory import BASE, FAMILIES, RELEASED_STYLE, VOCAB, make_t5
 from tests.hf_oracle import assert_greedy_matches
 
 LOGPROB_TOL = 1e-4
@@ -55,7 +56,7 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILIES))
+@pytest.fixture(scope="module", params=sorted([*FAMILIES, *RELEASED_STYLE]))
 def t5(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
     hf = make_t5(request.param, path)
@@ -107,6 +108,7 @@ def test_greedy_generation_matches(t5):
     _, hf, lm = t5
     sources = _rows(2, SOURCE_LENGTHS)
     ENCODER_CALLS.clear()
+    decode_jit.clear_cache()  # another family with an equal config may have compiled this program already
     model = _CountingT5(lm.model.config, lm.model.dtype)
     ours = generate(model, lm.params, sources, max_new_tokens=MAX_NEW, stop_ids=lm.eos_ids)
     # The whole generate program traced the encoder once: in `start`, not in the loop body.
@@ -170,17 +172,28 @@ def test_unsupported_options_are_refused(t5, tmp_path):
         load(tmp_path)
 
 
-def test_head_tying_follows_released_checkpoints():
-    """v1.0 ties its head and scales; v1.1 / Flan-T5 / mT5 have a head of their own, also when
-    transformers 5 re-saves them (tie_word_embeddings=true, scale_decoder_outputs=false)."""
+def test_head_and_scaling_follow_transformers_5():
+    """Scaling: the saved scale_decoder_outputs, else tie_word_embeddings (absent counts as true); never
+    for mT5. The head: tied exactly when the checkpoint holds no lm_head.weight."""
     cfg = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", **BASE}
 
-    def tied(**extra) -> bool:
-        return build_model({**cfg, **extra}).config.tie_word_embeddings
+    def scaled(**extra) -> bool:
+        return build_model({**cfg, **extra}).config.scale_decoder_outputs
 
-    assert tied() and tied(tie_word_embeddings=True, scale_decoder_outputs=True)
-    assert not tied(tie_word_embeddings=False)
-    assert not tied(tie_word_embeddings=True, scale_decoder_outputs=False)
-    assert not tied(architectures=["MT5ForConditionalGeneration"], model_type="mt5")
-    with pytest.raises(ModelConfigError, match="scale_decoder_outputs=true with tie_word_embeddings=false"):
-        tied(tie_word_embeddings=False, scale_decoder_outputs=True)
+    assert scaled() and scaled(tie_word_embeddings=True) and not scaled(tie_word_embeddings=False)
+    assert not scaled(tie_word_embeddings=True, scale_decoder_outputs=False)
+    assert scaled(tie_word_embeddings=False, scale_decoder_outputs=True)
+    assert not scaled(architectures=["MT5ForConditionalGeneration"], model_type="mt5")
+    model = build_model(cfg)
+    assert model.for_checkpoint({"shared.weight"}).config.tie_word_embeddings
+    assert not model.for_checkpoint({"shared.weight", "lm_head.weight"}).config.tie_word_embeddings
+
+
+def test_each_factory_style_loads_as_transformers_runs_it(t5):
+    family, hf, lm = t5
+    assert lm.model.config.scale_decoder_outputs == hf.config.scale_decoder_outputs
+    untied = hf.lm_head.weight.data_ptr() != hf.shared.weight.data_ptr()
+    assert lm.model.config.tie_word_embeddings == (not untied)
+    assert (family, untied) in {("t5_v1_0", False), ("t5_v1_1_fresh", False), ("t5_v1_1", True), ("t5_v1_1_released", True)}
+
+
