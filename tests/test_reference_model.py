@@ -35,8 +35,8 @@ def lm(reference_dir):
 
 
 @pytest.fixture(scope="module")
-def hf():
-    path = reference_model.gguf_path()
+def hf(reference_gguf):
+    path = reference_gguf
     torch.set_grad_enabled(False)
     return transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
 
