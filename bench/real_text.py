@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench.quiet import OtherLoad, wait_until_idle
-from bench.speculative import options
+from bench.speculative import markdown, options
 from jaxspec import reference_model
 from jaxspec.bench import run_hf, run_jaxspec, summarize
 from jaxspec.cli import resolve_prompts
@@ -64,25 +64,11 @@ def run_category(args, lm, category: str) -> list[dict]:
         for method, (tps, per_call) in summary.items():
             share = max(r["other_load"] for r in records if r["method"] == method)
             rows.append(
-                dict(category=category, batch=batch, method=method, tokens_per_s=tps, speedup=tps / base,
-                     tokens_per_call=per_call, prompts=len(prompts), other_load=share)
+                dict(prompts=category, batch=batch, method=method, tokens_per_s=tps, speedup=tps / base,
+                     tokens_per_call=per_call, count=len(prompts), other_load=share)
             )
             _say(f"  {method}: {tps:.1f} tok/s, {tps / base:.2f}x" + (f", {per_call:.2f} tokens/call" if per_call else ""))
     return rows
-
-
-def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| category | batch | method | tokens/s | speedup vs jaxspec AR | tokens per target call | others' CPU share |",
-        "|---|---:|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        per_call = f"{r['tokens_per_call']:.2f}" if r["tokens_per_call"] else "–"
-        lines.append(
-            f"| {r['category']} | {r['batch']} | {r['method']} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x "
-            f"| {per_call} | {r['other_load']:.0%} |"
-        )
-    return "\n".join(lines)
 
 
 def plot(rows: list[dict], out: Path) -> None:
@@ -93,14 +79,14 @@ def plot(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     batches = sorted({r["batch"] for r in rows})
-    categories = list(dict.fromkeys(r["category"] for r in rows))
+    categories = list(dict.fromkeys(r["prompts"] for r in rows))
     methods = [m for m in dict.fromkeys(r["method"] for r in rows) if m != "autoregressive"]
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False, sharey=True)
     width = 0.8 / max(len(methods), 1)
     for ax, batch in zip(axes[0], batches):
         for i, method in enumerate(methods):
             for c, category in enumerate(categories):
-                match = [r for r in rows if (r["category"], r["batch"], r["method"]) == (category, batch, method)]
+                match = [r for r in rows if (r["prompts"], r["batch"], r["method"]) == (category, batch, method)]
                 if not match:
                     continue
                 r = match[0]
@@ -134,14 +120,22 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/real_text.json"))
     parser.add_argument("--plot", type=Path, default=Path("docs/img/real_text_speedup.png"))
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    parser.add_argument(
+        "--update", action="store_true", help="keep --out's rows of the categories not run now (to redo noisy ones)"
+    )
     args = parser.parse_args(argv)
     path = args.model or reference_model.converted_dir(progress=_say)
     lm = load(path)
-    rows = [row for category in args.categories.split(",") for row in run_category(args, lm, category)]
+    categories = args.categories.split(",")
+    rows = [row for category in categories for row in run_category(args, lm, category)]
+    if args.update and args.out.exists():
+        kept = [r for r in json.loads(args.out.read_text())["rows"] if r["prompts"] not in categories]
+        order = {c: i for i, c in enumerate(CATEGORIES)}
+        rows = sorted(kept + rows, key=lambda r: order.get(r["prompts"], len(order)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(model=str(path), settings=vars(args) | {"out": str(args.out), "plot": str(args.plot)}, rows=rows), indent=1))
     plot(rows, args.plot)
-    print(markdown(rows) if args.markdown else json.dumps(rows, indent=1))
+    print(markdown(rows, first="category") if args.markdown else json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

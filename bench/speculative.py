@@ -66,15 +66,20 @@ def run(args) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], first: str = "prompts") -> str:
+    """The rows as a markdown table; `first` names the prompt-set column. Rows that recorded the share of
+    the cores other processes used get a column for it."""
+    load = all("other_load" in r for r in rows)
     lines = [
-        "| prompts | batch | method | tokens/s | speedup vs jaxspec AR | tokens per target call |",
-        "|---|---|---|---|---|---|",
+        f"| {first} | batch | method | tokens/s | speedup vs jaxspec AR | tokens per target call |"
+        + (" others' CPU share |" if load else ""),
+        "|---|---:|---|---:|---:|---:|" + ("---:|" if load else ""),
     ]
     for r in rows:
         per_call = f"{r['tokens_per_call']:.2f}" if r["tokens_per_call"] else "–"
         lines.append(
             f"| {r['prompts']} | {r['batch']} | {r['method']} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}x | {per_call} |"
+            + (f" {r['other_load']:.0%} |" if load else "")
         )
     return "\n".join(lines)
 
