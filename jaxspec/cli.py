@@ -138,7 +138,7 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
 
 
 def _read_prompt_file(path: str) -> list[tuple[str, object, int | None]]:
-    """(kind, value, seed or None) per line of a prompts file; one kind of prompt per file."""
+    """(kind, value, seed or None) per line of a prompts file."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
@@ -151,14 +151,14 @@ def _read_prompt_file(path: str) -> list[tuple[str, object, int | None]]:
             obj = json.loads(line)
         except json.JSONDecodeError:
             raise InputError(f"{path}:{n}: not a JSON line") from None
+        if isinstance(obj, dict) and "prompt" in obj and "prompt_ids" in obj:
+            raise InputError(f'{path}:{n}: give "prompt" or "prompt_ids", not both')
         if isinstance(obj, dict) and isinstance(obj.get("prompt"), str):
             item = ("--prompt", obj["prompt"])
         elif isinstance(obj, dict) and isinstance(obj.get("prompt_ids"), list):
             item = ("ids", obj["prompt_ids"])
         else:
             raise InputError(f'{path}:{n}: expected {{"prompt": "..."}} or {{"prompt_ids": [...]}}')
-        if out and out[0][0] != item[0]:
-            raise InputError(f'{path}:{n}: mixes "prompt" and "prompt_ids" lines; use one kind per file')
         seed = obj.get("seed")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise InputError(f"{path}:{n}: seed must be an integer")

@@ -113,9 +113,10 @@ def test_bad_sampling_values_are_one_line(argv, needle, capsys):
     assert "\n" not in err and needle in err, err
 
 
-def test_a_prompts_file_mixing_kinds_is_one_line(tmp_path, capsys):
+def test_a_prompts_line_with_both_kinds_is_one_line(tmp_path, capsys):
+    """A line may give text or ids, not both (a file may mix lines of either kind, as the flags may)."""
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text('{"prompt": "def f():"}\n{"prompt_ids": [3, 4]}\n')
+    mixed.write_text('{"prompt": "def f():"}\n{"prompt": "x", "prompt_ids": [3, 4]}\n')
     assert main(["generate", "--model", "demo/target", "--prompts", str(mixed)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and 'mixes "prompt" and "prompt_ids"' in err, err
+    assert "\n" not in err and 'mixed.jsonl:2: give "prompt" or "prompt_ids", not both' in err, err
