@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy import stats
 
-from jaxspec import SamplingConfig, decode_loop, generate
+from jaxspec import SamplingConfig, decode_loop, generate, row_rng
 from jaxspec.acceptance import _first_false
-from jaxspec import row_rng
 from jaxspec.drafters.draft_model import DraftModel
 from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.sampling import target_distribution
