@@ -7,7 +7,7 @@ run exactly the same float32 weights; `gemma3-270m` is the reference model
 both engines load from the same converted directory. Each (model, batch, engine) gets one warm-up call
 (jaxspec compiles its loop there) and then `--repeats` timed calls; the
 median wall time gives tokens/s = batch × new tokens ÷ seconds. A timed call
-during which other processes were busy is redone (bench/quiet.py). Every row
+during which other processes were busy is redone (jaxspec/machine_load.py). Every row
 must produce exactly `--new-tokens` tokens: there is no stop token at all.
 
     python -m bench.decode --out bench/results/decode.json \\
@@ -31,8 +31,9 @@ import torch
 import transformers
 
 import jaxspec
-from bench.quiet import OtherLoad, wait_until_idle
+from bench import summaries
 from bench.roofline import read_bandwidth, roofline_fraction
+from jaxspec.machine_load import timed
 
 # Realistic small-Llama shapes (head_dim 64, MLP ≈ 2.7 × hidden, 32k vocab).
 # Heads are tied so the vocabulary matrix, read once per step by the head, is
@@ -95,21 +96,8 @@ def jaxspec_engine(path: Path, new_tokens: int):
 
 
 def quietly(fn, args, label: str):
-    """fn()'s value, its seconds, and the share of the cores other processes took meanwhile.
-
-    Each try waits (up to --patience seconds) for the others to go idle first; a
-    call during which they took more than --max-other-load anyway is redone, up
-    to --attempts tries in all; if none is clean, the last counts.
-    """
-    for attempt in range(1, args.attempts + 1):
-        wait_until_idle(args.max_other_load, args.patience)
-        with OtherLoad() as load:
-            start = time.perf_counter()
-            value = fn()
-            seconds = time.perf_counter() - start
-        print(f"  {label} {seconds:.2f}s (others used {load.fraction:.0%} of the cores)", flush=True)
-        if load.fraction <= args.max_other_load or attempt == args.attempts:
-            return value, seconds, load.fraction
+    """machine_load.timed with this bench's --max-other-load, --patience and --attempts."""
+    return timed(fn, max_other_load=args.max_other_load, patience=args.patience, attempts=args.attempts, label=label)
 
 
 def measure(engines: dict, prompts: np.ndarray, args) -> dict:
@@ -210,6 +198,10 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(summary: dict) -> str:
+    return markdown_table(summary["rows"])
+
+
 def plot(rows: list[dict], bandwidth: float, path: Path) -> None:
     import matplotlib
 
@@ -258,6 +250,7 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, help="write the raw results (JSON) here")
     p.add_argument("--plot", type=Path, help="write a bar chart (PNG) here")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--summary", metavar="NAME", help="also write the table's rows to bench/summaries/NAME.json (committed)")
     args = p.parse_args(argv)
     args.sizes = args.sizes.split(",")
     unknown = [s for s in args.sizes if s not in SIZES and s != REFERENCE]
@@ -294,6 +287,14 @@ def main(argv=None) -> None:
         )
         models = {s: {**COMMON, **SIZES[s]} if s in SIZES else "reference model (Gemma 3 270M)" for s in args.sizes}
         args.out.write_text(json.dumps(dict(machine=machine, settings=settings, models=models, results=rows), indent=1))
+    if args.summary:
+        # The table's figures and the timings behind them; the greedy outputs stay in --out.
+        table = [{**r, **{e: {k: v for k, v in r[e].items() if k != "outputs"} for e in ("hf", "jaxspec")}} for r in rows]
+        summaries.write(
+            args.summary, "bench.decode", argv, table, read_bandwidth_gb_s=bandwidth / 1e9,
+            settings=dict(prompt_len=args.prompt_len, new_tokens=args.new_tokens, repeats=args.repeats,
+                          torch_threads=args.torch_threads),
+        )
     if args.plot:
         plot(rows, bandwidth, args.plot)
     if args.markdown:

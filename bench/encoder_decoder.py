@@ -14,7 +14,7 @@ save_pretrained and loaded by jaxspec, greedy, float32, no stop token. For
 each model and batch: first-token latency (a generate call of 1 new token),
 the whole call for N new tokens, and the decode time per step in between.
 Compilation is excluded (one untimed call per shape); timed calls taken while
-other processes were busy are redone (bench/quiet.py).
+other processes were busy are redone (jaxspec/machine_load.py).
 
     python -m bench.encoder_decoder --markdown
 """
@@ -25,7 +25,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -34,7 +33,8 @@ import torch
 import transformers
 
 import jaxspec
-from bench.quiet import OtherLoad, wait_until_idle
+from bench import summaries
+from jaxspec.machine_load import timed
 
 WIDTH = dict(
     hidden_size=512,
@@ -65,27 +65,18 @@ def build(kind: str, layers: int, out: Path) -> None:
         transformers.T5GemmaForConditionalGeneration(config).save_pretrained(out)
 
 
-def timed(fn, args) -> float:
-    """Seconds of fn(), redone (up to --attempts tries) when other processes took more than --max-other-load."""
-    for attempt in range(args.attempts):
-        wait_until_idle(args.max_other_load, patience=120)
-        with OtherLoad() as load:
-            start = time.perf_counter()
-            fn()
-            seconds = time.perf_counter() - start
-        if load.fraction <= args.max_other_load:
-            break
-    return seconds
-
-
 def measure(lm, prompts: list[list[int]], args) -> dict:
     def call(n):
         return lambda: jaxspec.generate(lm.model, lm.params, prompts, max_new_tokens=n, stop_ids=())
 
     for n in (1, args.new_tokens):
         call(n)()  # compile
-    first = statistics.median(timed(call(1), args) for _ in range(args.repeats))
-    whole = statistics.median(timed(call(args.new_tokens), args) for _ in range(args.repeats))
+    def median_seconds(fn) -> float:
+        tries = [timed(fn, max_other_load=args.max_other_load, attempts=args.attempts) for _ in range(args.repeats)]
+        return statistics.median(t.seconds for t in tries)
+
+    first = median_seconds(call(1))
+    whole = median_seconds(call(args.new_tokens))
     b = len(prompts)
     return dict(
         first_token_ms=1e3 * first,
@@ -123,9 +114,9 @@ def run(args) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], args) -> str:
+def markdown(rows: list[dict], new_tokens: int) -> str:
     lines = [
-        f"| model | params (non-embedding) | batch | first token (ms) | {args.new_tokens} tokens (s) | tokens/s | decode ms/step |",
+        f"| model | params (non-embedding) | batch | first token (ms) | {new_tokens} tokens (s) | tokens/s | decode ms/step |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -134,6 +125,10 @@ def markdown(rows: list[dict], args) -> str:
             f"| {r['whole_call_s']:.2f} | {r['tokens_per_s']:.1f} | {r['decode_ms_per_step']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def summary_table(summary: dict) -> str:
+    return markdown(summary["rows"], summary["settings"]["new_tokens"])
 
 
 def main(argv=None) -> None:
@@ -147,13 +142,17 @@ def main(argv=None) -> None:
     p.add_argument("--attempts", type=int, default=4)
     p.add_argument("--out", type=Path, default=Path("bench/results/encoder_decoder.json"))
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--summary", action="store_true", help="also write the table's rows to bench/summaries/ (committed)")
     args = p.parse_args(argv)
     transformers.logging.set_verbosity_error()
     rows = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(settings=vars(args) | {"out": str(args.out)}, width=WIDTH, results=rows), indent=1))
+    if args.summary:
+        settings = dict(layers=args.layers, input_len=args.input_len, new_tokens=args.new_tokens, repeats=args.repeats)
+        summaries.write("encoder_decoder", "bench.encoder_decoder", argv, rows, settings=settings)
     if args.markdown:
-        print(markdown(rows, args))
+        print(markdown(rows, args.new_tokens))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ method that applies to a model without a draft (autoregressive, prompt
 lookup), at each batch size; at batch 1 transformers' greedy generate and its
 prompt lookup run on the same weights (the converted directory), with the same
 n-gram size and draft length as jaxspec's. Compilation is excluded (each
-shape runs once untimed first). Each row records the share of the cores other
-processes used while it ran (bench/quiet.py).
+shape runs once untimed first); every batch (every prompt, for transformers)
+is timed --repeats times and the median counts; a call other processes
+disturbed is redone once they are idle. Each row records the largest share of the cores other
+processes took during its timed calls (jaxspec/machine_load.py).
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.quiet import OtherLoad, wait_until_idle
-from bench.speculative import markdown, options
+from bench import summaries
+from bench.speculative import add_timing_args, markdown, options, table_rows
 from jaxspec import reference_model
-from jaxspec.bench import run_hf, run_jaxspec, summarize
+from jaxspec.bench import run_hf, run_jaxspec
 from jaxspec.cli import resolve_prompts
 from jaxspec.loading import load
 
@@ -37,14 +39,6 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _timed(fn, args):
-    """fn()'s records, each tagged with the share of the cores others used meanwhile."""
-    wait_until_idle(args.max_other_load, args.patience)
-    with OtherLoad() as load_share:
-        records = fn()
-    return [dict(r, other_load=load_share.fraction) for r in records]
-
-
 def run_category(args, lm, category: str) -> list[dict]:
     prompts = resolve_prompts([("--prompts", str(PROMPTS / f"{category}.jsonl"))], lm.tokenizer)[: args.prompts_per_category]
     rows = []
@@ -52,23 +46,21 @@ def run_category(args, lm, category: str) -> list[dict]:
         records = []
         for method in METHODS:
             _say(f"[{category}, batch {batch}] jaxspec {method}")
-            opts = options(batch, args.max_new_tokens, args.lookup_tokens if method == "prompt-lookup" else None, False)
-            records += _timed(lambda: run_jaxspec(opts, method, lm, None, prompts), args)
+            opts = options(args, batch, args.lookup_tokens if method == "prompt-lookup" else None, False)
+            records += run_jaxspec(opts, method, lm, None, prompts)
         if batch == 1 and args.compare_hf:
             _say(f"[{category}, batch 1] transformers generate and prompt lookup")
             with tempfile.TemporaryDirectory() as tmp:
-                opts = options(1, args.max_new_tokens, args.lookup_tokens, False)
-                records += _timed(lambda: run_hf(opts, lm, None, prompts, Path(tmp)), args)
-        summary = summarize(records)
-        base = summary["autoregressive"][0]
-        for method, (tps, per_call) in summary.items():
-            share = max(r["other_load"] for r in records if r["method"] == method)
-            rows.append(
-                dict(prompts=category, batch=batch, method=method, tokens_per_s=tps, speedup=tps / base,
-                     tokens_per_call=per_call, count=len(prompts), other_load=share)
-            )
-            _say(f"  {method}: {tps:.1f} tok/s, {tps / base:.2f}x" + (f", {per_call:.2f} tokens/call" if per_call else ""))
+                records += run_hf(options(args, 1, args.lookup_tokens, False), lm, None, prompts, Path(tmp))
+        for row in table_rows(category, batch, records):
+            rows.append(dict(row, count=len(prompts)))
+            per_call = f", {row['tokens_per_call']:.2f} tokens/call" if row["tokens_per_call"] else ""
+            _say(f"  {row['method']}: {row['tokens_per_s']:.1f} tok/s, {row['speedup']:.2f}x{per_call}")
     return rows
+
+
+def summary_table(summary: dict) -> str:
+    return markdown(summary["rows"], first="category")
 
 
 def plot(rows: list[dict], out: Path) -> None:
@@ -115,14 +107,13 @@ def main(argv=None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--lookup-tokens", type=int, default=8, help="K for prompt lookup (jaxspec and transformers)")
     parser.add_argument("--no-compare-hf", dest="compare_hf", action="store_false")
-    parser.add_argument("--max-other-load", type=float, default=0.1, help="wait for others to use at most this share")
-    parser.add_argument("--patience", type=float, default=60.0, help="longest wait, in seconds, for the machine to go idle")
     parser.add_argument("--out", type=Path, default=Path("bench/results/real_text.json"))
     parser.add_argument("--plot", type=Path, default=Path("docs/img/real_text_speedup.png"))
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument(
         "--update", action="store_true", help="keep --out's rows of the categories not run now (to redo noisy ones)"
     )
+    add_timing_args(parser)
     args = parser.parse_args(argv)
     path = args.model or reference_model.converted_dir(progress=_say)
     lm = load(path)
@@ -135,6 +126,10 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(model=str(path), settings=vars(args) | {"out": str(args.out), "plot": str(args.plot)}, rows=rows), indent=1))
     plot(rows, args.plot)
+    if args.summary:
+        settings = dict(prompts_per_category=args.prompts_per_category, max_new_tokens=args.max_new_tokens,
+                        lookup_tokens=args.lookup_tokens, ngram=3, repeats=args.repeats, max_other_load=args.max_other_load)
+        summaries.write("real_text", "bench.real_text", argv, rows, settings=settings)
     print(markdown(rows, first="category") if args.markdown else json.dumps(rows, indent=1))
 
 

@@ -8,8 +8,10 @@ jaxspec method runs on the same prompts, greedy, float32: tokens/s, speedup
 over jaxspec's own autoregressive decoding, and mean tokens per target call.
 At batch 1, transformers' greedy generate, assisted generation (the same
 draft) and prompt lookup run on the same weights too (transformers' assisted
-generation does not batch). Compilation is excluded (each shape runs once
-untimed first).
+generation does not batch), with jaxspec's draft length and n-gram size.
+Compilation is excluded (each shape runs once untimed first); every batch is
+timed --repeats times and the median counts; a call that other processes
+disturbed is redone once they are idle (`jaxspec bench` does the timing).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jaxspec.bench import run_hf, run_jaxspec, summarize
+from bench import summaries
+from jaxspec.bench import HF_METHODS, run_hf, run_jaxspec, summarize
 from jaxspec.cli import resolve_prompts
 from jaxspec.loading import load
 
@@ -31,12 +34,22 @@ METHODS = {
 }
 
 
-def options(batch: int, max_new: int, k: int, adaptive: bool) -> argparse.Namespace:
-    """The flags `jaxspec bench` would parse, for its runners."""
+def options(args, batch: int, k: int | None, adaptive: bool) -> argparse.Namespace:
+    """The flags `jaxspec bench` would parse, for its runners, from this script's own."""
     return argparse.Namespace(
-        batch_size=batch, max_new_tokens=max_new, num_draft_tokens=k, adaptive_draft=adaptive,
-        ngram=3, reference=None, draft=None, dtype="float32",
+        batch_size=batch, max_new_tokens=args.max_new_tokens, num_draft_tokens=k, adaptive_draft=adaptive,
+        ngram=3, reference=None, draft=None, dtype="float32", repeats=args.repeats, max_other_load=args.max_other_load,
     )
+
+
+def table_rows(prompts: str, batch: int, records: list[dict]) -> list[dict]:
+    """One row per method: tokens/s, speedup over jaxspec autoregressive, tokens per call, others' share."""
+    summary = summarize(records)
+    base = summary["autoregressive"]["tokens_per_s"]
+    return [
+        dict(prompts=prompts, batch=batch, method=method, speedup=s["tokens_per_s"] / base, **s)
+        for method, s in summary.items()
+    ]
 
 
 def run(args) -> list[dict]:
@@ -50,19 +63,16 @@ def run(args) -> list[dict]:
                 method = label.removesuffix("-adaptive")
                 k = args.lookup_tokens if method == "prompt-lookup" else args.draft_tokens
                 print(f"[{set_name}, batch {batch}] jaxspec {label}", file=sys.stderr, flush=True)
-                opts = options(batch, args.max_new_tokens, k, label.endswith("-adaptive"))
+                opts = options(args, batch, k, label.endswith("-adaptive"))
                 records += [dict(r, method=label) for r in run_jaxspec(opts, method, target, draft, prompts)]
             if batch == 1 and args.compare_hf:
                 with tempfile.TemporaryDirectory() as tmp:
-                    opts = options(1, args.max_new_tokens, args.lookup_tokens, False)
-                    records += run_hf(opts, target, draft, prompts, Path(tmp))
-            summary = summarize(records)
-            base = summary["autoregressive"][0]
-            for method, (tps, per_call) in summary.items():
-                rows.append(
-                    {"prompts": set_name, "batch": batch, "method": method, "tokens_per_s": tps,
-                     "speedup": tps / base, "tokens_per_call": per_call}
-                )
+                    # transformers takes one length for both: the draft model's K here, prompt lookup's below.
+                    opts = options(args, 1, args.draft_tokens, False)
+                    records += run_hf(opts, target, draft, prompts, Path(tmp), HF_METHODS[:2])
+                    opts = options(args, 1, args.lookup_tokens, False)
+                    records += run_hf(opts, target, None, prompts, Path(tmp), HF_METHODS[2:])
+            rows += table_rows(set_name, batch, records)
     return rows
 
 
@@ -82,6 +92,10 @@ def markdown(rows: list[dict], first: str = "prompts") -> str:
             + (f" {r['other_load']:.0%} |" if load else "")
         )
     return "\n".join(lines)
+
+
+def summary_table(summary: dict) -> str:
+    return markdown(summary["rows"])
 
 
 def plot(rows: list[dict], out: Path) -> None:
@@ -112,8 +126,18 @@ def plot(rows: list[dict], out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_timing_args(parser: argparse.ArgumentParser) -> None:
+    """The flags every speculative bench times with, and --summary."""
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per batch (per prompt for transformers); the median counts")
+    parser.add_argument(
+        "--max-other-load", type=float, default=0.1,
+        help="redo a timed call during which other processes used more than this share of the cores",
+    )
+    parser.add_argument("--summary", action="store_true", help="also write the table's rows to bench/summaries/ (committed)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.speculative", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="demo/target")
     parser.add_argument("--draft", default="demo/draft")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
@@ -124,10 +148,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/speculative.json"))
     parser.add_argument("--plot", type=Path, default=Path("docs/img/speculative_tokens_per_s.png"))
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
-    args = parser.parse_args()
+    add_timing_args(parser)
+    args = parser.parse_args(argv)
     rows = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
+    if args.summary:
+        settings = dict(max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens, lookup_tokens=args.lookup_tokens,
+                        ngram=3, repeats=args.repeats, max_other_load=args.max_other_load)
+        summaries.write("speculative", "bench.speculative", argv, rows, settings=settings)
     plot(rows, args.plot)
     print(markdown(rows) if args.markdown else json.dumps(rows, indent=1))
 

@@ -1,29 +1,45 @@
 """`jaxspec bench`: several decoding methods on the same prompts, in one run, optionally beside transformers.
 
 Each distinct batch shape is run once untimed first so that compilation is not
-counted. Results: a table on stdout (tokens/s, speedup over autoregressive,
-mean tokens per target call) and, with --out, Spec-Bench-style JSONL with
-`new_tokens`, `wall_time` and `accept_lengths` per prompt.
+counted; then every batch (every prompt, for transformers) is timed --repeats
+times and the median counts. Each timed call records the share of the cores
+other processes took meanwhile; with --max-other-load a call they disturbed is
+redone once they have gone idle (jaxspec/machine_load.py).
+Results: a table on stdout (tokens/s, speedup over autoregressive, mean tokens
+per target call, others' worst CPU share) and, with --out, Spec-Bench-style
+JSONL with `new_tokens`, `wall_time` (the median), `wall_times`,
+`other_load` and `accept_lengths` per prompt.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from jaxspec.cli import load_draft, method_drafter, resolve_prompts
 from jaxspec.errors import InputError
 from jaxspec.generate import bucket, generate
 from jaxspec.loading import load, save
+from jaxspec.machine_load import Timing, timed
 from jaxspec.methods import DEFAULT_DRAFT_TOKENS, METHODS
 from jaxspec.sampling import SamplingConfig
 
 
 def _progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _repeat(fn, args) -> list[Timing]:
+    """--repeats timed calls of fn, each under the --max-other-load check."""
+    return [timed(fn, max_other_load=args.max_other_load, attempts=3) for _ in range(args.repeats)]
+
+
+def _timing_fields(timings: list[Timing]) -> dict:
+    seconds = [t.seconds for t in timings]
+    return dict(wall_time=statistics.median(seconds), wall_times=seconds, other_load=max(t.other_load for t in timings))
 
 
 def run_jaxspec(args, method, lm, draft, prompts):
@@ -40,14 +56,16 @@ def run_jaxspec(args, method, lm, draft, prompts):
         if shape not in warmed:
             run()
             warmed.add(shape)
-        for i, r in enumerate(run()):
+        timings = _repeat(run, args)
+        # Greedy and seeded sampling give the same tokens every time, so any call's results stand for all.
+        for i, r in enumerate(timings[0].value):
             records.append(
                 {
                     "method": method,
                     "batch": start // args.batch_size,
                     "prompt_index": start + i,
                     "new_tokens": r.new_tokens,
-                    "wall_time": r.wall_time,
+                    **_timing_fields(timings),
                     "accept_lengths": r.accept_lengths,
                     "target_calls": r.target_calls,
                 }
@@ -64,7 +82,11 @@ def _hf_dir(lm, tmp: Path, name: str) -> Path:
     return tmp / name
 
 
-def run_hf(args, lm, draft, prompts, tmp: Path):
+HF_METHODS = ("hf-generate", "hf-assisted", "hf-prompt-lookup")
+
+
+def run_hf(args, lm, draft, prompts, tmp: Path, methods=HF_METHODS):
+    """transformers' greedy generate, assisted generation (with a draft) and prompt lookup, one prompt at a time."""
     try:
         import torch
         import transformers
@@ -77,7 +99,7 @@ def run_hf(args, lm, draft, prompts, tmp: Path):
     # number of assistant tokens and no confidence threshold (transformers' defaults are 20 tokens,
     # a heuristic schedule and a 0.4 threshold).
     variants = {"hf-generate": {}}
-    if draft is not None:
+    if draft is not None and "hf-assisted" in methods:
         assistant = auto.from_pretrained(_hf_dir(draft, tmp, "draft"), dtype=torch.float32).eval()
         k = args.num_draft_tokens or DEFAULT_DRAFT_TOKENS["draft-model"]
         assistant.generation_config.num_assistant_tokens = k
@@ -88,6 +110,7 @@ def run_hf(args, lm, draft, prompts, tmp: Path):
         "prompt_lookup_num_tokens": args.num_draft_tokens or DEFAULT_DRAFT_TOKENS["prompt-lookup"],
         "max_matching_ngram_size": args.ngram,
     }
+    variants = {name: extra for name, extra in variants.items() if name in methods}
     records = []
     for name, extra in variants.items():
         for i, p in enumerate(prompts):
@@ -96,25 +119,28 @@ def run_hf(args, lm, draft, prompts, tmp: Path):
                           pad_token_id=lm.eos_ids[0] if lm.eos_ids else 0, **extra)
             if i == 0:
                 target.generate(ids, **kwargs)  # warm-up
-            t0 = time.perf_counter()
-            out = target.generate(ids, **kwargs)
-            wall = time.perf_counter() - t0
+            timings = _repeat(lambda: target.generate(ids, **kwargs), args)
             # A decoder-only model's output repeats the prompt; an encoder-decoder's starts with the start token.
-            new = out.shape[1] - (1 if lm.model.is_encoder_decoder else len(p))
-            records.append({"method": name, "batch": i, "prompt_index": i, "new_tokens": new, "wall_time": wall})
+            new = timings[0].value.shape[1] - (1 if lm.model.is_encoder_decoder else len(p))
+            records.append({"method": name, "batch": i, "prompt_index": i, "new_tokens": new, **_timing_fields(timings)})
         _progress(f"  {name}: {len(prompts)} prompts")
     return records
 
 
-def summarize(records):
-    """method → (tokens/s, mean tokens per target call or None). Rows of one batch share its wall time."""
+def summarize(records) -> dict[str, dict]:
+    """method → tokens_per_s, tokens_per_call (None for transformers) and other_load (the worst timed call's).
+
+    Rows of one batch share its (median) wall time."""
     out = {}
     for method in dict.fromkeys(r["method"] for r in records):
         rows = [r for r in records if r["method"] == method]
         wall = sum({r["batch"]: r["wall_time"] for r in rows}.values())
         tokens = sum(r["new_tokens"] for r in rows)
         calls = sum(r.get("target_calls", 0) for r in rows)
-        out[method] = (tokens / wall, tokens / calls if calls else None)
+        out[method] = dict(
+            tokens_per_s=tokens / wall, tokens_per_call=tokens / calls if calls else None,
+            other_load=max(r["other_load"] for r in rows),
+        )
     return out
 
 
@@ -125,6 +151,10 @@ def run_bench(args) -> None:
         raise InputError(f"unknown method {unknown[0] if unknown else ''!r} (choose from {', '.join(METHODS)})")
     if args.batch_size < 1:
         raise InputError(f"batch-size must be >= 1, got {args.batch_size}")
+    if args.repeats < 1:
+        raise InputError(f"repeats must be >= 1, got {args.repeats}")
+    if args.max_other_load is not None and not 0 <= args.max_other_load <= 1:
+        raise InputError(f"max-other-load is a share of the cores, in [0, 1], got {args.max_other_load}")
     lm = load(args.model, args.dtype)
     prompts = resolve_prompts([("--prompts", args.prompts)], lm.tokenizer)
     draft = load_draft(args, args.dtype)
@@ -136,12 +166,12 @@ def run_bench(args) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             records += run_hf(args, lm, draft, prompts, Path(tmp))
     summary = summarize(records)
-    base = summary.get("autoregressive", (None,))[0]
-    print(f"{'method':<20} {'tokens/s':>10} {'speedup':>8} {'tokens/call':>12}")
-    for method, (tps, per_call) in summary.items():
-        speedup = f"{tps / base:.2f}x" if base else "-"
-        calls = f"{per_call:.2f}" if per_call else "-"
-        print(f"{method:<20} {tps:>10.1f} {speedup:>8} {calls:>12}")
+    base = summary["autoregressive"]["tokens_per_s"] if "autoregressive" in summary else None
+    print(f"{'method':<20} {'tokens/s':>10} {'speedup':>8} {'tokens/call':>12} {'others':>7}")
+    for method, s in summary.items():
+        speedup = f"{s['tokens_per_s'] / base:.2f}x" if base else "-"
+        calls = f"{s['tokens_per_call']:.2f}" if s["tokens_per_call"] else "-"
+        print(f"{method:<20} {s['tokens_per_s']:>10.1f} {speedup:>8} {calls:>12} {s['other_load']:>7.0%}")
     if args.out:
         with open(args.out, "w") as f:
             for r in records:

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=1)
     b.add_argument("--max-new-tokens", type=int, default=128)
     b.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    b.add_argument("--repeats", type=int, default=3, help="timed calls per batch after the warm-up; the median counts")
+    b.add_argument(
+        "--max-other-load", type=float, metavar="SHARE",
+        help="redo a timed call during which other processes used more than this share of the cores, once they "
+        "have gone idle (waiting up to 2 min); the share is reported either way",
+    )
     _add_method_args(b)
     b.add_argument("--compare-hf", action="store_true", help="also run transformers' generate, assisted generation and prompt lookup")
     b.add_argument("--out", metavar="FILE.jsonl", help="Spec-Bench-style per-prompt results")

@@ -85,15 +85,17 @@ def test_bench_prints_a_table_and_writes_spec_bench_jsonl(capsys, model_dir, dra
     code, table, _ = _run(
         capsys, "bench", "--model", model_dir, "--draft", draft_dirs[0], "--prompts", prompts,
         "--methods", "autoregressive,draft-model,prompt-lookup", "--batch-size", "2", "--max-new-tokens", "8",
-        "--out", out,
+        "--out", out, "--repeats", "3", "--max-other-load", "1",
     )
     assert code == 0
     lines = table.strip().splitlines()
-    assert lines[0].split() == ["method", "tokens/s", "speedup", "tokens/call"]
+    assert lines[0].split() == ["method", "tokens/s", "speedup", "tokens/call", "others"]
     assert [line.split()[0] for line in lines[1:]] == ["autoregressive", "draft-model", "prompt-lookup"]
     assert lines[1].split()[2] == "1.00x"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 9 and all({"new_tokens", "wall_time", "accept_lengths"} <= set(r) for r in rows)
+    assert len(rows) == 9 and all({"new_tokens", "wall_time", "accept_lengths", "other_load"} <= set(r) for r in rows)
+    # Three timed calls per batch; the median is the one that counts.
+    assert all(len(r["wall_times"]) == 3 and r["wall_time"] == sorted(r["wall_times"])[1] for r in rows)
 
 
 def test_score_json(capsys, model_dir):
@@ -146,6 +148,9 @@ def test_convert_and_info_on_both_forms(capsys, model_dir, tmp_path):
             "exceeds the model's 256 positions",
         ),
         (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--methods", "x"], "unknown method 'x'"),
+        (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--repeats", "0"], "repeats must be >= 1, got 0"),
+        (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--max-other-load", "2"],
+         "max-other-load is a share of the cores, in [0, 1], got 2.0"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(capsys, model_dir, draft_dirs, argv, message):
