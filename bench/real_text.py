@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from bench import summaries
-from bench.speculative import add_timing_args, markdown, options, table_rows
+from bench.speculative import add_timing_args, markdown, method_options, options, table_rows
 from jaxspec import reference_model
 from jaxspec.bench import run_hf, run_jaxspec
 from jaxspec.cli import resolve_prompts
@@ -32,7 +32,7 @@ from jaxspec.loading import load
 
 PROMPTS = Path(__file__).parent / "prompts" / "real"
 CATEGORIES = ("multi_turn", "summarization", "qa", "code_completion", "code_editing", "rewriting")
-METHODS = ("autoregressive", "prompt-lookup")
+METHODS = ("autoregressive", "prompt-lookup", "prompt-lookup-auto")
 
 
 def _say(msg: str) -> None:
@@ -44,10 +44,10 @@ def run_category(args, lm, category: str) -> list[dict]:
     rows = []
     for batch in args.batches:
         records = []
-        for method in METHODS:
-            _say(f"[{category}, batch {batch}] jaxspec {method}")
-            opts = options(args, batch, args.lookup_tokens if method == "prompt-lookup" else None, False)
-            records += run_jaxspec(opts, method, lm, None, prompts)
+        for label in METHODS:
+            _say(f"[{category}, batch {batch}] jaxspec {label}")
+            method, opts = method_options(args, label, batch)
+            records += [dict(r, method=label) for r in run_jaxspec(opts, method, lm, None, prompts)]
         if batch == 1 and args.compare_hf:
             _say(f"[{category}, batch 1] transformers generate and prompt lookup")
             with tempfile.TemporaryDirectory() as tmp:

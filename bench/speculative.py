@@ -26,15 +26,26 @@ from bench import summaries
 from jaxspec.bench import HF_METHODS, run_hf, run_jaxspec, summarize
 from jaxspec.cli import resolve_prompts
 from jaxspec.loading import load
+from jaxspec.methods import AUTO
 
 PROMPTS = Path(__file__).parent / "prompts"
+# A label's suffix picks the drafts' length: none, the fixed K below; "-auto", sized per step from the
+# measured forward cost (jaxspec/draft_sizing.py); "-adaptive", the draft model's confidence stop.
 METHODS = {
-    "code": ("autoregressive", "draft-model", "draft-model-adaptive", "prompt-lookup"),
-    "quote": ("autoregressive", "draft-model", "prompt-lookup"),
+    "code": ("autoregressive", "draft-model", "draft-model-adaptive", "draft-model-auto", "prompt-lookup", "prompt-lookup-auto"),
+    "quote": ("autoregressive", "draft-model", "draft-model-auto", "prompt-lookup", "prompt-lookup-auto"),
 }
 
 
-def options(args, batch: int, k: int | None, adaptive: bool) -> argparse.Namespace:
+def method_options(args, label: str, batch: int) -> tuple[str, argparse.Namespace]:
+    """The jaxspec method a bench label runs, and its flags."""
+    method = label.removesuffix("-adaptive").removesuffix("-auto")
+    k = {"prompt-lookup": "lookup_tokens", "draft-model": "draft_tokens"}.get(method)
+    k = getattr(args, k) if k else None
+    return method, options(args, batch, AUTO if label.endswith("-auto") else k, label.endswith("-adaptive"))
+
+
+def options(args, batch: int, k: int | str | None, adaptive: bool) -> argparse.Namespace:
     """The flags `jaxspec bench` would parse, for its runners, from this script's own."""
     return argparse.Namespace(
         batch_size=batch, max_new_tokens=args.max_new_tokens, num_draft_tokens=k, adaptive_draft=adaptive,
@@ -60,10 +71,8 @@ def run(args) -> list[dict]:
         for batch in args.batches:
             records = []
             for label in methods:
-                method = label.removesuffix("-adaptive")
-                k = args.lookup_tokens if method == "prompt-lookup" else args.draft_tokens
                 print(f"[{set_name}, batch {batch}] jaxspec {label}", file=sys.stderr, flush=True)
-                opts = options(args, batch, k, label.endswith("-adaptive"))
+                method, opts = method_options(args, label, batch)
                 records += [dict(r, method=label) for r in run_jaxspec(opts, method, target, draft, prompts)]
             if batch == 1 and args.compare_hf:
                 with tempfile.TemporaryDirectory() as tmp:

@@ -47,10 +47,10 @@ def run_jaxspec(args, method, lm, draft, prompts):
     records, warmed = [], set()
     for start in range(0, len(prompts), args.batch_size):
         batch = prompts[start : start + args.batch_size]
-        drafter, drafter_params = method_drafter(args, method, lm, len(batch), sampling, draft)
+        drafter, drafter_params, sizing = method_drafter(args, method, lm, len(batch), sampling, draft)
         run = lambda: generate(
             lm.model, lm.params, batch, max_new_tokens=args.max_new_tokens, stop_ids=lm.eos_ids,
-            drafter=drafter, drafter_params=drafter_params,
+            drafter=drafter, drafter_params=drafter_params, sizing=sizing,
         )
         shape = (len(batch), bucket(max(len(p) for p in batch)))
         if shape not in warmed:
@@ -97,17 +97,19 @@ def run_hf(args, lm, draft, prompts, tmp: Path, methods=HF_METHODS):
     target = auto.from_pretrained(_hf_dir(lm, tmp, "target"), dtype=torch.float32).eval()
     # Speculative settings equal to jaxspec's: the same draft length and n-gram size, a constant
     # number of assistant tokens and no confidence threshold (transformers' defaults are 20 tokens,
-    # a heuristic schedule and a 0.4 threshold).
+    # a heuristic schedule and a 0.4 threshold). transformers has no cost model: with jaxspec's "auto"
+    # it runs jaxspec's fixed default lengths.
+    fixed = args.num_draft_tokens if isinstance(args.num_draft_tokens, int) else None
     variants = {"hf-generate": {}}
     if draft is not None and "hf-assisted" in methods:
         assistant = auto.from_pretrained(_hf_dir(draft, tmp, "draft"), dtype=torch.float32).eval()
-        k = args.num_draft_tokens or DEFAULT_DRAFT_TOKENS["draft-model"]
+        k = fixed or DEFAULT_DRAFT_TOKENS["draft-model"]
         assistant.generation_config.num_assistant_tokens = k
         assistant.generation_config.num_assistant_tokens_schedule = "constant"
         assistant.generation_config.assistant_confidence_threshold = 0.0
         variants["hf-assisted"] = {"assistant_model": assistant}
     variants["hf-prompt-lookup"] = {
-        "prompt_lookup_num_tokens": args.num_draft_tokens or DEFAULT_DRAFT_TOKENS["prompt-lookup"],
+        "prompt_lookup_num_tokens": fixed or DEFAULT_DRAFT_TOKENS["prompt-lookup"],
         "max_matching_ngram_size": args.ngram,
     }
     variants = {name: extra for name, extra in variants.items() if name in methods}

@@ -1,4 +1,4 @@
-"""The `jaxspec` command line: generate, bench, score, convert, info, adapt, demo.
+"""The `jaxspec` command line: generate, bench, score, convert, info, profile, adapt, demo.
 
 Every user error prints one line on stderr and exits with code 2; there is no
 traceback for anything the user can fix.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
-from jaxspec.methods import METHODS
+from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, METHODS
 
 # The adaptive-draft thresholds --adaptive-draft turns on.
 ADAPTIVE = AdaptiveDraft(min_confidence=0.3, max_reject_prob=0.8)
@@ -117,7 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--draft", default=None, help="speculate with this draft model (default: prompt lookup)")
     d.add_argument("--prompt", action="append", default=None, help="default: a code, a prose and a quoting prompt (repeatable)")
     d.add_argument("--max-new-tokens", type=int, default=64)
-    d.add_argument("--num-draft-tokens", type=int, default=None, help="default 8 for prompt lookup, 4 for a draft model")
+    d.add_argument(
+        "--num-draft-tokens", type=_draft_tokens, default=AUTO, metavar="K|auto",
+        help="drafts per step; auto (the default) sizes them from the measured forward cost, as for generate",
+    )
+
+    pr = sub.add_parser(
+        "profile", help="the cost of one target forward per window width, relative to one token (what sizes drafts)"
+    )
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--batch-size", type=int, default=1)
+    pr.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    pr.add_argument(
+        "--widths", default=None, metavar="1,2,3", help="window widths to measure (default: those every method compiles)"
+    )
+    pr.add_argument("--fresh", action="store_true", help="measure again instead of reading the cached curve")
+    pr.add_argument("--json", action="store_true")
 
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("path")
@@ -130,9 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _draft_tokens(text: str) -> int | str:
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or {AUTO}, got {text!r}") from None
+
+
 def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft", metavar="PATH", help="draft model for --method draft-model")
-    p.add_argument("--num-draft-tokens", type=int, default=None, metavar="K", help="drafts per step (default 4; 8 for prompt lookup)")
+    p.add_argument(
+        "--num-draft-tokens", type=_draft_tokens, default=AUTO, metavar="K|auto",
+        help=f"drafts per step; auto (the default): up to {AUTO_MAX_DRAFTS['prompt-lookup']} for prompt lookup and "
+        f"{AUTO_MAX_DRAFTS['draft-model']} for a draft model, each row verifying as many per step as the measured "
+        "forward cost (cached per model, dtype, backend and batch size) and its acceptance so far make worthwhile",
+    )
     p.add_argument(
         "--adaptive-draft",
         action="store_true",
@@ -211,6 +240,10 @@ def resolve_prompts(items, tokenizer, what: str = "--prompt, --prompt-ids or --p
     return prompts
 
 
+def _say(msg: str) -> None:
+    print(f"jaxspec: {msg}", file=sys.stderr, flush=True)
+
+
 def load_draft(args, dtype):
     from jaxspec.loading import load
 
@@ -218,8 +251,8 @@ def load_draft(args, dtype):
 
 
 def method_drafter(args, method, lm, batch, sampling, draft=None):
-    """The drafter for `method` from the shared method flags."""
-    from jaxspec.methods import build_drafter
+    """(drafter, drafter_params, sizing) for `method` from the shared method flags."""
+    from jaxspec.methods import auto_sizing, build_drafter, drafts_to_build
 
     if method == "draft-model" and draft is None:
         draft = load_draft(args, args.dtype)
@@ -231,19 +264,24 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
             reference = lm.tokenizer.encode(Path(args.reference).read_text())
         except OSError as e:
             raise InputError(f"{args.reference}: cannot read reference ({e.strerror})") from None
-    return build_drafter(
+    drafter, drafter_params = build_drafter(
         method,
         batch=batch,
         sampling=sampling,
         target_vocab=lm.model.vocab_size,
         target_encoder_decoder=lm.model.is_encoder_decoder,
-        num_draft_tokens=args.num_draft_tokens,
+        num_draft_tokens=drafts_to_build(method, args.num_draft_tokens),
         draft_model=draft.model if draft else None,
         draft_params=draft.params if draft else None,
         adaptive=ADAPTIVE if args.adaptive_draft else None,
         ngram=args.ngram,
         reference_ids=reference,
     )
+    sizing = auto_sizing(
+        method, args.num_draft_tokens, drafter, lm.model, lm.params, batch,
+        draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=_say,
+    )
+    return drafter, drafter_params, sizing
 
 
 def _cmd_generate(args) -> None:
@@ -255,7 +293,7 @@ def _cmd_generate(args) -> None:
     lm = load(args.model, args.dtype)
     prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
     draft = load_draft(args, args.dtype) if args.method == "draft-model" else None
-    drafter, drafter_params = method_drafter(args, args.method, lm, len(prompts), sampling, draft)
+    drafter, drafter_params, sizing = method_drafter(args, args.method, lm, len(prompts), sampling, draft)
     params, plan = lm.params, None
     if args.mesh:
         from jaxspec.sharding import ShardingPlan, parse_mesh
@@ -281,6 +319,7 @@ def _cmd_generate(args) -> None:
         drafter_params=drafter_params,
         max_positions=lm.model.max_positions,
         plan=plan,
+        sizing=sizing,
     )
     decode = lm.tokenizer.decode if lm.tokenizer else (lambda ids: None)
     for r in results:
@@ -353,6 +392,31 @@ def _cmd_info(args) -> None:
             print(f"{k:>16}: {v}")
 
 
+def _cmd_profile(args) -> None:
+    from jaxspec.cost_model import DEFAULT_WIDTHS, cost_curve, curve_key, curve_path
+    from jaxspec.loading import load
+
+    widths = DEFAULT_WIDTHS if args.widths is None else _parse_ids("--widths", args.widths)
+    if args.batch_size < 1:
+        raise InputError(f"batch-size must be >= 1, got {args.batch_size}")
+    if 1 not in widths or min(widths) < 1:
+        raise InputError(f"--widths must be positive and include 1 (costs are relative to it), got {args.widths}")
+    lm = load(args.model, args.dtype)
+    key = curve_key(lm.model, lm.params, batch_size=args.batch_size, widths=widths, context=128)
+    if args.fresh:
+        curve_path(key).unlink(missing_ok=True)
+    curve = cost_curve(lm.model, lm.params, batch_size=args.batch_size, widths=widths, progress=_say)
+    rows = [dict(width=w, ms=1e3 * t, cost=c) for w, t, c in zip(curve.widths, curve.seconds, curve.relative())]
+    if args.json:
+        print(json.dumps(dict(key=key, curve=rows, cache=str(curve_path(key)))))
+        return
+    print(f"{args.model}: {key['backend']} ({key['device_kind']}), {args.dtype}, batch {args.batch_size}, "
+          f"after {curve.context} cached tokens")
+    print(f"{'width':>6} {'ms':>9} {'cost':>6}")
+    for r in rows:
+        print(f"{r['width']:>6} {r['ms']:>9.2f} {r['cost']:>6.2f}  {'#' * round(10 * r['cost'])}")
+
+
 def _cmd_demo(args) -> None:
     from jaxspec.demo import PROMPTS, run_demo
 
@@ -372,6 +436,7 @@ COMMANDS = {
     "score": _cmd_score,
     "convert": _cmd_convert,
     "info": _cmd_info,
+    "profile": _cmd_profile,
     "adapt": _cmd_adapt,
     "demo": _cmd_demo,
 }

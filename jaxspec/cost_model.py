@@ -8,18 +8,29 @@ the weights); on a CPU under XLA's defaults it does not.
 
 `measure_forward_cost` times one jitted forward of w tokens after `context`
 cached tokens, with the cache donated and fed back as the decode loop does
-(K/V written in place), on whatever backend JAX runs.
+(K/V written in place), on whatever backend JAX runs. `cost_curve` does the
+same once per model, dtype, backend and batch size and keeps the result on
+disk ($JAXSPEC_CACHE/cost/); `draft_sizing` turns curves into the per-step
+draft sizing every speculative method uses (jaxspec/draft_sizing.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import statistics
 import time
-from typing import NamedTuple, Sequence
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxspec.decode_loop import verify_widths
+from jaxspec.draft_sizing import DraftSizing
+from jaxspec.reference_model import cache_root
 
 DEFAULT_WIDTHS = (1, 2, 3, 5, 9, 17)
 
@@ -75,3 +86,73 @@ def measure_forward_cost(
             times.append(time.perf_counter() - t0)
         seconds.append(statistics.median(times))
     return CostCurve(widths, tuple(seconds), batch_size, context)
+
+
+def curve_key(model, params, *, batch_size: int, widths: Sequence[int], context: int) -> dict:
+    """Everything a forward's speed depends on besides the weights' values: the model (architecture and
+    config), the parameters' dtypes, the backend and its devices, the batch, the widths and jax itself."""
+    device = jax.devices()[0]
+    return dict(
+        model=repr(model),
+        param_dtypes=sorted({str(x.dtype) for x in jax.tree_util.tree_leaves(params)}),
+        backend=jax.default_backend(),
+        device_kind=device.device_kind,
+        device_count=jax.device_count(),
+        jax=jax.__version__,
+        batch_size=batch_size,
+        widths=sorted(set(widths)),
+        context=context,
+    )
+
+
+def curve_path(key: dict, cache_dir: Path | None = None) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return (cache_dir or cache_root() / "cost") / f"{digest}.json"
+
+
+def cost_curve(
+    model, params, *, batch_size: int, widths: Sequence[int], context: int = 128, repeats: int = 10,
+    cache_dir: Path | None = None, progress: Callable[[str], None] = lambda msg: None,
+) -> CostCurve:
+    """The forward-cost curve, measured on first use and read from disk after (keyed by `curve_key`)."""
+    key = curve_key(model, params, batch_size=batch_size, widths=widths, context=context)
+    path = curve_path(key, cache_dir)
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored["key"] == key:  # a hash collision would show here
+            return CostCurve(tuple(stored["widths"]), tuple(stored["seconds"]), batch_size, context)
+    progress(f"measuring the forward cost at widths {key['widths']}, batch {batch_size} (once; cached in {path.parent})")
+    curve = measure_forward_cost(model, params, widths=widths, batch_size=batch_size, context=context, repeats=repeats)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(dict(key=key, widths=list(curve.widths), seconds=list(curve.seconds)), indent=1))
+    os.replace(tmp, path)
+    return curve
+
+
+def sizing_from_curves(target: CostCurve, num_draft_tokens: int, draft: CostCurve | None = None) -> DraftSizing:
+    """The cost of verifying k drafts is the target's cost at the width the loop compiles for k + 1
+    (the smallest of verify_widths(K) at or above it); a draft model's token costs its one-token forward."""
+    compiled = verify_widths(num_draft_tokens)
+    relative = dict(zip(target.widths, target.relative()))
+    missing = [w for w in compiled if w not in relative]
+    if missing:
+        raise ValueError(f"the cost curve lacks widths {missing} that a {num_draft_tokens}-draft loop compiles")
+    verify = tuple(relative[min(w for w in compiled if w >= k + 1)] for k in range(num_draft_tokens + 1))
+    one = target.seconds[target.widths.index(1)]
+    draft_cost = 0.0 if draft is None else draft.seconds[draft.widths.index(1)] / one
+    return DraftSizing(verify, draft_cost)
+
+
+def draft_sizing(
+    model, params, *, batch_size: int, num_draft_tokens: int, draft_model=None, draft_params=None,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> DraftSizing:
+    """Sizing for a K-draft method on this model and batch, from the cached (or freshly measured) curves."""
+    # The default widths are measured whatever K is, so one measurement (and `jaxspec profile`'s) serves all.
+    widths = sorted(set(DEFAULT_WIDTHS) | set(verify_widths(num_draft_tokens)))
+    target = cost_curve(model, params, batch_size=batch_size, widths=widths, progress=progress)
+    draft = None
+    if draft_model is not None:
+        draft = cost_curve(draft_model, draft_params, batch_size=batch_size, widths=DEFAULT_WIDTHS, progress=progress)
+    return sizing_from_curves(target, num_draft_tokens, draft)

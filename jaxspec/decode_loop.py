@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxspec.acceptance import accept_point_mass, accept_ratio
+from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters.base import Context
 from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
@@ -42,6 +43,7 @@ class DecodeSpec:
     max_new_tokens: int
     sampling: SamplingConfig
     plan: ShardingPlan | None = None  # pins the cache layout on a mesh
+    sizing: DraftSizing | None = None  # None: every step verifies all the drafts the drafter proposes
 
 
 @struct.dataclass
@@ -57,9 +59,10 @@ class DecodeState:
     stop_ids: jax.Array  # [S] int32; -1 pads (matches nothing)
     source: Any  # (tokens [B, S], lengths [B]): an encoder-decoder model's input; None for decoder-only
     drafter_state: Any
+    sizing_state: Any  # jaxspec.draft_sizing.SizingState, or None without sizing
 
-    def context(self) -> Context:
-        return Context(self.history, self.seq_len, self.prompt_len, self.done, self.seeds, self.source)
+    def context(self, draft_limit=None) -> Context:
+        return Context(self.history, self.seq_len, self.prompt_len, self.done, self.seeds, self.source, draft_limit)
 
 
 def _emitted(draft_tokens, n_accepted, next_token):
@@ -119,9 +122,15 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     rows = jnp.arange(b)[:, None]
     active = ~state.done
 
-    draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context())
-    k = draft.tokens.shape[1]
-    n_valid = jnp.where(active, draft.n_valid, 0)
+    k = drafter.num_draft_tokens
+    sizing = spec.sizing
+    # Sized twice: before drafting, assuming all K drafts come (a draft model stops there), and after,
+    # from what each row actually proposed (prompt lookup knows its match length only then).
+    limit = jnp.full((b,), k, jnp.int32) if sizing is None else sizing.limit(state.sizing_state, jnp.full((b,), k))
+    draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(limit))
+    n_valid = jnp.where(active, jnp.minimum(draft.n_valid, limit), 0)
+    if sizing is not None:
+        n_valid = sizing.limit(state.sizing_state, n_valid)
     last = jnp.take_along_axis(state.history, (state.seq_len - 1)[:, None], axis=1)
     window = jnp.concatenate([last, draft.tokens], axis=1)
     logits, cache = verify_forward(model, params, window, state.cache, jnp.max(n_valid) + 1)
@@ -149,6 +158,7 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         done=state.done | (active & finished),
         calls=state.calls + active.astype(jnp.int32),
         accept_lengths=accept_lengths,
+        sizing_state=None if sizing is None else sizing.observe(state.sizing_state, n_valid, n_accepted),
     )
     return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), n_accepted))
 
@@ -179,6 +189,7 @@ def run_decode(
         stop_ids=stop_ids,
         source=start.source,
         drafter_state=drafter.init(drafter_params, prompts, prompt_len, new_slots),
+        sizing_state=None if spec.sizing is None else spec.sizing.init(b),
     )
     return jax.lax.while_loop(
         lambda s: jnp.any(~s.done),

@@ -14,12 +14,10 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from jaxspec.drafters.draft_model import DraftModel
-from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.errors import JaxspecError
 from jaxspec.generate import Generation, generate
 from jaxspec.loading import LoadedModel, load
-from jaxspec.methods import DEFAULT_DRAFT_TOKENS
+from jaxspec.methods import AUTO, auto_sizing, build_drafter, drafts_to_build
 from jaxspec.sampling import SamplingConfig
 
 _LICENSE = (
@@ -62,20 +60,26 @@ def _target(model: str | None) -> LoadedModel:
 
 
 def run_demo(
-    model: str | None, draft: str | None, prompts, max_new_tokens: int, num_draft_tokens: int | None
+    model: str | None, draft: str | None, prompts, max_new_tokens: int, num_draft_tokens: int | str = AUTO
 ) -> list[DemoRun]:
     """Runs each (label, prompt) plainly and speculatively and prints both; `model` None is the reference model."""
     target = _target(model)
     if target.tokenizer is None:
         raise JaxspecError(f"{target.source}: the demo needs a model with a tokenizer")
-    greedy = SamplingConfig()
     method_name = "draft-model" if draft is not None else "prompt-lookup"
-    num_draft_tokens = num_draft_tokens or DEFAULT_DRAFT_TOKENS[method_name]
-    if draft is not None:
-        d = load(draft)
-        method, spec = "draft model", dict(drafter=DraftModel(d.model, num_draft_tokens, greedy), drafter_params=d.params)
-    else:
-        method, spec = "prompt lookup", dict(drafter=PromptLookup(num_draft_tokens))
+    d = load(draft) if draft is not None else None
+    drafter, drafter_params = build_drafter(
+        method_name, batch=1, sampling=SamplingConfig(), target_vocab=target.model.vocab_size,
+        target_encoder_decoder=target.model.is_encoder_decoder,
+        num_draft_tokens=drafts_to_build(method_name, num_draft_tokens),
+        draft_model=d.model if d else None, draft_params=d.params if d else None,
+    )
+    sizing = auto_sizing(
+        method_name, num_draft_tokens, drafter, target.model, target.params, 1,
+        draft_model=d.model if d else None, draft_params=d.params if d else None, progress=_say,
+    )
+    method = method_name.replace("-", " ")
+    spec = dict(drafter=drafter, drafter_params=drafter_params, sizing=sizing)
     runs = []
     for label, prompt in prompts:
         ids = target.tokenizer.encode(prompt)

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxspec import row_rng
 from jaxspec.decode_loop import DecodeSpec, decode_jit
+from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters import Autoregressive
 from jaxspec.errors import InputError
 from jaxspec.sampling import SamplingConfig
@@ -85,6 +86,7 @@ def generate(
     drafter_params=None,
     max_positions: int | None = None,
     plan: ShardingPlan | None = None,
+    sizing: DraftSizing | None = None,
 ) -> list[Generation]:
     """Decodes a batch of ragged prompts in one compiled program.
 
@@ -95,8 +97,16 @@ def generate(
 
     With a sharding plan, params should already be placed (plan.shard_params);
     prompts are sharded over the batch axes and the cache layout is pinned.
+
+    With `sizing` (jaxspec.cost_model.draft_sizing builds one from the measured
+    cost curve), each row verifies only the drafts expected to pay this step;
+    greedy output and the output distribution stay those of plain decoding.
     """
     _check_prompts(prompts, model.vocab_size)
+    if sizing is not None and sizing.max_drafts != drafter.num_draft_tokens:
+        raise InputError(
+            f"the sizing's cost table covers {sizing.max_drafts} drafts but the drafter proposes {drafter.num_draft_tokens}"
+        )
     seeds = row_seeds(seed, len(prompts))
     if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
         raise InputError(f"max-new-tokens must be a positive integer, got {max_new_tokens}")
@@ -114,7 +124,7 @@ def generate(
         tokens = jax.device_put(tokens, plan.batch_sharding(tokens.shape))
         lengths = jax.device_put(lengths, plan.batch_sharding(lengths.shape))
         seeds = jax.device_put(seeds, plan.batch_sharding(seeds.shape))
-    spec = DecodeSpec(int(max_new_tokens), sampling, plan)
+    spec = DecodeSpec(int(max_new_tokens), sampling, plan, sizing)
     # Traced, not static: another model's stop tokens reuse the program. Padded with -1 to a bucket.
     stops = sorted({int(s) for s in stop_ids})
     stop_array = np.full(bucket(len(stops)), -1, np.int32)

@@ -15,7 +15,11 @@ from jaxspec.generate import bucket
 from jaxspec.sampling import SamplingConfig
 
 METHODS = ("autoregressive", "draft-model", "prompt-lookup")
+# Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
 DEFAULT_DRAFT_TOKENS = {"draft-model": 4, "prompt-lookup": 8}
+# num_draft_tokens="auto": the most drafts a step may verify; the cost model picks fewer per row and step.
+AUTO = "auto"
+AUTO_MAX_DRAFTS = {"draft-model": 8, "prompt-lookup": 16}
 
 
 def build_drafter(
@@ -66,3 +70,26 @@ def build_drafter(
         padded[: len(ids)] = ids
         reference = (jnp.asarray(np.tile(padded, (batch, 1))), jnp.full((batch,), len(ids), jnp.int32))
     return PromptLookup(int(k), int(ngram)), reference
+
+
+def drafts_to_build(method: str, num_draft_tokens: int | str | None) -> int | None:
+    """K for build_drafter: "auto" builds the method's largest; an int is taken as given."""
+    if num_draft_tokens == AUTO:
+        return AUTO_MAX_DRAFTS.get(method)
+    return num_draft_tokens
+
+
+def auto_sizing(
+    method: str, num_draft_tokens: int | str | None, drafter, model, params, batch: int, *,
+    draft_model=None, draft_params=None, progress=lambda msg: None,
+):
+    """The cost-model sizing for num_draft_tokens="auto" (None otherwise, and for plain decoding): the
+    target's measured forward cost per width at this batch size, and the draft model's step cost."""
+    if num_draft_tokens != AUTO or method == "autoregressive":
+        return None
+    from jaxspec.cost_model import draft_sizing
+
+    return draft_sizing(
+        model, params, batch_size=batch, num_draft_tokens=drafter.num_draft_tokens,
+        draft_model=draft_model if method == "draft-model" else None, draft_params=draft_params, progress=progress,
+    )

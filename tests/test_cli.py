@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from jaxspec.cli import main
+from jaxspec.cost_model import DEFAULT_WIDTHS, curve_key, curve_path
+from jaxspec.loading import load
 from tests.hf_factory import make_hf_model
 
 JSON_FIELDS = {"prompt_ids", "output_ids", "text", "new_tokens", "wall_time", "target_calls", "accept_lengths"}
@@ -98,6 +100,32 @@ def test_bench_prints_a_table_and_writes_spec_bench_jsonl(capsys, model_dir, dra
     assert all(len(r["wall_times"]) == 3 and r["wall_time"] == sorted(r["wall_times"])[1] for r in rows)
 
 
+def test_profile_measures_once_then_reads_the_cached_curve(capsys, model_dir):
+    argv = ["profile", "--model", model_dir, "--widths", "1,2,5", "--batch-size", "2", "--json"]
+    code, out, err = _run(capsys, *argv)
+    first = json.loads(out)
+    assert code == 0 and "measuring the forward cost" in err
+    assert [r["width"] for r in first["curve"]] == [1, 2, 5] and first["curve"][0]["cost"] == 1.0
+    assert first["key"]["batch_size"] == 2 and first["key"]["backend"] == "cpu"
+    code, out, err = _run(capsys, *argv)
+    assert code == 0 and json.loads(out) == first and "measuring" not in err
+    code, out, err = _run(capsys, *argv, "--fresh")
+    assert code == 0 and "measuring" in err
+
+
+def test_auto_draft_length_is_the_default_and_sized_from_the_cost(capsys, model_dir):
+    common = ["generate", "--model", model_dir, "--prompt-ids", "5,6,7,5,6,7,5,6", "--max-new-tokens", "12", "--json"]
+    code, out, _ = _run(capsys, *common)
+    plain = json.loads(out)
+    code, out, _ = _run(capsys, *common, "--method", "prompt-lookup")
+    auto = json.loads(out)
+    assert code == 0 and auto["output_ids"] == plain["output_ids"]
+    assert max(auto["accept_lengths"]) <= 17  # at most 16 drafts and the bonus token
+    # The sizing came from this model's measured curve at batch 1, now on disk for the next call.
+    lm = load(model_dir)
+    assert curve_path(curve_key(lm.model, lm.params, batch_size=1, widths=DEFAULT_WIDTHS, context=128)).exists()
+
+
 def test_score_json(capsys, model_dir):
     code, out, _ = _run(capsys, "score", "--model", model_dir, "--prompt-ids", "5,6,7", "--prompt", "import", "--json")
     rows = [json.loads(line) for line in out.splitlines()]
@@ -149,6 +177,9 @@ def test_convert_and_info_on_both_forms(capsys, model_dir, tmp_path):
         ),
         (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--methods", "x"], "unknown method 'x'"),
         (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--repeats", "0"], "repeats must be >= 1, got 0"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5", "--num-draft-tokens", "many"],
+         "expected an integer or auto, got 'many'"),
+        (["profile", "--model", "{m}", "--widths", "2,3"], "--widths must be positive and include 1"),
         (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--max-other-load", "2"],
          "max-other-load is a share of the cores, in [0, 1], got 2.0"),
     ],

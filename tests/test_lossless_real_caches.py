@@ -35,6 +35,7 @@ from scipy import stats
 
 from jaxspec import SamplingConfig, decode_loop, generate, row_rng
 from jaxspec.acceptance import _first_false
+from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters.draft_model import DraftModel
 from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.sampling import target_distribution
@@ -101,25 +102,25 @@ def _chi_square(outcomes: list[tuple[int, ...]], exact: dict[tuple[int, ...], fl
     return pvalue, power
 
 
-def _sampled(model, params, cfg, drafter, dparams) -> list[list[tuple[int, ...]]]:
+def _sampled(model, params, cfg, drafter, dparams, sizing=None) -> list[list[tuple[int, ...]]]:
     """Outcomes per prompt, the two prompts interleaved row by row in one batch."""
     rows = [PROMPTS[i % 2] for i in range(2 * ROWS)]
     out = generate(
         model, params, rows, max_new_tokens=NEW, sampling=cfg, seed=0, stop_ids=[STOP],
-        drafter=drafter, drafter_params=dparams,
+        drafter=drafter, drafter_params=dparams, sizing=sizing,
     )
     per_prompt = [[tuple(r.output_ids) for r in out[i::2]] for i in range(2)]
     calls = np.mean([r.target_calls for r in out])
     return per_prompt, calls
 
 
-def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=DraftModel) -> list[tuple[float, float]]:
+def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=DraftModel, sizing=None) -> list[tuple[float, float]]:
     model, params = _model(kind)
     if method == "draft-model":
         drafter, dparams = drafter_cls(model, 2, cfg), noisy_copy(params, 5, 0.5)
     else:
         drafter, dparams = PromptLookup(3, 2), None
-    per_prompt, calls = _sampled(model, params, cfg, drafter, dparams)
+    per_prompt, calls = _sampled(model, params, cfg, drafter, dparams, sizing)
     assert calls < NEW - 0.3, "drafts were hardly accepted: the test would not exercise speculation"
     return [_chi_square(outcomes, _dist(model, params, prompt, cfg)) for prompt, outcomes in zip(PROMPTS, per_prompt)]
 
@@ -138,6 +139,16 @@ CASES = [
 def test_speculative_sampling_equals_the_exact_distribution(kind, method, cfg):
     for pvalue, power in _check(kind, method, cfg):
         print(f"{kind} {method}: p = {pvalue:.3g}, power against any 2% shift = {power:.3f}")
+        assert power >= MIN_POWER
+        assert pvalue > ALPHA
+
+
+def test_sized_drafts_keep_the_exact_distribution():
+    """Sizing truncates each row's drafts by its own acceptance so far: with these costs a row drafts 2 at
+    first (α = 0.75 at the prior) and 1 after a rejection, so the truncation depends on the sampled text."""
+    sizing = DraftSizing((1.0, 1.3, 1.6), draft_cost=0.1)
+    for pvalue, power in _check("sliding", "draft-model", CASES[2][2], sizing=sizing):
+        print(f"sized draft model: p = {pvalue:.3g}, power against any 2% shift = {power:.3f}")
         assert power >= MIN_POWER
         assert pvalue > ALPHA
 

@@ -27,6 +27,9 @@ class Context(NamedTuple):
     seeds: jax.Array  # [B] uint32: a drafter's random draws come from jaxspec.row_rng with these
     # An encoder-decoder model's input (tokens [B, S], lengths [B]), which history does not hold; else None.
     source: tuple[jax.Array, jax.Array] | None = None
+    # [B] int32: the most drafts the loop will verify per row this step (jaxspec/draft_sizing.py); a
+    # drafter whose drafting costs (a draft model) stops there. None outside propose.
+    draft_limit: jax.Array | None = None
 
 
 class Drafter(Protocol):

@@ -96,7 +96,9 @@ class DraftModel:
         tokens = jnp.zeros((b, k), jnp.int32).at[:, 0].set(token)
         probs = jnp.zeros((b, k) + q.shape[1:], q.dtype).at[:, 0].set(q)
         n_valid = jnp.ones((b,), jnp.int32)
-        drafting &= ~ctx.done
+        # Draft index i is drafted only while i < the loop's limit for the row (jaxspec/draft_sizing.py).
+        limit = jnp.full((b,), k, jnp.int32) if ctx.draft_limit is None else ctx.draft_limit
+        drafting &= ~ctx.done & (1 < limit)
 
         def more(carry):
             i, _, _, _, _, drafting, _ = carry
@@ -112,7 +114,8 @@ class DraftModel:
             probs = probs.at[:, i].set(jnp.where(drafting[:, None], q, 0.0))
             n_valid = n_valid + drafting.astype(jnp.int32)
             cache = out.cache.commit(drafting.astype(jnp.int32))
-            return i + 1, cache, tokens, probs, n_valid, drafting & go, jnp.where(drafting, new_product, product)
+            keep = drafting & go & (i + 1 < limit)
+            return i + 1, cache, tokens, probs, n_valid, keep, jnp.where(drafting, new_product, product)
 
         _, cache, tokens, probs, n_valid, _, _ = jax.lax.while_loop(
             more, draft_one, (jnp.asarray(1), cache, tokens, probs, n_valid, drafting, product)
