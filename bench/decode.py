@@ -32,32 +32,17 @@ import transformers
 
 import jaxspec
 from bench import summaries
+from bench.configs import LLAMA_COMMON, LLAMA_SIZES
 from bench.roofline import read_bandwidth, roofline_fraction
 from jaxspec.machine_load import timed
 
-# Realistic small-Llama shapes (head_dim 64, MLP ≈ 2.7 × hidden, 32k vocab).
-# Heads are tied so the vocabulary matrix, read once per step by the head, is
-# counted once; ~30M and ~100M are then the parameters read per step.
-SIZES = {
-    "30m": dict(hidden_size=384, num_hidden_layers=10, num_attention_heads=6, intermediate_size=1024),
-    "100m": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=2048),
-}
-COMMON = dict(
-    vocab_size=32000,
-    tie_word_embeddings=True,
-    max_position_embeddings=2048,
-    # No special tokens: neither engine can stop early, so both emit exactly --new-tokens.
-    bos_token_id=None,
-    eos_token_id=None,
-    pad_token_id=None,
-)
 # Hugging Face's default init (0.02) gives near-uniform logits; a larger std
 # spreads them so greedy text varies and the agreement check means something.
 INIT_STD = 0.05
 
 
 def build_checkpoint(size: str, out: Path, seed: int = 0) -> None:
-    config = transformers.LlamaConfig(**COMMON, **SIZES[size], initializer_range=INIT_STD)
+    config = transformers.LlamaConfig(**LLAMA_COMMON, **LLAMA_SIZES[size], initializer_range=INIT_STD)
     torch.manual_seed(seed)
     transformers.LlamaForCausalLM(config).save_pretrained(out)
 
@@ -140,9 +125,9 @@ def _checkpoint(size: str, tmp: Path) -> tuple[Path, int]:
         from jaxspec import reference_model
 
         return reference_model.converted_dir(progress=print), 262144
-    print(f"[{size}] building a random Llama {SIZES[size]}", flush=True)
+    print(f"[{size}] building a random Llama {LLAMA_SIZES[size]}", flush=True)
     build_checkpoint(size, tmp)
-    return tmp, COMMON["vocab_size"]
+    return tmp, LLAMA_COMMON["vocab_size"]
 
 
 def bench_size(size: str, args, bandwidth: float) -> list[dict]:
@@ -199,7 +184,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def summary_table(summary: dict) -> str:
-    return markdown_table(summary["rows"])
+    bandwidth = f"Read bandwidth measured by the same run (the roofline's denominator): {summary['read_bandwidth_gb_s']:.1f} GB/s."
+    return f"{markdown_table(summary['rows'])}\n\n{bandwidth}"
 
 
 def plot(rows: list[dict], bandwidth: float, path: Path) -> None:
@@ -226,7 +212,7 @@ def plot(rows: list[dict], bandwidth: float, path: Path) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="30m,100m", help=f"comma-separated, from {','.join([*SIZES, REFERENCE])}")
+    p.add_argument("--sizes", default="30m,100m", help=f"comma-separated, from {','.join([*LLAMA_SIZES, REFERENCE])}")
     p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     p.add_argument("--prompt-len", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=128)
@@ -253,9 +239,9 @@ def parse_args(argv=None):
     p.add_argument("--summary", metavar="NAME", help="also write the table's rows to bench/summaries/NAME.json (committed)")
     args = p.parse_args(argv)
     args.sizes = args.sizes.split(",")
-    unknown = [s for s in args.sizes if s not in SIZES and s != REFERENCE]
+    unknown = [s for s in args.sizes if s not in LLAMA_SIZES and s != REFERENCE]
     if unknown:
-        p.error(f"unknown size {unknown[0]!r} (choose from {', '.join([*SIZES, REFERENCE])})")
+        p.error(f"unknown size {unknown[0]!r} (choose from {', '.join([*LLAMA_SIZES, REFERENCE])})")
     args.batches = [int(b) for b in args.batches.split(",")]
     return args
 
@@ -285,7 +271,7 @@ def main(argv=None) -> None:
             max_other_load=args.max_other_load,
             init_std=INIT_STD,
         )
-        models = {s: {**COMMON, **SIZES[s]} if s in SIZES else "reference model (Gemma 3 270M)" for s in args.sizes}
+        models = {s: {**LLAMA_COMMON, **LLAMA_SIZES[s]} if s in LLAMA_SIZES else "reference model (Gemma 3 270M)" for s in args.sizes}
         args.out.write_text(json.dumps(dict(machine=machine, settings=settings, models=models, results=rows), indent=1))
     if args.summary:
         # The table's figures and the timings behind them; the greedy outputs stay in --out.

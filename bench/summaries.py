@@ -28,7 +28,18 @@ def machine() -> dict:
     for name in ("torch", "transformers"):
         if name in sys.modules:
             versions[name] = sys.modules[name].__version__
-    return dict(cpu_cores=os.cpu_count(), processor=platform.processor() or platform.machine(), versions=versions)
+    return dict(cpu_cores=os.cpu_count(), processor=_processor(), versions=versions)
+
+
+def _processor() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def command(module: str, argv: list[str] | None) -> str:

@@ -159,8 +159,8 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--num-draft-tokens", type=_draft_tokens, default=AUTO, metavar="K|auto",
         help=f"drafts per step; auto (the default): up to {AUTO_MAX_DRAFTS['prompt-lookup']} for prompt lookup and "
-        f"{AUTO_MAX_DRAFTS['draft-model']} for a draft model, each row verifying as many per step as the measured "
-        "forward cost (cached per model, dtype, backend and batch size) and its acceptance so far make worthwhile",
+        f"{AUTO_MAX_DRAFTS['draft-model']} for a draft model, each step verifying as many as the measured forward cost "
+        "(cached per model, dtype, backend and batch size) and the rows' acceptance so far make worthwhile",
     )
     p.add_argument(
         "--adaptive-draft",

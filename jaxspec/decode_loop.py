@@ -126,11 +126,12 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     sizing = spec.sizing
     # Sized twice: before drafting, assuming all K drafts come (a draft model stops there), and after,
     # from what each row actually proposed (prompt lookup knows its match length only then).
-    limit = jnp.full((b,), k, jnp.int32) if sizing is None else sizing.limit(state.sizing_state, jnp.full((b,), k))
+    full = jnp.full((b,), k, jnp.int32)
+    limit = full if sizing is None else sizing.limit(state.sizing_state, full, active)
     draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(limit))
     n_valid = jnp.where(active, jnp.minimum(draft.n_valid, limit), 0)
     if sizing is not None:
-        n_valid = sizing.limit(state.sizing_state, n_valid)
+        n_valid = sizing.limit(state.sizing_state, n_valid, active)
     last = jnp.take_along_axis(state.history, (state.seq_len - 1)[:, None], axis=1)
     window = jnp.concatenate([last, draft.tokens], axis=1)
     logits, cache = verify_forward(model, params, window, state.cache, jnp.max(n_valid) + 1)

@@ -99,8 +99,9 @@ def generate(
     prompts are sharded over the batch axes and the cache layout is pinned.
 
     With `sizing` (jaxspec.cost_model.draft_sizing builds one from the measured
-    cost curve), each row verifies only the drafts expected to pay this step;
-    greedy output and the output distribution stay those of plain decoding.
+    cost curve), each step verifies only the drafts expected to pay; greedy
+    output and the output distribution stay those of plain decoding (a draft
+    model's sampled draws then depend on the batch through the common cap).
     """
     _check_prompts(prompts, model.vocab_size)
     if sizing is not None and sizing.max_drafts != drafter.num_draft_tokens:

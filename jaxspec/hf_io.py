@@ -127,6 +127,15 @@ def load_params(directory: Path, model, abstract_params, dtype=None) -> dict:
     return place_tensors(str(directory), model, abstract_params, set(files), lambda names: _read_tensors(files, names), dtype)
 
 
+def check_tensor_names(where, *, missing: set[str], extra: set[str]) -> None:
+    """One line naming the first few missing (then unexpected) tensors, if any."""
+    for what, names in (("missing", missing), ("unexpected", extra)):
+        if names:
+            names = sorted(names)
+            more = f" (and {len(names) - 3} more)" if len(names) > 3 else ""
+            raise CheckpointError(f"{where}: {what} tensor(s) {', '.join(names[:3])}{more}")
+
+
 def place_tensors(where: str, model, abstract_params, present: set[str], read, dtype=None) -> dict:
     """The param tree from tensors stored under their Hugging Face names, in Hugging Face layout.
 
@@ -134,14 +143,8 @@ def place_tensors(where: str, model, abstract_params, present: set[str], read, d
     Names what is missing, extra or misshapen, whatever the source format.
     """
     expected = {model.hf_tensor_name(p): p for p in _flat(abstract_params)}
-    missing = sorted(set(expected) - present)
-    if missing:
-        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise CheckpointError(f"{where}: missing tensor(s) {', '.join(missing[:3])}{more}")
-    extra = sorted(n for n in present - set(expected) if n not in model.hf_aliases and not _IGNORED.match(n))
-    if extra:
-        more = f" (and {len(extra) - 3} more)" if len(extra) > 3 else ""
-        raise CheckpointError(f"{where}: unexpected tensor(s) {', '.join(extra[:3])}{more}")
+    check_tensor_names(where, missing=set(expected) - present,
+                       extra={n for n in present - set(expected) if n not in model.hf_aliases and not _IGNORED.match(n)})
 
     abstract = _flat(abstract_params)
     flat = {}

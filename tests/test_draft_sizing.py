@@ -22,44 +22,63 @@ from tests.random_models import noisy_copy, random_model
 GEMMA_K8 = (1.0, 1.66, 1.81, 1.85, 1.85, 2.25, 2.25, 2.25, 2.25)
 
 
-def _state(accepted, rejected) -> SizingState:
-    return SizingState(jnp.asarray(accepted, jnp.float32), jnp.asarray(rejected, jnp.float32))
+def _state(rows: list[float], k: int = 8, count: float = 9.0) -> SizingState:
+    """Rows whose every depth was reached `count` times and accepted with the given share of them."""
+    trials = jnp.full((len(rows), k), count)
+    return SizingState(trials, trials * jnp.asarray(rows)[:, None])
+
+
+ALL = jnp.array([True, True])
 
 
 def test_a_flat_cost_verifies_every_draft_available():
     s = DraftSizing((1.0,) * 5)
-    assert s.limit(s.init(3), jnp.array([4, 2, 0])).tolist() == [4, 2, 0]
+    assert s.limit(s.init(3), jnp.array([4, 2, 0]), jnp.ones(3, bool)).tolist() == [4, 2, 0]
 
 
 def test_a_cost_growing_like_the_window_makes_every_step_plain():
     s = DraftSizing(tuple(1.0 + k for k in range(5)))  # each draft costs a full forward: never worth it
-    assert s.limit(s.init(3), jnp.array([4, 4, 1])).tolist() == [0, 0, 0]
+    assert s.limit(s.init(3), jnp.array([4, 4, 1]), jnp.ones(3, bool)).tolist() == [0, 0, 0]
 
 
-def test_the_choice_follows_the_curve_and_each_rows_acceptance():
+def test_the_choice_follows_the_curve_and_the_acceptance():
     s = DraftSizing(GEMMA_K8)
-    # Row 0: 9 accepted, no rejection: α = 12/13 and g(8)/c(9) = 2.97 beats g(4)/c(5) = 2.32, so all 8.
-    # Row 1: 3 rejections: α = 3/7 and no draft pays (best: g(3)/c(5) = 0.91 < 1), so a plain step.
-    # Row 2: α = 12/13 but only 6 drafts proposed: 6; row 3: only 2 proposed: 2 (g(2)/c(3) = 1.53).
-    state = _state([9, 0, 9, 9], [0, 3, 0, 0])
-    assert s.limit(state, jnp.array([8, 8, 6, 2])).tolist() == [8, 0, 6, 2]
+    eight, one = jnp.array([8]), jnp.array([True])
+    # Every depth accepted 9 of 9 times: h = 12/13, and g(8)/c(9) = 2.97 beats g(4)/c(5) = 2.32: all 8.
+    assert s.limit(_state([1.0]), eight, one).tolist() == [8]
+    # Never accepted: h = 3/13, and no draft pays (best: g(1)/c(2) = 0.74 < 1): a plain step.
+    assert s.limit(_state([0.0]), eight, one).tolist() == [0]
+    # Only 2 proposed: g(2)/c(3) = 1.53 beats a plain step.
+    assert s.limit(_state([1.0]), jnp.array([2]), one).tolist() == [2]
+
+
+def test_one_cap_for_the_batch_because_the_widest_row_sets_the_cost():
+    s = DraftSizing(GEMMA_K8)
+    # Two copying rows, 6 and 2 drafts proposed: a cap of 4 (cost c(5) = 1.85) beats 6 (c(7) = 2.25).
+    assert s.limit(_state([1.0, 1.0]), jnp.array([6, 2]), ALL).tolist() == [4, 2]
+    # A row that would not draft alone rides along once the copying row pays for the width.
+    assert s.limit(_state([1.0, 0.0]), jnp.array([8, 8]), ALL).tolist() == [8, 8]
+    # A finished row neither drafts nor counts.
+    assert s.limit(_state([0.0, 1.0]), jnp.array([8, 8]), jnp.array([True, False])).tolist() == [0, 0]
 
 
 def test_drafting_cost_counts_against_long_drafts():
     free, costly = DraftSizing((1.0,) * 5), DraftSizing((1.0,) * 5, draft_cost=1.0)
-    available = jnp.array([4])
-    assert free.limit(free.init(1), available).tolist() == [4]
-    assert costly.limit(costly.init(1), available).tolist() == [0]
+    available, one = jnp.array([4]), jnp.array([True])
+    assert free.limit(free.init(1), available, one).tolist() == [4]
+    assert costly.limit(costly.init(1), available, one).tolist() == [0]
 
 
-def test_acceptance_counts_grow_with_what_verify_saw_and_decay_otherwise():
+def test_counts_per_depth_grow_with_what_verify_saw_and_decay_otherwise():
     s = DraftSizing((1.0,) * 5, decay=0.5)
     state = s.observe(s.init(3), verified=jnp.array([4, 4, 0]), accepted=jnp.array([4, 1, 0]))
-    assert state.accepted.tolist() == [4.0, 1.0, 0.0] and state.rejected.tolist() == [0.0, 1.0, 0.0]
-    alpha = s.acceptance(state).tolist()
-    assert alpha[0] > 0.75 > alpha[1] and alpha[2] == pytest.approx(0.75)  # the prior: 3 / (3 + 1)
+    # Row 0 reached and kept all 4; row 1 kept draft 0 and was rejected at draft 1; row 2 verified nothing.
+    assert state.trials.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]]
+    assert state.accepts.tolist() == [[1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]]
+    h = s.acceptance(state)
+    assert h[0, 0] > 0.75 and h[1, 1] < 0.75 and h[2, 0] == pytest.approx(0.75)  # the prior: 3 / (3 + 1)
     idle = s.observe(state, verified=jnp.zeros(3, jnp.int32), accepted=jnp.zeros(3, jnp.int32))
-    assert idle.accepted.tolist() == [2.0, 0.5, 0.0] and idle.rejected.tolist() == [0.0, 0.5, 0.0]
+    assert idle.trials.tolist()[1] == [0.5, 0.5, 0, 0] and idle.accepts.tolist()[1] == [0.5, 0, 0, 0]
 
 
 def test_sizing_takes_the_cost_of_the_width_the_loop_compiles():

@@ -144,8 +144,8 @@ def test_speculative_sampling_equals_the_exact_distribution(kind, method, cfg):
 
 
 def test_sized_drafts_keep_the_exact_distribution():
-    """Sizing truncates each row's drafts by its own acceptance so far: with these costs a row drafts 2 at
-    first (α = 0.75 at the prior) and 1 after a rejection, so the truncation depends on the sampled text."""
+    """Sizing caps the drafts verified each step from the acceptance sampled so far (with these costs,
+    2 drafts at the prior, fewer once rejections pile up), so the truncation depends on the sampled text."""
     sizing = DraftSizing((1.0, 1.3, 1.6), draft_cost=0.1)
     for pvalue, power in _check("sliding", "draft-model", CASES[2][2], sizing=sizing):
         print(f"sized draft model: p = {pvalue:.3g}, power against any 2% shift = {power:.3f}")

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspec import hf_io
-from jaxspec.errors import CheckpointError, UnsupportedModelError
+from jaxspec.errors import UnsupportedModelError
 from jaxspec.gguf.architectures import family, hf_config, undo_conventions
 from jaxspec.gguf.reader import GGUFFile, is_gguf, read_gguf
 from jaxspec.gguf.tokenizer import build_tokenizer, tokenizer_config
@@ -48,14 +48,8 @@ def _params(f: GGUFFile, cfg: dict, model, dtype) -> dict:
     fam = family(f)
     abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
     names = _gguf_names(f, model, abstract)
-    missing = sorted(g for g in names.values() if g not in f.tensors)
-    if missing:
-        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise CheckpointError(f"{f.path}: missing tensor(s) {', '.join(missing[:3])}{more}")
-    extra = sorted(set(f.tensors) - set(names.values()) - _DERIVED)
-    if extra:
-        more = f" (and {len(extra) - 3} more)" if len(extra) > 3 else ""
-        raise CheckpointError(f"{f.path}: unexpected tensor(s) {', '.join(extra[:3])}{more}")
+    wanted = set(names.values())
+    hf_io.check_tensor_names(f.path, missing=wanted - set(f.tensors), extra=set(f.tensors) - wanted - _DERIVED)
 
     def read(hf_names):
         for hf_name in hf_names:

@@ -1,0 +1,61 @@
+"""What the benches stand on: the forward-cost measurement, the load-aware timer, and docs tables that match
+the committed summaries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import device_profile, docs_tables, summaries
+from jaxspec.cost_model import measure_forward_cost
+from jaxspec.machine_load import timed
+from tests.random_models import random_model, random_t5gemma
+
+
+@pytest.mark.parametrize("kind", ["decoder-only", "encoder-decoder"])
+def test_forward_cost_curve_has_one_median_per_width(kind):
+    model, params = random_model(0, 2, 32, 4, 2) if kind == "decoder-only" else random_t5gemma(0, 1, 1.0)
+    curve = measure_forward_cost(model, params, widths=(5, 1, 2, 5), batch_size=2, context=12, repeats=3)
+    assert curve.widths == (1, 2, 5) and curve.batch_size == 2 and curve.context == 12
+    assert all(s > 0 for s in curve.seconds)
+    assert curve.relative()[0] == 1.0 and len(curve.relative()) == 3
+
+
+def test_timed_returns_the_value_and_a_share_of_the_cores():
+    t = timed(lambda: sum(range(1000)), max_other_load=1.0, patience=0.0)
+    assert t.value == 499500 and t.seconds >= 0 and 0.0 <= t.other_load
+
+
+def test_timed_redoes_a_disturbed_call_up_to_its_attempts():
+    calls = []
+    # No share is below -1: every try counts as disturbed, so all attempts run and the last is kept.
+    t = timed(lambda: calls.append(1) or len(calls), max_other_load=-1.0, patience=0.0, attempts=3)
+    assert t.value == 3
+
+
+def test_docs_tables_are_rendered_from_the_committed_summaries():
+    text = docs_tables.DOCS.read_text()
+    names = docs_tables.BLOCK.findall(text)
+    assert names, "docs/benchmarks.md has no generated tables"
+    assert docs_tables.rebuild(text) == text, "run python -m bench.docs_tables after a bench run with --summary"
+
+
+def test_device_profile_measures_cost_decoding_and_projects_speedups(tmp_path, capsys):
+    tiny = '{"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, ' \
+           '"num_key_value_heads": 1, "head_dim": 32, "vocab_size": 512}'
+    out = tmp_path / "profile.json"
+    device_profile.main([
+        "--models", "gemma3-270m,llama-100m", "--batches", "1,2", "--widths", "1,2,9", "--repeats", "2",
+        "--new-tokens", "4", "--bandwidth-gib", "0.01", "--override", tiny, "--out", str(out), "--markdown",
+    ])
+    result = json.loads(out.read_text())
+    assert result["backend"] == "cpu" and result["read_bandwidth_gb_s"] > 0
+    assert [(r["model"], r["batch"]) for r in result["rows"]] == [
+        ("gemma3-270m", 1), ("gemma3-270m", 2), ("llama-100m", 1), ("llama-100m", 2)
+    ]
+    assert all(r["widths"] == [1, 2, 9] and r["relative"][0] == 1.0 and r["tokens_per_s"] > 0 for r in result["rows"])
+    # One projection per real-text category measured on CPU, from Gemma's batch-1 c(9).
+    categories = {r["prompts"] for r in summaries.read("real_text")["rows"]}
+    assert {p["category"] for p in result["projected"]} == categories
+    assert "| category | prompt lookup tokens per call (CPU)" in capsys.readouterr().out
