@@ -37,8 +37,9 @@ def _ids(source) -> list[str]:
 @pytest.mark.parametrize("method", ["autoregressive", "draft-model", "prompt-lookup"])
 def test_generate_decodes_the_decoder_side_with_every_method(capsys, dirs, method):
     target, _, _ = dirs
-    # The target drafting for itself accepts every draft, so speculation visibly happens.
-    flags = ["--method", method] + (["--draft", target] if method == "draft-model" else [])
+    # The target drafting for itself accepts every draft, so speculation visibly happens with a fixed K
+    # (the default sizing rightly never drafts with a draft as costly as the target).
+    flags = ["--method", method] + (["--draft", target, "--num-draft-tokens", "4"] if method == "draft-model" else [])
     code, out, err = _run(
         capsys, "generate", "--model", target, *_ids(SOURCES[0]), *_ids(SOURCES[1]), "--max-new-tokens", "8", "--json", *flags
     )
