@@ -35,6 +35,7 @@ import numpy as np
 
 from bench import summaries
 from bench.configs import HF_CONFIGS
+from bench.forward_cost import check_models_and_widths
 from jaxspec.cost_model import DEFAULT_WIDTHS, measure_forward_cost
 from jaxspec.generate import generate
 from models import build_model
@@ -166,11 +167,7 @@ def main(argv=None) -> None:
     p.add_argument("--summary", action="store_true", help="also write bench/summaries/device_profile_BACKEND.json")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args(argv)
-    unknown = [m for m in args.models if m not in HF_CONFIGS]
-    if unknown:
-        p.error(f"unknown model {unknown[0]!r} (choose from {', '.join(HF_CONFIGS)})")
-    if 1 not in args.widths:
-        p.error("--widths must include 1: every cost is relative to a one-token forward")
+    check_models_and_widths(p, args, HF_CONFIGS)
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

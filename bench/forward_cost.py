@@ -64,6 +64,15 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def check_models_and_widths(parser: argparse.ArgumentParser, args, known) -> None:
+    """--models from `known`, and --widths including 1 (every cost is relative to it): else a usage error."""
+    unknown = [m for m in args.models if m not in known]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r} (choose from {', '.join(known)})")
+    if 1 not in args.widths:
+        parser.error("--widths must include 1: every cost is relative to a one-token forward")
+
+
 def summary_table(summary: dict) -> str:
     return markdown(summary["rows"])
 
@@ -80,11 +89,7 @@ def main(argv=None) -> None:
     p.add_argument("--summary", action="store_true", help="also write the table's rows to bench/summaries/ (committed)")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     args = p.parse_args(argv)
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown:
-        p.error(f"unknown model {unknown[0]!r} (choose from {', '.join(MODELS)})")
-    if 1 not in args.widths:
-        p.error("--widths must include 1: every cost is relative to a one-token forward")
+    check_models_and_widths(p, args, MODELS)
     rows = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
