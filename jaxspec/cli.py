@@ -393,7 +393,7 @@ def _cmd_info(args) -> None:
 
 
 def _cmd_profile(args) -> None:
-    from jaxspec.cost_model import DEFAULT_WIDTHS, cost_curve, curve_key, curve_path
+    from jaxspec.cost_model import DEFAULT_CONTEXT, DEFAULT_WIDTHS, cost_curve, curve_key, curve_path
     from jaxspec.loading import load
 
     widths = DEFAULT_WIDTHS if args.widths is None else _parse_ids("--widths", args.widths)
@@ -402,10 +402,8 @@ def _cmd_profile(args) -> None:
     if 1 not in widths or min(widths) < 1:
         raise InputError(f"--widths must be positive and include 1 (costs are relative to it), got {args.widths}")
     lm = load(args.model, args.dtype)
-    key = curve_key(lm.model, lm.params, batch_size=args.batch_size, widths=widths, context=128)
-    if args.fresh:
-        curve_path(key).unlink(missing_ok=True)
-    curve = cost_curve(lm.model, lm.params, batch_size=args.batch_size, widths=widths, progress=_say)
+    key = curve_key(lm.model, lm.params, batch_size=args.batch_size, widths=widths, context=DEFAULT_CONTEXT)
+    curve = cost_curve(lm.model, lm.params, batch_size=args.batch_size, widths=widths, fresh=args.fresh, progress=_say)
     rows = [dict(width=w, ms=1e3 * t, cost=c) for w, t, c in zip(curve.widths, curve.seconds, curve.relative())]
     if args.json:
         print(json.dumps(dict(key=key, curve=rows, cache=str(curve_path(key)))))

@@ -33,6 +33,7 @@ from jaxspec.draft_sizing import DraftSizing
 from jaxspec.reference_model import cache_root
 
 DEFAULT_WIDTHS = (1, 2, 3, 5, 9, 17)
+DEFAULT_CONTEXT = 128  # cached tokens before the measured window
 
 
 class CostCurve(NamedTuple):
@@ -48,7 +49,7 @@ class CostCurve(NamedTuple):
 
 
 def measure_forward_cost(
-    model, params, *, widths: Sequence[int] = DEFAULT_WIDTHS, batch_size: int = 1, context: int = 128,
+    model, params, *, widths: Sequence[int] = DEFAULT_WIDTHS, batch_size: int = 1, context: int = DEFAULT_CONTEXT,
     repeats: int = 20, seed: int = 0,
 ) -> CostCurve:
     """Median seconds of one forward over w new tokens, for each w, after `context` prompt tokens.
@@ -111,13 +112,14 @@ def curve_path(key: dict, cache_dir: Path | None = None) -> Path:
 
 
 def cost_curve(
-    model, params, *, batch_size: int, widths: Sequence[int], context: int = 128, repeats: int = 10,
-    cache_dir: Path | None = None, progress: Callable[[str], None] = lambda msg: None,
+    model, params, *, batch_size: int, widths: Sequence[int], context: int = DEFAULT_CONTEXT, repeats: int = 10,
+    cache_dir: Path | None = None, fresh: bool = False, progress: Callable[[str], None] = lambda msg: None,
 ) -> CostCurve:
-    """The forward-cost curve, measured on first use and read from disk after (keyed by `curve_key`)."""
+    """The forward-cost curve, measured on first use (or when `fresh`) and read from disk after (keyed by
+    `curve_key`)."""
     key = curve_key(model, params, batch_size=batch_size, widths=widths, context=context)
     path = curve_path(key, cache_dir)
-    if path.exists():
+    if path.exists() and not fresh:
         stored = json.loads(path.read_text())
         if stored["key"] == key:  # a hash collision would show here
             return CostCurve(tuple(stored["widths"]), tuple(stored["seconds"]), batch_size, context)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from jaxspec.cli import main
-from jaxspec.cost_model import DEFAULT_WIDTHS, curve_key, curve_path
+from jaxspec.cost_model import DEFAULT_CONTEXT, DEFAULT_WIDTHS, curve_key, curve_path
 from jaxspec.loading import load
 from tests.hf_factory import make_hf_model
 
@@ -123,7 +123,7 @@ def test_auto_draft_length_is_the_default_and_sized_from_the_cost(capsys, model_
     assert max(auto["accept_lengths"]) <= 17  # at most 16 drafts and the bonus token
     # The sizing came from this model's measured curve at batch 1, now on disk for the next call.
     lm = load(model_dir)
-    assert curve_path(curve_key(lm.model, lm.params, batch_size=1, widths=DEFAULT_WIDTHS, context=128)).exists()
+    assert curve_path(curve_key(lm.model, lm.params, batch_size=1, widths=DEFAULT_WIDTHS, context=DEFAULT_CONTEXT)).exists()
 
 
 def test_score_json(capsys, model_dir):
