@@ -26,10 +26,12 @@ from flax import struct
 
 from jaxspec.acceptance import accept_point_mass, accept_ratio
 from jaxspec.draft_sizing import DraftSizing
-from jaxspec.drafters.base import Context
+from jaxspec.errors import InputError
+from jaxspec.drafters.base import Context, Verified
 from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
 from jaxspec.sharding import ShardingPlan
+from jaxspec.tree import TreeShape, accept_tree_point_mass, tree_ratio_walk, tree_shape
 
 # Incremented each time the decode program is traced; tests use it to prove
 # that a new prompt of a known bucket reuses the compiled program.
@@ -91,23 +93,30 @@ def verify_widths(k: int) -> tuple[int, ...]:
     return tuple(sorted({w for w in (1, 2, 3, 5, 9, 17, 33) if w < k + 1} | {k + 1}))
 
 
-def verify_forward(model, params, window, cache, needed):
+def verify_forward(model, params, window, cache, needed, shape: TreeShape | None = None):
     """The target forward over the first w window tokens, w the smallest compiled width >= needed.
 
     Scoring costs grow with the window on memory-light hardware (on a CPU a
     9-token forward costs several 1-token ones), so a step verifies only as
     many tokens as some row actually drafted: a step where no row drafted costs
-    what a plain decoding step costs. Logits past w are zeros and never read:
-    every rule reads positions <= n_valid < w.
+    what a plain decoding step costs. Logits and hidden states past w are zeros
+    and never read: every rule reads positions <= n_valid < w. A tree's window
+    sits at positions lengths + depth and sees its ancestors only; its first w
+    entries are a tree too, since parents come before children.
+    Returns (logits [B, K+1, V], hidden [B, K+1, D], cache).
     """
     b, k1 = window.shape
     widths = verify_widths(k1 - 1)
 
     def width(w):
         def run(cache):
-            positions = cache.lengths[:, None] + jnp.arange(w)[None, :]
-            out = model.forward(params, window[:, :w], positions, cache)
-            return jnp.pad(out.logits, ((0, 0), (0, k1 - w), (0, 0))), out.cache
+            if shape is None:
+                positions, mask = cache.lengths[:, None] + jnp.arange(w)[None, :], None
+            else:
+                positions, mask = cache.lengths[:, None] + shape.depth[:, :w], shape.ancestors[:, :w, :w]
+            out = model.forward(params, window[:, :w], positions, cache, mask)
+            pad = ((0, 0), (0, k1 - w), (0, 0))
+            return jnp.pad(out.logits, pad), jnp.pad(out.hidden, pad), out.cache
 
         return run
 
@@ -115,6 +124,23 @@ def verify_forward(model, params, window, cache, needed):
         return width(k1)(cache)
     branch = jnp.searchsorted(jnp.asarray(widths), needed)
     return jax.lax.switch(branch, [width(w) for w in widths], cache)
+
+
+def accept(spec: DecodeSpec, rand: RowRandom, p, draft, n_valid, shape: TreeShape | None):
+    """(n_accepted [B], next_token [B], path [B, K+1] or None for a chain) by the draft's rule."""
+    greedy = spec.sampling.greedy
+    if shape is None:
+        if draft.probs is None:
+            return (*accept_point_mass(rand, p, draft.tokens, n_valid, greedy), None)
+        return (*accept_ratio(rand, p, draft.probs, draft.tokens, n_valid, greedy), None)
+    k = draft.tokens.shape[1]
+    valid = jnp.arange(k)[None, :] < n_valid[:, None]
+    if draft.valid is not None:
+        valid &= draft.valid
+    # Under greedy every distribution is a point mass, so drafts with q take the cheaper rule.
+    if draft.probs is None or greedy:
+        return accept_tree_point_mass(rand, p, draft.tokens, valid, shape, greedy)
+    return tree_ratio_walk(rand, p, draft.probs, draft.tokens, valid, shape)
 
 
 def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state: DecodeState) -> DecodeState:
@@ -134,18 +160,18 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         n_valid = sizing.limit(state.sizing_state, n_valid, active)
     last = jnp.take_along_axis(state.history, (state.seq_len - 1)[:, None], axis=1)
     window = jnp.concatenate([last, draft.tokens], axis=1)
-    logits, cache = verify_forward(model, params, window, state.cache, jnp.max(n_valid) + 1)
+    shape = None if draft.parents is None else tree_shape(draft.parents)
+    if shape is not None and sizing is not None:
+        raise InputError("draft sizing sizes chains; a tree drafter's budget is its tree size")
+    logits, hidden, cache = verify_forward(model, params, window, state.cache, jnp.max(n_valid) + 1, shape)
 
     p = target_distribution(logits, spec.sampling)
-    greedy = spec.sampling.greedy
-    # Window index i decides the token at history position seq_len + i.
+    # Window index i decides the token at history position seq_len + depth(i).
     rand = RowRandom(state.seeds, state.seq_len)
-    if draft.probs is None:
-        n_accepted, next_token = accept_point_mass(rand, p, draft.tokens, n_valid, greedy)
-    else:
-        n_accepted, next_token = accept_ratio(rand, p, draft.probs, draft.tokens, n_valid, greedy)
+    n_accepted, next_token, path = accept(spec, rand, p, draft, n_valid, shape)
+    kept = draft.tokens if path is None else jnp.take_along_axis(window, path[:, 1:], axis=1)
 
-    tokens = _emitted(draft.tokens, n_accepted, next_token)
+    tokens = _emitted(kept, n_accepted, next_token)
     count, finished = _emit_count(tokens, n_accepted, state.seq_len - state.prompt_len, state.stop_ids, spec)
     count = jnp.where(active, count, 0)
     history = state.history.at[rows, state.seq_len[:, None] + jnp.arange(k + 1)[None, :]].set(tokens, mode="drop")
@@ -153,7 +179,7 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         jnp.where(active, count, state.accept_lengths[rows[:, 0], state.calls]), mode="drop"
     )
     new = state.replace(
-        cache=cache.commit(jnp.where(active, n_accepted + 1, 0)),
+        cache=cache.commit(jnp.where(active, n_accepted + 1, 0), path),
         history=history,
         seq_len=state.seq_len + count,
         done=state.done | (active & finished),
@@ -161,7 +187,9 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         accept_lengths=accept_lengths,
         sizing_state=None if sizing is None else sizing.observe(state.sizing_state, n_valid, n_accepted),
     )
-    return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), n_accepted))
+    chain = jnp.broadcast_to(jnp.arange(k + 1, dtype=jnp.int32), (b, k + 1))
+    verified = Verified(n_accepted, next_token, chain if path is None else path, hidden)
+    return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), verified))
 
 
 def run_decode(

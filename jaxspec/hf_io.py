@@ -41,14 +41,14 @@ def _is_kernel(path: tuple[str, ...]) -> bool:
 
 def flat_paths(tree) -> list[tuple[str, ...]]:
     """Every leaf's path as a tuple of keys, e.g. ("layers_3", "self_attn", "q_proj", "kernel")."""
-    return list(_flat(tree))
+    return list(flatten(tree))
 
 
-def _flat(tree) -> dict[tuple[str, ...], Any]:
+def flatten(tree) -> dict[tuple[str, ...], Any]:
     return {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def _unflat(flat: dict[tuple[str, ...], Any]) -> dict:
+def unflatten(flat: dict[tuple[str, ...], Any]) -> dict:
     out: dict = {}
     for path, leaf in flat.items():
         node = out
@@ -142,11 +142,11 @@ def place_tensors(where: str, model, abstract_params, present: set[str], read, d
     `present` names what the source holds; `read(names)` yields (name, array) for those names.
     Names what is missing, extra or misshapen, whatever the source format.
     """
-    expected = {model.hf_tensor_name(p): p for p in _flat(abstract_params)}
+    expected = {model.hf_tensor_name(p): p for p in flatten(abstract_params)}
     check_tensor_names(where, missing=set(expected) - present,
                        extra={n for n in present - set(expected) if n not in model.hf_aliases and not _IGNORED.match(n)})
 
-    abstract = _flat(abstract_params)
+    abstract = flatten(abstract_params)
     flat = {}
     for name, tensor in read(sorted(expected)):
         path = expected[name]
@@ -156,14 +156,14 @@ def place_tensors(where: str, model, abstract_params, present: set[str], read, d
             raise CheckpointError(f"{where}: tensor {name} has shape {list(tensor.shape)}, expected {list(hf_shape)}")
         value = tensor.T if _is_kernel(path) else tensor
         flat[path] = value.astype(dtype) if dtype is not None else value
-    return _unflat(flat)
+    return unflatten(flat)
 
 
 def save_hf(out_dir: Path, model, params, hf_config: dict, side_files: Mapping[str, bytes], dtype_name: str) -> None:
     """Writes a directory that transformers' from_pretrained loads (atomically), with `side_files`
     (file name → content: tokenizer, generation config) beside the weights."""
     tensors = {}
-    for path, leaf in _flat(params).items():
+    for path, leaf in flatten(params).items():
         value = jnp.asarray(leaf)
         tensors[model.hf_tensor_name(path)] = jnp.asarray(value.T if _is_kernel(path) else value)
     config = dict(hf_config)

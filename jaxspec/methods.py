@@ -9,12 +9,18 @@ import numpy as np
 
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
+from jaxspec.drafters.medusa import Medusa
 from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.errors import InputError
 from jaxspec.generate import bucket
+from jaxspec.heads_io import LoadedHeads, check_target
 from jaxspec.sampling import SamplingConfig
+from jaxspec.static_tree import grow, prior_accuracy
 
-METHODS = ("autoregressive", "draft-model", "prompt-lookup")
+METHODS = ("autoregressive", "draft-model", "prompt-lookup", "medusa")
+# Methods that verify a tree: their node budget is --tree-size, not a draft length.
+TREE_METHODS = ("medusa",)
+DEFAULT_TREE_SIZE = 16
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
 DEFAULT_DRAFT_TOKENS = {"draft-model": 4, "prompt-lookup": 8}
 # num_draft_tokens="auto": the most drafts a step may verify; the cost model picks fewer per row and step.
@@ -35,12 +41,18 @@ def build_drafter(
     adaptive: AdaptiveDraft | None = None,
     ngram: int = 3,
     reference_ids: Sequence[int] | None = None,
+    heads: LoadedHeads | None = None,
+    target: tuple[Any, Any] | None = None,
+    tree_size: int | None = None,
 ):
-    """Returns (drafter, drafter_params) for generate()."""
+    """Returns (drafter, drafter_params) for generate(). A head method needs `heads` (jaxspec.heads_io) and
+    `target` = (model, params): the heads project through the target's output embedding."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method == "autoregressive":
         return Autoregressive(), None
+    if method in TREE_METHODS:
+        return _head_drafter(method, heads, target, DEFAULT_TREE_SIZE if tree_size is None else tree_size)
     k = DEFAULT_DRAFT_TOKENS[method] if num_draft_tokens is None else num_draft_tokens
     if int(k) != k or k < 1:
         raise InputError(f"num-draft-tokens must be >= 1, got {k}")
@@ -72,6 +84,21 @@ def build_drafter(
     return PromptLookup(int(k), int(ngram)), reference
 
 
+def _head_drafter(method: str, heads: LoadedHeads | None, target, tree_size: int):
+    if heads is None:
+        raise InputError(f"method {method} needs draft heads (--heads DIR, made by jaxspec-train heads)")
+    if int(tree_size) != tree_size or tree_size < 1:
+        raise InputError(f"tree size must be >= 1, got {tree_size}")
+    model, params = target
+    check_target(heads.heads.config, model, heads.source)
+    config = heads.heads.config
+    accuracy = config.accuracy or prior_accuracy(config.num_heads)
+    embedding = model.output_embedding(params)
+    if heads.draft_ids is not None:
+        embedding = embedding[heads.draft_ids]
+    return Medusa(heads.heads, grow(accuracy, int(tree_size))), (heads.params, embedding, heads.draft_ids)
+
+
 def drafts_to_build(method: str, num_draft_tokens: int | str | None) -> int | None:
     """K for build_drafter: "auto" builds the method's largest; an int is taken as given."""
     if num_draft_tokens == AUTO:
@@ -85,7 +112,7 @@ def auto_sizing(
 ):
     """The cost-model sizing for num_draft_tokens="auto" (None otherwise, and for plain decoding): the
     target's measured forward cost per width at this batch size, and the draft model's step cost."""
-    if num_draft_tokens != AUTO or method == "autoregressive":
+    if num_draft_tokens != AUTO or method == "autoregressive" or method in TREE_METHODS:
         return None
     from jaxspec.cost_model import draft_sizing
 

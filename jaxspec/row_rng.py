@@ -73,3 +73,13 @@ class RowRandom(NamedTuple):
     def keys_at(self, stream: int, index: jax.Array) -> jax.Array:
         """Keys [B] for window index index[b] of each row."""
         return keys(self.seeds, (self.start + index)[:, None], stream)[:, 0]
+
+    def keys_for(self, stream: int, index: jax.Array) -> jax.Array:
+        """Keys [B, N] for window indices index[b, n] (a tree's nodes: several may share an index)."""
+        return keys(self.seeds, self.start[:, None] + index, stream)
+
+    def node_keys(self, stream: int, index: jax.Array) -> jax.Array:
+        """Keys [B, T] for tree nodes at window indices index[b, i], distinct per node i even where
+        siblings share an index (their ratio tests must be independent)."""
+        folded = jax.vmap(lambda row: jax.vmap(jax.random.fold_in)(row, jnp.arange(row.shape[0])))
+        return folded(self.keys_for(stream, index))

@@ -302,6 +302,12 @@ class CausalLM:
     def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
         return decoder_only_start(self, params, prompts, prompt_len, new_slots, constrain)
 
+    def output_embedding(self, params) -> jax.Array:
+        """[V, D]: the rows the final hidden state is scored against (before the logit softcap)."""
+        if self.config.tie_word_embeddings:
+            return params["embed_tokens"]["embedding"]
+        return params["lm_head"]["kernel"].T
+
     def sequence_logits(self, params, tokens) -> jax.Array:
         """Causal logits [B, T, V] for whole sequences (training, scoring): a throwaway cache of length T."""
         b, t = tokens.shape

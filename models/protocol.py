@@ -11,6 +11,8 @@ Every model object (decoder-only or encoder-decoder) offers:
     start(params, prompts, prompt_len, new_slots, constrain=None) -> Start
     for_checkpoint(tensor_names) -> model        the model that runs a checkpoint holding these (Hugging Face)
                                                  tensors, where the config leaves a choice open (a T5's tied head)
+    output_embedding(params) -> [V, D]           the rows the final hidden state is scored against: draft
+                                                 heads project through them (models/medusa.py)
 
 `start` turns the user's prompts into the state the decode loop begins from.
 For a decoder-only model the prompt is the decoder's own prefix: it is

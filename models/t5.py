@@ -412,6 +412,12 @@ class T5Model:
     def forward(self, params, tokens, positions, cache: CrossCache, window_mask=None) -> ModelOutput:
         return self.module.apply({"params": params}, tokens, positions, cache, window_mask, method=T5.decode)
 
+    def output_embedding(self, params) -> jax.Array:
+        """[V, D]: the rows the decoder's final hidden state is scored against (before its output scale)."""
+        if self.config.tie_word_embeddings:
+            return params["shared"]["embedding"]
+        return params["lm_head"]["kernel"].T
+
     def sequence_logits(self, params, decoder_tokens, source, source_len) -> jax.Array:
         """Teacher-forced logits [B, T, V] (training, scoring); decoder_tokens begin with the start token."""
         return self.module.apply({"params": params}, source, source_len, decoder_tokens)

@@ -388,6 +388,12 @@ class T5Gemma:
     def forward(self, params, tokens, positions, cache: CrossCache, window_mask=None) -> ModelOutput:
         return self.module.apply({"params": params}, tokens, positions, cache, window_mask, method=T5GemmaModule.decode)
 
+    def output_embedding(self, params) -> jax.Array:
+        """[V, D]: the rows the decoder's final hidden state is scored against (before the logit softcap)."""
+        if self.config.tie_word_embeddings:
+            return params["decoder"]["embed_tokens"]["embedding"]
+        return params["lm_head"]["out_proj"]["kernel"].T
+
     def sequence_logits(self, params, decoder_tokens, source, source_len) -> jax.Array:
         """Teacher-forced logits [B, T, V]: decoder_tokens[:, 0] is the start token, logits[:, t] predict t + 1."""
         b, t = decoder_tokens.shape

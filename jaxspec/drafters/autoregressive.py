@@ -20,5 +20,5 @@ class Autoregressive:
         b = ctx.seq_len.shape[0]
         return Draft(jnp.zeros((b, 0), jnp.int32), jnp.zeros((b,), jnp.int32), None), state
 
-    def update(self, params, state, ctx: Context, n_accepted):
+    def update(self, params, state, ctx: Context, verified):
         return state

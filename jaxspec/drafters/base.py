@@ -15,6 +15,19 @@ class Draft(NamedTuple):
     tokens: jax.Array  # [B, K] int32
     n_valid: jax.Array  # [B] int32: drafts past this index are ignored
     probs: jax.Array | None  # [B, K, V] the draft distribution q, or None for point-mass drafts
+    # A tree (jaxspec/tree.py): parents[b, i] is node i's parent node, -1 under the last emitted token;
+    # nodes sorted by depth. None: a chain, parents i - 1.
+    parents: jax.Array | None = None  # [B, K] int32
+    valid: jax.Array | None = None  # [B, K] bool: a tree's nodes that exist (besides index < n_valid)
+
+
+class Verified(NamedTuple):
+    """What the target computed in a step, handed to the drafter's update."""
+
+    n_accepted: jax.Array  # [B] drafts kept (0 for a row that was already done)
+    next_token: jax.Array  # [B] the token the rule emitted after them
+    path: jax.Array  # [B, K + 1] window indices of the kept tokens by depth (a chain: 0, 1, 2, ...)
+    hidden: jax.Array  # [B, K + 1, D] the target's final hidden state at each window index
 
 
 class Context(NamedTuple):
@@ -46,5 +59,7 @@ class Drafter(Protocol):
         drafter that samples draws it with `row_rng.keys(ctx.seeds, positions, row_rng.DRAFT)`, so that
         a row's drafts never depend on the other rows."""
 
-    def update(self, params, state, ctx: Context, n_accepted: jax.Array) -> Any:
-        """Called after the step's commit; ctx already holds the newly emitted tokens."""
+    def update(self, params, state, ctx: Context, verified: Verified) -> Any:
+        """Called after the step's commit; ctx already holds the newly emitted tokens. The token after
+        window index verified.path[b, n_accepted[b]] is next_token: a head drafter reads the hidden state
+        there."""

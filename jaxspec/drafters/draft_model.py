@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxspec import row_rng
-from jaxspec.drafters.base import Context, Draft
+from jaxspec.drafters.base import Context, Draft, Verified
 from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
 
@@ -123,7 +123,8 @@ class DraftModel:
         n_valid = jnp.minimum(n_valid, state.length)
         return Draft(tokens, n_valid, probs), state.replace(cache=cache, n_valid=n_valid)
 
-    def update(self, params, state: DraftModelState, ctx: Context, n_accepted):
+    def update(self, params, state: DraftModelState, ctx: Context, verified: Verified):
+        n_accepted = verified.n_accepted
         pending = (n_accepted == state.n_valid) & (state.n_valid > 0)
         # The target cache now holds seq_len - 1 tokens; the draft holds the same, or one fewer if pending.
         cache = state.cache.with_lengths(ctx.seq_len - 1 - pending.astype(jnp.int32))

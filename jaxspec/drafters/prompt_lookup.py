@@ -84,5 +84,5 @@ class PromptLookup:
         n_valid = jnp.where(best_n > 0, jnp.clip(available, 0, k), 0).astype(jnp.int32)
         return Draft(tokens.astype(jnp.int32), n_valid, None), state
 
-    def update(self, params, state, ctx: Context, n_accepted):
+    def update(self, params, state, ctx: Context, verified):
         return state

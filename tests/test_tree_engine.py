@@ -1,0 +1,208 @@
+"""Tree drafts through the one loop: greedy exactness, sampled draws equal plain sampling's, cache equality.
+
+`OracleTree` is a test drafter that fills a static tree from the plain greedy
+output: at each depth the true next token sits at a rank that varies with the
+row and position (sometimes at no node at all), the other nodes carry decoys.
+So steps accept deep paths, sibling paths and nothing, in every mix across a
+ragged batch, without any model having to be good at drafting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxspec import SamplingConfig, generate
+from jaxspec.decode_loop import DecodeSpec, run_decode
+from jaxspec.drafters import Autoregressive
+from jaxspec.drafters.base import Context, Draft
+from jaxspec.errors import CheckpointError, InputError
+from jaxspec.generate import _pad
+from jaxspec.heads_io import LoadedHeads, load_heads, save_heads, target_fields
+from jaxspec.methods import build_drafter
+from jaxspec.static_tree import StaticTree, grow, prior_accuracy
+from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
+from tests.random_models import VOCAB, random_model, random_t5gemma
+
+TREE = grow(prior_accuracy(4, 3), 12)
+
+
+@dataclasses.dataclass(frozen=True)
+class OracleTree:
+    tree: StaticTree
+    vocab: int
+
+    @property
+    def num_draft_tokens(self) -> int:
+        return self.tree.size
+
+    def init(self, params, prompts, prompt_len, new_slots):
+        return ()
+
+    def propose(self, params, state, ctx: Context):
+        """params: [B, H] each row's plain greedy history (prompt, then output)."""
+        b, t = ctx.seq_len.shape[0], self.tree.size
+        depth, rank = jnp.asarray(self.tree.depth)[None, :], jnp.asarray(self.tree.rank)[None, :]
+        pos = ctx.seq_len[:, None] + depth - 1  # the history position the node's token would take
+        truth = jnp.take_along_axis(params, jnp.clip(pos, 0, params.shape[1] - 1), axis=1)
+        truth_rank = (pos * 7 + jnp.arange(b)[:, None] * 3) % 5  # rank 4 is at no node
+        tokens = jnp.where(rank == truth_rank, truth, (truth + 1 + rank) % self.vocab)
+        parents = jnp.broadcast_to(jnp.asarray(self.tree.parents, jnp.int32), (b, t))
+        return Draft(tokens.astype(jnp.int32), jnp.full((b,), t, jnp.int32), None, parents, jnp.ones((b, t), bool)), state
+
+    def update(self, params, state, ctx, verified):
+        return state
+
+
+def _histories(prompts, plain, width=128):
+    out = np.zeros((len(prompts), width), np.int32)
+    for i, (p, g) in enumerate(zip(prompts, plain)):
+        row = list(p) + g.output_ids
+        out[i, : len(row)] = row
+    return jnp.asarray(out)
+
+
+@st.composite
+def scenarios(draw):
+    seed = draw(st.integers(0, 10_000))
+    layers = draw(st.integers(1, 2))
+    kv_heads = draw(st.sampled_from([1, 2, 4]))
+    window = draw(st.sampled_from([None, 4]))  # 4: shorter than most prompts and than the tree's window
+    batch = draw(st.integers(1, 4))
+    prompt_lengths = draw(st.lists(st.integers(1, 16), min_size=batch, max_size=batch))
+    max_new = draw(st.integers(5, 23))  # the budget ends mid-path as often as not
+    return seed, layers, kv_heads, window, prompt_lengths, max_new
+
+
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_greedy_tree_equals_plain_greedy(scenario):
+    seed, layers, kv_heads, window, prompt_lengths, max_new = scenario
+    model, params = random_model(seed, layers, 32, 4, kv_heads, window)
+    rs = np.random.RandomState(seed)
+    prompts = [rs.randint(0, VOCAB, size=n).tolist() for n in prompt_lengths]
+    plain = generate(model, params, prompts, max_new_tokens=max_new)
+    stop = plain[0].output_ids[len(plain[0].output_ids) // 2]  # a stop token that lands mid-tree
+    plain = generate(model, params, prompts, max_new_tokens=max_new, stop_ids=[stop])
+    tree = generate(model, params, prompts, max_new_tokens=max_new, stop_ids=[stop],
+                    drafter=OracleTree(TREE, VOCAB), drafter_params=_histories(prompts, plain))
+    for a, b in zip(plain, tree):
+        assert b.output_ids == a.output_ids
+        assert sum(b.accept_lengths) == len(b.output_ids)
+        assert all(1 <= n <= max(TREE.depth) + 1 for n in b.accept_lengths)
+    assert max(max(g.accept_lengths) for g in tree) >= 3 or max(len(g.output_ids) for g in tree) < 4
+
+
+def test_encoder_decoder_tree_equals_plain_greedy():
+    model, params = random_t5gemma(3, 2, 4.0)
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    plain = generate(model, params, prompts, max_new_tokens=14)
+    hist = np.zeros((3, 64), np.int32)
+    for i, g in enumerate(plain):  # an encoder-decoder's history is the decoder's: its start token, then output
+        row = [model.config.decoder_start_token_id] + g.output_ids
+        hist[i, : len(row)] = row
+    tree = generate(model, params, prompts, max_new_tokens=14, drafter=OracleTree(TREE, model.vocab_size),
+                    drafter_params=jnp.asarray(hist))
+    assert [g.output_ids for g in tree] == [g.output_ids for g in plain]
+    assert max(max(g.accept_lengths) for g in tree) >= 3
+
+
+def test_cache_after_tree_commits_equals_cache_after_plain():
+    model, params = random_model(5, 2, 48, 4, 2, window=4)
+    prompts = [[3, 4, 5, 6, 7], [8, 9]]
+    plain_out = generate(model, params, prompts, max_new_tokens=12)
+    tokens, lengths = map(jnp.asarray, _pad(prompts))
+    spec = DecodeSpec(12, SamplingConfig())
+    stops = jnp.full((1,), -1, jnp.int32)
+
+    def final(drafter, dparams):
+        return jax.jit(run_decode, static_argnums=(0, 1, 2))(
+            model, drafter, spec, params, dparams, tokens, lengths, stops, jnp.zeros((2,), jnp.uint32)
+        )
+
+    plain = final(Autoregressive(), None)
+    fast = final(OracleTree(TREE, VOCAB), _histories(prompts, plain_out))
+    np.testing.assert_array_equal(np.asarray(plain.seq_len), np.asarray(fast.seq_len))
+    assert int(jnp.max(fast.accept_lengths)) >= 3  # paths through the tree were committed
+    for b, n in enumerate(np.asarray(plain.seq_len) - 1):
+        for a, c in zip(plain.cache.keys, fast.cache.keys):
+            np.testing.assert_allclose(np.asarray(a[b, ..., :n]), np.asarray(c[b, ..., :n]), atol=2e-5, rtol=1e-5)
+        for a, c in zip(plain.cache.values, fast.cache.values):
+            np.testing.assert_allclose(np.asarray(a[b, :, :n]), np.asarray(c[b, :, :n]), atol=2e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- Medusa heads
+
+
+def _random_heads(model, seed=0, num_heads=3, scale=0.5, **config):
+    cfg = HeadsConfig(kind=MEDUSA, num_heads=num_heads, num_layers=1, **target_fields(model), **config)
+    heads = MedusaHeads(cfg)
+    params = heads.init_params(jax.random.key(seed))
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    params = tree.unflatten([x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    return LoadedHeads(heads, params, None, "random")
+
+
+def _medusa(model, params, heads, batch, tree_size, sampling=SamplingConfig()):
+    return build_drafter("medusa", batch=batch, sampling=sampling, target_vocab=model.vocab_size, heads=heads,
+                         target=(model, params), tree_size=tree_size)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_wide_tree_and_batch_give_what_one_node_and_batch_one_give(temperature):
+    """SGLang's test: batch 3 with a 12-node tree, row by row with a 1-node tree, and plain decoding all
+    emit the same tokens; under sampling too, since a point-mass tree emits the target's own draws."""
+    model, params = random_model(7, 2, 32, 4, 2, scale=12.0 if temperature == 0 else 3.0)
+    heads = _random_heads(model)
+    prompts = [[1, 2, 3, 4, 5], [7, 8], [3, 9, 3, 9, 3, 9, 3, 9, 3]]
+    sampling = SamplingConfig(temperature=temperature)
+    wide = generate(model, params, prompts, max_new_tokens=20, sampling=sampling, seed=[11, 12, 13],
+                    drafter=(d := _medusa(model, params, heads, 3, 12, sampling))[0], drafter_params=d[1])
+    for i, prompt in enumerate(prompts):
+        d = _medusa(model, params, heads, 1, 1, sampling)
+        one = generate(model, params, [prompt], max_new_tokens=20, sampling=sampling, seed=[11 + i],
+                       drafter=d[0], drafter_params=d[1])[0]
+        plain = generate(model, params, [prompt], max_new_tokens=20, sampling=sampling, seed=[11 + i])[0]
+        assert wide[i].output_ids == one.output_ids == plain.output_ids
+
+
+def test_heads_directory_round_trip_and_bad_heads(tmp_path):
+    model, params = random_model(8, 2, 32, 4, 2)
+    heads = _random_heads(model, num_heads=2)
+    save_heads(tmp_path / "heads", heads.heads, heads.params)
+    loaded = load_heads(tmp_path / "heads", model)
+    for a, b in zip(jax.tree_util.tree_leaves(heads.params), jax.tree_util.tree_leaves(loaded.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    other, _ = random_model(8, 3, 48, 4, 2)
+    with pytest.raises(CheckpointError, match="hidden size 32, but this target has 48"):
+        load_heads(tmp_path / "heads", other)
+    with pytest.raises(CheckpointError, match="no such heads directory"):
+        load_heads(tmp_path / "missing", model)
+    with pytest.raises(InputError, match="needs draft heads"):
+        _medusa(model, params, None, 1, 4)
+    with pytest.raises(InputError, match="tree size"):
+        _medusa(model, params, heads, 1, 0)
+
+
+def test_a_reduced_draft_vocabulary_drafts_only_its_ids():
+    model, params = random_model(9, 2, 32, 4, 2)
+    ids = jnp.asarray([3, 5, 8, 13, 21, 34], jnp.int32)
+    heads = _random_heads(model, draft_vocab=len(ids))
+    heads = dataclasses.replace(heads, draft_ids=ids)
+    drafter, dparams = _medusa(model, params, heads, 2, 8)
+    state = drafter.init(dparams, jnp.zeros((2, 3), jnp.int32), None, 0)
+    state = state.replace(hidden=jax.random.normal(jax.random.key(0), state.hidden.shape), ready=jnp.ones((2,), bool))
+    ctx = Context(jnp.zeros((2, 8), jnp.int32), jnp.full((2,), 3), jnp.full((2,), 3), jnp.zeros((2,), bool),
+                  jnp.zeros((2,), jnp.uint32))
+    draft, _ = drafter.propose(dparams, state, ctx)
+    assert set(np.asarray(draft.tokens).ravel().tolist()) <= set(np.asarray(ids).tolist())
+    plain = generate(model, params, [[1, 2, 3]], max_new_tokens=12)[0]
+    d = _medusa(model, params, heads, 1, 8)
+    assert generate(model, params, [[1, 2, 3]], max_new_tokens=12, drafter=d[0], drafter_params=d[1])[0].output_ids == plain.output_ids
