@@ -42,15 +42,16 @@ def _timing_fields(timings: list[Timing]) -> dict:
     return dict(wall_time=statistics.median(seconds), wall_times=seconds, other_load=max(t.other_load for t in timings))
 
 
-def run_jaxspec(args, method, lm, draft, prompts):
-    sampling = SamplingConfig()
+def run_jaxspec(args, method, lm, draft, prompts, sampling: SamplingConfig = SamplingConfig()):
+    """Each --batch-size batch of prompts decoded by `method`, timed; one record per prompt. Seeded: a
+    sampled run draws the same tokens on every repeat."""
     records, warmed = [], set()
     for start in range(0, len(prompts), args.batch_size):
         batch = prompts[start : start + args.batch_size]
         drafter, drafter_params, sizing = method_drafter(args, method, lm, len(batch), sampling, draft)
         run = lambda: generate(
-            lm.model, lm.params, batch, max_new_tokens=args.max_new_tokens, stop_ids=lm.eos_ids,
-            drafter=drafter, drafter_params=drafter_params, sizing=sizing,
+            lm.model, lm.params, batch, max_new_tokens=args.max_new_tokens, sampling=sampling, seed=start,
+            stop_ids=lm.eos_ids, drafter=drafter, drafter_params=drafter_params, sizing=sizing,
         )
         shape = (len(batch), bucket(max(len(p) for p in batch)))
         if shape not in warmed:

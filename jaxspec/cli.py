@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
-from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, METHODS
+from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, DEFAULT_TREE_SIZE, METHODS, TREE_METHODS
 
 # The adaptive-draft thresholds --adaptive-draft turns on.
 ADAPTIVE = AdaptiveDraft(min_confidence=0.3, max_reject_prob=0.8)
@@ -169,6 +169,12 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         f"estimated rejection chance > {ADAPTIVE.max_reject_prob}, and adapt K between steps",
     )
     p.add_argument("--ngram", type=int, default=3, help="prompt lookup: longest n-gram to match")
+    p.add_argument("--heads", metavar="DIR", help="draft heads for --method medusa (made by jaxspec-train heads)")
+    p.add_argument(
+        "--tree-size", type=int, default=None, metavar="N",
+        help=f"head methods: nodes of the static draft tree, grown from the heads' measured accuracies "
+        f"(default {DEFAULT_TREE_SIZE})",
+    )
     p.add_argument("--reference", metavar="FILE", help="prompt lookup: also copy from this text file")
 
 
@@ -256,6 +262,11 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
 
     if method == "draft-model" and draft is None:
         draft = load_draft(args, args.dtype)
+    heads = None
+    if method in TREE_METHODS and args.heads:
+        from jaxspec.heads_io import load_heads
+
+        heads = load_heads(args.heads, lm.model)
     reference = None
     if args.reference:
         if lm.tokenizer is None:
@@ -276,6 +287,9 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         adaptive=ADAPTIVE if args.adaptive_draft else None,
         ngram=args.ngram,
         reference_ids=reference,
+        heads=heads,
+        target=(lm.model, lm.params),
+        tree_size=args.tree_size,
     )
     sizing = auto_sizing(
         method, args.num_draft_tokens, drafter, lm.model, lm.params, batch,

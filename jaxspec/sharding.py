@@ -48,6 +48,9 @@ _PARAM_AXES = {
     ("q_norm", "scale"): ("head_dim",),
     ("k_norm", "scale"): ("head_dim",),
     ("lm_head", "kernel"): ("embed", "vocab"),
+    # Medusa's ResBlocks (models/medusa.py): D -> D, the output side like an MLP's hidden.
+    ("res_block", "kernel"): ("embed", "mlp"),
+    ("res_block", "bias"): ("mlp",),
 }
 # The KV cache's layouts (models/kv_cache.py): keys [B, KVH, Dh, S], values [B, KVH, S, Dh].
 KEY_AXES = ("batch", "kv_heads", "head_dim", "length")

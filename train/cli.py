@@ -48,7 +48,10 @@ def _model_args(p: argparse.ArgumentParser, hidden: int, layers: int, heads: int
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset directory made by `jaxspec-train data`")
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics); resumes if it has checkpoints")
-    p.add_argument("--export", type=Path, help="Hugging Face directory for the final params (default: OUT/hf)")
+    p.add_argument(
+        "--export", type=Path,
+        help="directory for the final params: a Hugging Face model (default: OUT/hf), or heads (default: OUT/heads)",
+    )
     p.add_argument("--export-dtype", default="float32", choices=("float32", "bfloat16"))
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=1000)
@@ -110,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, required=True, help="the encoder-decoder model directory to start from")
     p.add_argument("--min-prefix", type=float, default=0.25, help="shortest source, as a share of each packed row")
     p.add_argument("--max-prefix", type=float, default=0.75, help="longest source, as a share of each packed row")
+    _train_args(p)
+
+    p = sub.add_parser("heads", help="train draft heads (Medusa) on a frozen target's own distributions")
+    p.add_argument("--kind", choices=("medusa",), default="medusa")
+    p.add_argument("--model", type=Path, required=True, help="the target's model directory (same tokenizer as --data)")
+    p.add_argument("--num-heads", type=int, default=3, help="heads: head k guesses the token k + 2 places ahead")
+    p.add_argument("--num-layers", type=int, default=1, help="ResBlocks per head")
+    p.add_argument(
+        "--draft-vocab", type=int, metavar="N",
+        help="draft from the N most frequent ids of the training data only (cheap heads for large vocabularies)",
+    )
     _train_args(p)
 
     p = sub.add_parser("eval", help="held-out loss of a saved model (and KL / agreement against a teacher)")
@@ -265,6 +279,36 @@ def _cmd_prefix_lm(a) -> None:
     _report(result, export)
 
 
+def _cmd_heads(a) -> None:
+    from jaxspec.heads_io import target_fields
+    from jaxspec.loading import load
+    from models.medusa import HeadsConfig
+    from train.dataset import open_dataset
+    from train.heads import HeadsObjective, most_frequent_ids
+    from train.trainer import train
+
+    plan = _join_and_plan(a)
+    data = open_dataset(a.data)
+    target = load(a.model, dtype="float32")
+    if target.model.is_encoder_decoder:
+        raise TrainingError(f"{a.model}: draft heads train on decoder-only targets")
+    _check_tokenizer(a.model, data)
+    if a.num_heads < 1 or a.num_layers < 1:
+        raise TrainingError("--num-heads and --num-layers must be >= 1")
+    fields = target_fields(target.model)
+    ids = None
+    if a.draft_vocab is not None:
+        if not 1 <= a.draft_vocab <= fields["vocab_size"]:
+            raise TrainingError(f"--draft-vocab must be in [1, {fields['vocab_size']}], got {a.draft_vocab}")
+        ids = most_frequent_ids(data.train, a.draft_vocab, fields["vocab_size"])
+    config = HeadsConfig(kind=a.kind, num_heads=a.num_heads, num_layers=a.num_layers, draft_vocab=a.draft_vocab, **fields)
+    objective = HeadsObjective(config, str(a.model), ids)
+    export = a.export or a.out / "heads"
+    result = train(a.out, target.hf_config, data, _run_config(a), export, plan=plan, custom_objective=objective,
+                   frozen_params=target.params)
+    _report(result, export)
+
+
 def _cmd_eval(a) -> None:
     from train.evaluate import evaluate_saved
 
@@ -288,6 +332,7 @@ COMMANDS = {
     "lm": _cmd_lm,
     "distill": _cmd_distill,
     "prefix-lm": _cmd_prefix_lm,
+    "heads": _cmd_heads,
     "eval": _cmd_eval,
     "plot": _cmd_plot,
 }

@@ -129,20 +129,25 @@ def train(
     plan: ShardingPlan | None = None,
     custom_objective=None,
     init: LoadedModel | None = None,
+    frozen_params=None,
 ) -> dict:
     """Trains (or resumes) to rc.steps, exports to export_dir, returns the last train and eval metrics.
 
     With a plan, on its mesh; jaxspec.distributed.initialize must have run first in a multi-process run.
     `custom_objective` (an object with `name` and `loss_fn(model, z_loss)`, e.g. train.seq2seq.PrefixLM)
     replaces the causal LM loss, for a model of any family; `init` (loaded in float32) supplies the
-    starting params instead of a random initialisation.
+    starting params instead of a random initialisation. An objective that trains something other than
+    the model of `hf_config` (train.heads.HeadsObjective: heads on a frozen target) also has
+    `init_params(key)` and `export(export_dir, params, metrics)`, and gets the frozen model's params as
+    `frozen_params`.
     """
     _check(rc)
     run_dir = Path(run_dir)
     primary = is_primary()
     model = build_model(hf_config, rc.compute_dtype)
     if custom_objective is not None:
-        objective, loss_fn, frozen = custom_objective.name, custom_objective.loss_fn(model, rc.z_loss), None
+        objective, loss_fn = custom_objective.name, custom_objective.loss_fn(model, rc.z_loss)
+        frozen = frozen_params
     elif model.is_encoder_decoder:
         raise TrainingError("an encoder-decoder model trains with an objective of its own (jaxspec-train prefix-lm)")
     elif teacher is None:
@@ -155,7 +160,13 @@ def train(
 
     def fresh_state():
         init_key, rng = jax.random.split(jax.random.PRNGKey(rc.seed))
-        return init_state(model.init_params(init_key) if init is None else init.params, optimizer, rng)
+        if init is not None:
+            params = init.params
+        elif hasattr(custom_objective, "init_params"):
+            params = custom_objective.init_params(init_key)
+        else:
+            params = model.init_params(init_key)
+        return init_state(params, optimizer, rng)
 
     abstract_state = jax.eval_shape(fresh_state)
     micro = rc.batch_size // rc.accum
@@ -226,6 +237,8 @@ def train(
         if log is not None:
             log.close()
     params = placement.host_params(state["params"])
-    if primary:
+    if primary and hasattr(custom_objective, "export"):
+        custom_objective.export(export_dir, params, {**last_train, **last_eval})
+    elif primary:
         export_hf(export_dir, params, hf_config, dataset.tokenizer_file, rc.export_dtype)
     return {"step": rc.steps, **last_train, **last_eval}

@@ -1,0 +1,102 @@
+"""`jaxspec-train heads` and `jaxspec generate --method medusa`: training raises the heads' accuracy, the
+exported directory loads and drafts, greedy output stays exact, bad heads are one clear line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxspec import generate, load
+from jaxspec.cli import main as cli_main
+from jaxspec.heads_io import load_heads
+from jaxspec.methods import build_drafter
+from jaxspec.sampling import SamplingConfig
+from train.cli import main
+from train.dataset import open_dataset
+from train.heads import most_frequent_ids
+from train.metrics import read_metrics
+
+from tests.test_train_data import TINY_MODEL, one_error_line
+
+SCHEDULE = ["--warmup", "4", "--batch-size", "8", "--eval-batches", "4", "--save-every", "1000"]
+
+
+@pytest.fixture(scope="module")
+def target_dir(data_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("target") / "run"
+    argv = ["lm", "--data", str(data_dir), "--out", str(run), *TINY_MODEL, *SCHEDULE, "--lr", "1e-2", "--steps", "60"]
+    assert main(argv) == 0
+    return run / "hf"
+
+
+@pytest.fixture(scope="module")
+def heads_run(data_dir, target_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("heads") / "run"
+    argv = ["heads", "--model", str(target_dir), "--data", str(data_dir), "--out", str(run), "--num-heads", "2",
+            *SCHEDULE, "--lr", "1e-2", "--steps", "60", "--eval-every", "30"]
+    assert main(argv) == 0
+    return run
+
+
+def test_training_raises_head_accuracy_and_saves_it(heads_run, target_dir):
+    records = read_metrics(heads_run / "metrics.jsonl")
+    evals = [r for r in records if "eval_loss" in r]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(evals) == 2 and np.mean(losses[-5:]) < losses[0] - 0.5
+    heads = load_heads(heads_run / "heads", load(target_dir).model)
+    config = heads.heads.config
+    assert (config.num_heads, config.draft_vocab) == (2, None)
+    assert config.accuracy[0][0] == pytest.approx(evals[-1]["eval_acc_0_0"])
+    assert config.accuracy[0][0] > 0.2 and config.accuracy[0][0] > config.accuracy[0][1]
+
+
+def test_trained_heads_draft_exactly_and_accept_more_than_one_token(heads_run, target_dir, data_dir):
+    target = load(target_dir)
+    heads = load_heads(heads_run / "heads", target.model)
+    rows = open_dataset(data_dir).eval[:4, :12].astype(int).tolist()
+    plain = generate(target.model, target.params, rows, max_new_tokens=24)
+    drafter, dparams = build_drafter("medusa", batch=4, sampling=SamplingConfig(), target_vocab=target.model.vocab_size,
+                                     heads=heads, target=(target.model, target.params), tree_size=6)
+    out = generate(target.model, target.params, rows, max_new_tokens=24, drafter=drafter, drafter_params=dparams)
+    assert [g.output_ids for g in out] == [g.output_ids for g in plain]
+    emitted = sum(len(g.output_ids) for g in out)
+    assert emitted / sum(g.target_calls for g in out) > 1.2
+
+
+def test_a_draft_vocabulary_keeps_the_most_frequent_ids(data_dir, target_dir, tmp_path):
+    argv = ["heads", "--model", str(target_dir), "--data", str(data_dir), "--out", str(tmp_path / "run"),
+            "--num-heads", "1", "--draft-vocab", "40", *SCHEDULE, "--steps", "6"]
+    assert main(argv) == 0
+    heads = load_heads(tmp_path / "run" / "heads", load(target_dir).model)
+    want = most_frequent_ids(open_dataset(data_dir).train, 40, heads.heads.config.vocab_size)
+    assert heads.heads.config.draft_vocab == 40 and tuple(np.asarray(heads.draft_ids).tolist()) == want
+
+
+def test_most_frequent_ids_breaks_ties_by_id():
+    rows = np.array([[5, 5, 2, 2, 7, 9]])
+    assert most_frequent_ids(rows, 3, 10) == (2, 5, 7)
+
+
+def test_cli_generates_with_heads_and_rejects_bad_ones(capsys, heads_run, target_dir, tmp_path):
+    base = ["generate", "--model", str(target_dir), "--prompt-ids", "5,6,7,8", "--max-new-tokens", "8", "--json"]
+    assert cli_main(base) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli_main(base + ["--method", "medusa", "--heads", str(heads_run / "heads"), "--tree-size", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["output_ids"] == plain["output_ids"]
+
+    assert cli_main(base + ["--method", "medusa"]) == 2
+    assert "needs draft heads" in one_error_line(capsys.readouterr().err)
+    assert cli_main(base + ["--method", "medusa", "--heads", str(tmp_path / "nowhere")]) == 2
+    assert "no such heads directory" in one_error_line(capsys.readouterr().err)
+    config = json.loads((heads_run / "heads" / "config.json").read_text())
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "heads.safetensors").write_bytes((heads_run / "heads" / "heads.safetensors").read_bytes())
+    for field, value, words in (("vocab_size", 999, "vocab size 999"), ("target_layers", 7, "target layers 7")):
+        (wrong / "config.json").write_text(json.dumps({**config, field: value}))
+        assert cli_main(base + ["--method", "medusa", "--heads", str(wrong)]) == 2
+        assert words in one_error_line(capsys.readouterr().err)
+    assert cli_main(base + ["--method", "medusa", "--heads", str(heads_run / "heads"), "--tree-size", "0"]) == 2
+    assert "tree size" in one_error_line(capsys.readouterr().err)
