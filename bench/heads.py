@@ -3,9 +3,10 @@
     python -m bench.heads --summary --markdown
 
 For each prompt set (bench/prompts/code.jsonl, quote.jsonl), batch size,
-sampling setting (greedy; temperature 0.7, seeded) and tree size, jaxspec
-decodes the same prompts plainly and with the shipped heads (demo/heads,
-made by train/recipes/demo.sh), float32. A point-mass tree emits the target's
+sampling setting (greedy; temperature 0.7, seeded) and tree size (and
+"auto": the size that the heads' accuracies and the measured cost pick,
+jaxspec/methods.py), jaxspec decodes the same prompts plainly and with the
+shipped heads (demo/heads, made by train/recipes/demo.sh), float32. A point-mass tree emits the target's
 own draws, so sampled runs emit the same tokens as plain sampling with the
 same seeds and the two are timed on identical work. Beside the table, the
 target's measured forward cost per window width (jaxspec/cost_model.py): a
@@ -27,6 +28,7 @@ from jaxspec.cli import resolve_prompts
 from jaxspec.cost_model import cost_curve
 from jaxspec.heads_io import load_heads
 from jaxspec.loading import load
+from jaxspec.methods import AUTO
 from jaxspec.sampling import SamplingConfig
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -54,7 +56,7 @@ def run(args) -> tuple[list[dict], dict]:
             for temperature in args.temperatures:
                 sampling = SamplingConfig(temperature=temperature)
                 records = []
-                labels = [("autoregressive", None)] + [(f"medusa-{n}", n) for n in args.tree_sizes]
+                labels = [("autoregressive", None)] + [(f"medusa-{n}", n) for n in args.tree_sizes] + [("medusa-auto", AUTO)]
                 for label, n in labels:
                     print(f"[{set_name}, batch {batch}, T={temperature}] {label}", file=sys.stderr, flush=True)
                     method = "autoregressive" if n is None else "medusa"
@@ -76,7 +78,7 @@ def markdown(rows: list[dict], curves: dict) -> str:
     ]
     for r in rows:
         n = r["tree_size"]
-        cost = "1.00" if n is None else f"{curves[str(r['batch'])][str(n + 1)]:.2f}"
+        cost = f"{curves[str(r['batch'])][str(n + 1)]:.2f}" if isinstance(n, int) else "–"
         lines.append(
             f"| {r['prompts']} | {r['batch']} | {r['temperature']} | {r['method']} | {r['tokens_per_s']:.1f} | "
             f"{r['speedup']:.2f}x | {r['tokens_per_call']:.2f} | {cost} |"
@@ -99,7 +101,7 @@ def plot(rows: list[dict], out: Path) -> None:
     for ax, field, title in ((axes[0], "tokens_per_call", "tokens per target call"), (axes[1], "speedup", "speedup vs autoregressive")):
         for prompts, batch, temperature in groups:
             sub = [r for r in rows if (r["prompts"], r["batch"], r["temperature"]) == (prompts, batch, temperature)
-                   and r["tree_size"] is not None]
+                   and isinstance(r["tree_size"], int)]
             ax.plot([r["tree_size"] for r in sub], [r[field] for r in sub], marker="o",
                     label=f"{prompts}, batch {batch}, T={temperature}")
         ax.set_xlabel("tree size (nodes)")

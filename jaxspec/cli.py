@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
-from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, DEFAULT_TREE_SIZE, METHODS, TREE_METHODS
+from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, METHODS, TREE_METHODS
 
 # The adaptive-draft thresholds --adaptive-draft turns on.
 ADAPTIVE = AdaptiveDraft(min_confidence=0.3, max_reject_prob=0.8)
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--prompt", action="append", default=None, help="default: a code, a prose and a quoting prompt (repeatable)")
     d.add_argument("--max-new-tokens", type=int, default=64)
     d.add_argument(
-        "--num-draft-tokens", type=_draft_tokens, default=AUTO, metavar="K|auto",
+        "--num-draft-tokens", type=_int_or_auto, default=AUTO, metavar="K|auto",
         help="drafts per step; auto (the default) sizes them from the measured forward cost, as for generate",
     )
 
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _draft_tokens(text: str) -> int | str:
+def _int_or_auto(text: str) -> int | str:
     if text == AUTO:
         return AUTO
     try:
@@ -157,7 +157,7 @@ def _draft_tokens(text: str) -> int | str:
 def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft", metavar="PATH", help="draft model for --method draft-model")
     p.add_argument(
-        "--num-draft-tokens", type=_draft_tokens, default=AUTO, metavar="K|auto",
+        "--num-draft-tokens", type=_int_or_auto, default=AUTO, metavar="K|auto",
         help=f"drafts per step; auto (the default): up to {AUTO_MAX_DRAFTS['prompt-lookup']} for prompt lookup and "
         f"{AUTO_MAX_DRAFTS['draft-model']} for a draft model, each step verifying as many as the measured forward cost "
         "(cached per model, dtype, backend and batch size) and the rows' acceptance so far make worthwhile",
@@ -171,9 +171,10 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngram", type=int, default=3, help="prompt lookup: longest n-gram to match")
     p.add_argument("--heads", metavar="DIR", help="draft heads for --method medusa (made by jaxspec-train heads)")
     p.add_argument(
-        "--tree-size", type=int, default=None, metavar="N",
-        help=f"head methods: nodes of the static draft tree, grown from the heads' measured accuracies "
-        f"(default {DEFAULT_TREE_SIZE})",
+        "--tree-size", type=_int_or_auto, default=AUTO, metavar="N|auto",
+        help="head methods: nodes of the static draft tree, grown from the heads' measured accuracies; auto (the "
+        f"default): the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best expected speedup given those "
+        "accuracies and the target's measured forward cost, or plain decoding where no tree pays",
     )
     p.add_argument("--reference", metavar="FILE", help="prompt lookup: also copy from this text file")
 
@@ -262,11 +263,16 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
 
     if method == "draft-model" and draft is None:
         draft = load_draft(args, args.dtype)
-    heads = None
+    heads, tree_size = None, args.tree_size
     if method in TREE_METHODS and args.heads:
         from jaxspec.heads_io import load_heads
+        from jaxspec.methods import auto_tree_size
 
         heads = load_heads(args.heads, lm.model)
+        if tree_size == AUTO:
+            tree_size = auto_tree_size(heads, lm.model, lm.params, batch, progress=_say)
+            if tree_size == 0:
+                method = "autoregressive"
     reference = None
     if args.reference:
         if lm.tokenizer is None:
@@ -289,7 +295,7 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         reference_ids=reference,
         heads=heads,
         target=(lm.model, lm.params),
-        tree_size=args.tree_size,
+        tree_size=tree_size,
     )
     sizing = auto_sizing(
         method, args.num_draft_tokens, drafter, lm.model, lm.params, batch,

@@ -217,7 +217,7 @@ def run_decode(
         seeds=seeds,
         stop_ids=stop_ids,
         source=start.source,
-        drafter_state=drafter.init(drafter_params, prompts, prompt_len, new_slots),
+        drafter_state=drafter.init(drafter_params, prompts, prompt_len, new_slots, start),
         sizing_state=None if spec.sizing is None else spec.sizing.init(b),
     )
     return jax.lax.while_loop(

@@ -15,12 +15,14 @@ from jaxspec.errors import InputError
 from jaxspec.generate import bucket
 from jaxspec.heads_io import LoadedHeads, check_target
 from jaxspec.sampling import SamplingConfig
-from jaxspec.static_tree import grow, prior_accuracy
+from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
 
 METHODS = ("autoregressive", "draft-model", "prompt-lookup", "medusa")
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
 TREE_METHODS = ("medusa",)
 DEFAULT_TREE_SIZE = 16
+# tree_size="auto" picks among these the size of best expected speedup (auto_tree_size).
+AUTO_TREE_SIZES = (1, 2, 4, 8, 16, 32)
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
 DEFAULT_DRAFT_TOKENS = {"draft-model": 4, "prompt-lookup": 8}
 # num_draft_tokens="auto": the most drafts a step may verify; the cost model picks fewer per row and step.
@@ -91,12 +93,36 @@ def _head_drafter(method: str, heads: LoadedHeads | None, target, tree_size: int
         raise InputError(f"tree size must be >= 1, got {tree_size}")
     model, params = target
     check_target(heads.heads.config, model, heads.source)
-    config = heads.heads.config
-    accuracy = config.accuracy or prior_accuracy(config.num_heads)
     embedding = model.output_embedding(params)
     if heads.draft_ids is not None:
         embedding = embedding[heads.draft_ids]
-    return Medusa(heads.heads, grow(accuracy, int(tree_size))), (heads.params, embedding, heads.draft_ids)
+    tree = grow(head_accuracy(heads), int(tree_size))
+    return Medusa(heads.heads, tree), (heads.params, embedding, heads.draft_ids)
+
+
+def head_accuracy(heads: LoadedHeads):
+    """accuracy[k][r] measured after training, or the prior for heads that never were measured."""
+    config = heads.heads.config
+    return config.accuracy or prior_accuracy(config.num_heads)
+
+
+def auto_tree_size(heads: LoadedHeads, model, params, batch: int, progress=lambda msg: None) -> int:
+    """The tree size n of best expected speedup (1 + E[accepted](n)) / c(n + 1), from the heads' measured
+    accuracies and the target's measured forward cost at this batch size; 0 when no tree beats plain
+    decoding (speedup 1)."""
+    from jaxspec.cost_model import cost_curve
+
+    accuracy = head_accuracy(heads)
+    widths = sorted({1, *(n + 1 for n in AUTO_TREE_SIZES)})
+    curve = cost_curve(model, params, batch_size=batch, widths=widths, progress=progress)
+    cost = dict(zip(curve.widths, curve.relative()))
+    speedup = {n: (1 + expected_accepted(grow(accuracy, n), accuracy)) / cost[n + 1] for n in AUTO_TREE_SIZES}
+    best = max(speedup, key=speedup.get)
+    if speedup[best] <= 1.0:
+        progress(f"no draft tree is expected to pay here (best {speedup[best]:.2f}x at {best} nodes): decoding plainly")
+        return 0
+    progress(f"tree of {best} nodes (expected {speedup[best]:.2f}x from the heads' accuracies and the forward cost)")
+    return best
 
 
 def drafts_to_build(method: str, num_draft_tokens: int | str | None) -> int | None:

@@ -45,6 +45,9 @@ class Start(NamedTuple):
     # The encoder input (tokens [B, S], lengths [B]) of an encoder-decoder model, for drafters that copy
     # from it (prompt lookup); None for a decoder-only model, whose prompt is already in `tokens`.
     source: tuple[jax.Array, jax.Array] | None = None
+    # [B, P, D] the final hidden state at each prefilled decoder position (a head drafter's first input);
+    # None where nothing was prefilled (an encoder-decoder's decoder starts from its start token alone).
+    hidden: jax.Array | None = None
 
 
 def decoder_only_start(
@@ -56,5 +59,5 @@ def decoder_only_start(
     if constrain is not None:
         cache = constrain(cache)
     positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-    cache = model.forward(params, prompts, positions, cache).cache.commit(prompt_len - 1)
-    return Start(cache, prompts, prompt_len)
+    out = model.forward(params, prompts, positions, cache)
+    return Start(out.cache.commit(prompt_len - 1), prompts, prompt_len, hidden=out.hidden)

@@ -27,6 +27,7 @@ from jaxspec.generate import _pad
 from jaxspec.heads_io import LoadedHeads, load_heads, save_heads, target_fields
 from jaxspec.methods import build_drafter
 from jaxspec.static_tree import StaticTree, grow, prior_accuracy
+from models import Start
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
 from tests.random_models import VOCAB, random_model, random_t5gemma
 
@@ -42,7 +43,7 @@ class OracleTree:
     def num_draft_tokens(self) -> int:
         return self.tree.size
 
-    def init(self, params, prompts, prompt_len, new_slots):
+    def init(self, params, prompts, prompt_len, new_slots, start):
         return ()
 
     def propose(self, params, state, ctx: Context):
@@ -197,8 +198,9 @@ def test_a_reduced_draft_vocabulary_drafts_only_its_ids():
     heads = _random_heads(model, draft_vocab=len(ids))
     heads = dataclasses.replace(heads, draft_ids=ids)
     drafter, dparams = _medusa(model, params, heads, 2, 8)
-    state = drafter.init(dparams, jnp.zeros((2, 3), jnp.int32), None, 0)
-    state = state.replace(hidden=jax.random.normal(jax.random.key(0), state.hidden.shape), ready=jnp.ones((2,), bool))
+    start = Start(None, None, jnp.full((2,), 3), hidden=jax.random.normal(jax.random.key(0), (2, 3, 32)))
+    state = drafter.init(dparams, jnp.zeros((2, 3), jnp.int32), None, 0, start)
+    assert bool(jnp.all(state.ready))
     ctx = Context(jnp.zeros((2, 8), jnp.int32), jnp.full((2,), 3), jnp.full((2,), 3), jnp.zeros((2,), bool),
                   jnp.zeros((2,), jnp.uint32))
     draft, _ = drafter.propose(dparams, state, ctx)
@@ -206,3 +208,16 @@ def test_a_reduced_draft_vocabulary_drafts_only_its_ids():
     plain = generate(model, params, [[1, 2, 3]], max_new_tokens=12)[0]
     d = _medusa(model, params, heads, 1, 8)
     assert generate(model, params, [[1, 2, 3]], max_new_tokens=12, drafter=d[0], drafter_params=d[1])[0].output_ids == plain.output_ids
+
+
+def test_medusa_starts_from_the_hidden_state_before_the_last_prompt_token():
+    model, params = random_model(10, 2, 32, 4, 2)
+    tokens, lengths = map(jnp.asarray, _pad([[1, 2, 3, 4, 5], [6, 7], [8]]))
+    start = model.start(params, tokens, lengths, 8)
+    drafter, dparams = _medusa(model, params, _random_heads(model), 3, 4)
+    state = drafter.init(dparams, tokens, lengths, 8, start)
+    b, p = tokens.shape
+    positions = jnp.broadcast_to(jnp.arange(p), (b, p))
+    hidden = np.asarray(model.forward(params, tokens, positions, model.init_cache(b, p)).hidden)
+    np.testing.assert_allclose(np.asarray(state.hidden)[:2], hidden[[0, 1], [3, 0]], atol=1e-5)
+    assert np.asarray(state.ready).tolist() == [True, True, False]  # a one-token prompt has no state before it

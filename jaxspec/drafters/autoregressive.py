@@ -13,7 +13,7 @@ from jaxspec.drafters.base import Context, Draft
 class Autoregressive:
     num_draft_tokens: int = 0
 
-    def init(self, params, prompts, prompt_len, new_slots):
+    def init(self, params, prompts, prompt_len, new_slots, start):
         return ()
 
     def propose(self, params, state, ctx: Context):

@@ -10,6 +10,8 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 
+from models.protocol import Start
+
 
 class Draft(NamedTuple):
     tokens: jax.Array  # [B, K] int32
@@ -50,9 +52,10 @@ class Drafter(Protocol):
 
     num_draft_tokens: int  # K, static
 
-    def init(self, params, prompts: jax.Array, prompt_len: jax.Array, new_slots: int) -> Any:
+    def init(self, params, prompts: jax.Array, prompt_len: jax.Array, new_slots: int, start: Start) -> Any:
         """Drafter state after the user's prompts (the encoder input of an encoder-decoder model), e.g. a
-        draft cache begun with the draft model's own `start(params, prompts, prompt_len, new_slots)`."""
+        draft cache begun with the draft model's own `start(params, prompts, prompt_len, new_slots)`.
+        `start` is the target's (models/protocol.py): its prefill's hidden states serve head drafters."""
 
     def propose(self, params, state, ctx: Context) -> tuple[Draft, Any]:
         """Up to K tokens to follow history[:, :seq_len]. Draft i is for history position seq_len + i; a

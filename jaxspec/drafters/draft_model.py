@@ -54,7 +54,7 @@ class DraftModel:
     sampling: SamplingConfig
     adaptive: AdaptiveDraft | None = None
 
-    def init(self, params, prompts, prompt_len, new_slots):
+    def init(self, params, prompts, prompt_len, new_slots, start):
         b = prompts.shape[0]
         cache = self.model.start(params, prompts, prompt_len, new_slots).cache
         return DraftModelState(

@@ -7,8 +7,9 @@ one. Every depth-d node of the static tree (jaxspec/static_tree.py) takes its
 rank of head d-1's top guesses, so one top-k per head fills the whole tree.
 Drafts are point masses (lossless under sampling by the point-mass tree rule).
 
-The first step has no hidden state yet (the prompt's last token is fed by
-that step), so it drafts nothing and costs one plain step.
+The first step reads the hidden state before the prompt's last token from
+the target's prefill (`Start.hidden`); only a one-token prompt, and an
+encoder-decoder's decoder, which prefills nothing, begin with a plain step.
 """
 
 from __future__ import annotations
@@ -38,9 +39,14 @@ class Medusa:
     def num_draft_tokens(self) -> int:
         return self.tree.size
 
-    def init(self, params, prompts, prompt_len, new_slots):
+    def init(self, params, prompts, prompt_len, new_slots, start):
+        """From the target's prefill: the hidden state before each row's last prompt token."""
         b = prompts.shape[0]
-        return MedusaState(jnp.zeros((b, self.heads.config.hidden_size), jnp.float32), jnp.zeros((b,), bool))
+        if start.hidden is None:
+            return MedusaState(jnp.zeros((b, self.heads.config.hidden_size), jnp.float32), jnp.zeros((b,), bool))
+        before_last = jnp.maximum(start.lengths - 2, 0)
+        hidden = jnp.take_along_axis(start.hidden, before_last[:, None, None], axis=1)[:, 0]
+        return MedusaState(hidden.astype(jnp.float32), start.lengths >= 2)
 
     def propose(self, params, state: MedusaState, ctx: Context):
         """params: (heads params, the target's output embedding rows [N, D], their ids [N] or None)."""

@@ -39,7 +39,7 @@ class PromptLookup:
     num_draft_tokens: int
     max_ngram: int = 3
 
-    def init(self, params, prompts, prompt_len, new_slots):
+    def init(self, params, prompts, prompt_len, new_slots, start):
         return ()
 
     def propose(self, params, state, ctx: Context):
