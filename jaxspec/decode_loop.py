@@ -26,8 +26,8 @@ from flax import struct
 
 from jaxspec.acceptance import accept_point_mass, accept_ratio
 from jaxspec.draft_sizing import DraftSizing
-from jaxspec.errors import InputError
 from jaxspec.drafters.base import Context, Verified
+from jaxspec.errors import InputError
 from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
 from jaxspec.sharding import ShardingPlan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -107,16 +108,26 @@ def head_accuracy(heads: LoadedHeads):
 
 
 def auto_tree_size(heads: LoadedHeads, model, params, batch: int, progress=lambda msg: None) -> int:
-    """The tree size n of best expected speedup (1 + E[accepted](n)) / c(n + 1), from the heads' measured
-    accuracies and the target's measured forward cost at this batch size; 0 when no tree beats plain
-    decoding (speedup 1)."""
+    """The tree size n of best expected speedup (1 + E[accepted](n)) / (c(n + 1) + d), or 0 (plain decoding)
+    when no n beats 1.
+
+    E comes from the heads' measured accuracies, c from the target's measured forward cost at this batch
+    size, and d, the heads' own cost per step relative to a one-token forward, from the weights each
+    reads (a decoding step is memory-bound): the heads' params plus the embedding rows they project
+    through, once for all heads, over the target's params.
+    """
     from jaxspec.cost_model import cost_curve
 
     accuracy = head_accuracy(heads)
     widths = sorted({1, *(n + 1 for n in AUTO_TREE_SIZES)})
     curve = cost_curve(model, params, batch_size=batch, widths=widths, progress=progress)
     cost = dict(zip(curve.widths, curve.relative()))
-    speedup = {n: (1 + expected_accepted(grow(accuracy, n), accuracy)) / cost[n + 1] for n in AUTO_TREE_SIZES}
+    size = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+    rows = heads.heads.config.draft_vocab or heads.heads.config.vocab_size
+    drafting = (size(heads.params) + rows * heads.heads.config.hidden_size) / size(params)
+    speedup = {
+        n: (1 + expected_accepted(grow(accuracy, n), accuracy)) / (cost[n + 1] + drafting) for n in AUTO_TREE_SIZES
+    }
     best = max(speedup, key=speedup.get)
     if speedup[best] <= 1.0:
         progress(f"no draft tree is expected to pay here (best {speedup[best]:.2f}x at {best} nodes): decoding plainly")

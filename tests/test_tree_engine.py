@@ -25,7 +25,7 @@ from jaxspec.drafters.base import Context, Draft
 from jaxspec.errors import CheckpointError, InputError
 from jaxspec.generate import _pad
 from jaxspec.heads_io import LoadedHeads, load_heads, save_heads, target_fields
-from jaxspec.methods import build_drafter
+from jaxspec.methods import auto_tree_size, build_drafter
 from jaxspec.static_tree import StaticTree, grow, prior_accuracy
 from models import Start
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
@@ -221,3 +221,15 @@ def test_medusa_starts_from_the_hidden_state_before_the_last_prompt_token():
     hidden = np.asarray(model.forward(params, tokens, positions, model.init_cache(b, p)).hidden)
     np.testing.assert_allclose(np.asarray(state.hidden)[:2], hidden[[0, 1], [3, 0]], atol=1e-5)
     assert np.asarray(state.ready).tolist() == [True, True, False]  # a one-token prompt has no state before it
+
+
+def test_auto_tree_size_grows_a_tree_only_where_one_pays():
+    """From the heads' accuracies and the measured cost curve: accurate heads get a tree, useless ones
+    get plain decoding (0), whatever the hardware's curve."""
+    model, params = random_model(11, 2, 32, 4, 2)
+    heads = _random_heads(model)
+    sure = dataclasses.replace(heads.heads.config, accuracy=((0.999, 0.0005),) * 3)
+    useless = dataclasses.replace(heads.heads.config, accuracy=((1e-6, 1e-6),) * 3)
+    pick = auto_tree_size(dataclasses.replace(heads, heads=MedusaHeads(sure)), model, params, 1)
+    assert pick >= 2  # three near-certain depths: two or more nodes beat one on any curve below 1 + depth
+    assert auto_tree_size(dataclasses.replace(heads, heads=MedusaHeads(useless)), model, params, 1) == 0
