@@ -107,33 +107,34 @@ def head_accuracy(heads: LoadedHeads):
     return config.accuracy or prior_accuracy(config.num_heads)
 
 
-def auto_tree_size(heads: LoadedHeads, model, params, batch: int, progress=lambda msg: None) -> int:
-    """The tree size n of best expected speedup (1 + E[accepted](n)) / (c(n + 1) + d), or 0 (plain decoding)
-    when no n beats 1.
-
-    E comes from the heads' measured accuracies, c from the target's measured forward cost at this batch
-    size, and d, the heads' own cost per step relative to a one-token forward, from the weights each
-    reads (a decoding step is memory-bound): the heads' params plus the embedding rows they project
-    through, once for all heads, over the target's params.
-    """
-    from jaxspec.cost_model import cost_curve
-
-    accuracy = head_accuracy(heads)
-    widths = sorted({1, *(n + 1 for n in AUTO_TREE_SIZES)})
-    curve = cost_curve(model, params, batch_size=batch, widths=widths, progress=progress)
-    cost = dict(zip(curve.widths, curve.relative()))
-    size = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
-    rows = heads.heads.config.draft_vocab or heads.heads.config.vocab_size
-    drafting = (size(heads.params) + rows * heads.heads.config.hidden_size) / size(params)
+def best_tree_size(accuracy, cost: dict[int, float], drafting: float) -> tuple[int, float]:
+    """(n, expected speedup): the n of AUTO_TREE_SIZES maximising (1 + E[accepted](n)) / (cost[n + 1] +
+    drafting), E from accuracy[k][r]; n = 0 (plain decoding, speedup 1) when none beats 1."""
     speedup = {
         n: (1 + expected_accepted(grow(accuracy, n), accuracy)) / (cost[n + 1] + drafting) for n in AUTO_TREE_SIZES
     }
     best = max(speedup, key=speedup.get)
-    if speedup[best] <= 1.0:
-        progress(f"no draft tree is expected to pay here (best {speedup[best]:.2f}x at {best} nodes): decoding plainly")
-        return 0
-    progress(f"tree of {best} nodes (expected {speedup[best]:.2f}x from the heads' accuracies and the forward cost)")
-    return best
+    return (best, speedup[best]) if speedup[best] > 1.0 else (0, speedup[best])
+
+
+def auto_tree_size(heads: LoadedHeads, model, params, batch: int, progress=lambda msg: None) -> int:
+    """best_tree_size with the target's measured forward cost at this batch size, and the heads' own cost
+    per step relative to a one-token forward from the weights each reads (a decoding step is
+    memory-bound): the heads' params plus the embedding rows they project through, once for all heads,
+    over the target's params."""
+    from jaxspec.cost_model import cost_curve
+
+    widths = sorted({1, *(n + 1 for n in AUTO_TREE_SIZES)})
+    curve = cost_curve(model, params, batch_size=batch, widths=widths, progress=progress)
+    size = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
+    rows = heads.heads.config.draft_vocab or heads.heads.config.vocab_size
+    drafting = (size(heads.params) + rows * heads.heads.config.hidden_size) / size(params)
+    n, speedup = best_tree_size(head_accuracy(heads), dict(zip(curve.widths, curve.relative())), drafting)
+    if n == 0:
+        progress(f"no draft tree is expected to pay here (at best {speedup:.2f}x): decoding plainly")
+    else:
+        progress(f"tree of {n} nodes (expected {speedup:.2f}x from the heads' accuracies and the forward cost)")
+    return n
 
 
 def drafts_to_build(method: str, num_draft_tokens: int | str | None) -> int | None:

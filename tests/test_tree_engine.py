@@ -25,7 +25,7 @@ from jaxspec.drafters.base import Context, Draft
 from jaxspec.errors import CheckpointError, InputError
 from jaxspec.generate import _pad
 from jaxspec.heads_io import LoadedHeads, load_heads, save_heads, target_fields
-from jaxspec.methods import auto_tree_size, build_drafter
+from jaxspec.methods import auto_tree_size, best_tree_size, build_drafter
 from jaxspec.static_tree import StaticTree, grow, prior_accuracy
 from models import Start
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
@@ -223,13 +223,20 @@ def test_medusa_starts_from_the_hidden_state_before_the_last_prompt_token():
     assert np.asarray(state.ready).tolist() == [True, True, False]  # a one-token prompt has no state before it
 
 
-def test_auto_tree_size_grows_a_tree_only_where_one_pays():
-    """From the heads' accuracies and the measured cost curve: accurate heads get a tree, useless ones
-    get plain decoding (0), whatever the hardware's curve."""
+def test_tree_size_for_the_best_expected_speedup():
+    sure, useless = ((0.999, 0.0005),) * 3, ((1e-6, 1e-6),) * 3
+    # Verifying w tokens costs 1 + 0.05 w one-token forwards (an accelerator), or w (a slow CPU).
+    gentle = {w: 1 + 0.05 * w for w in (2, 3, 5, 9, 17, 33)}
+    steep = {w: float(w) for w in (2, 3, 5, 9, 17, 33)}
+    n, speedup = best_tree_size(sure, gentle, 0.1)
+    # The three top guesses in a chain, then the likeliest fourth node (the first depth's second guess).
+    assert n == 4 and speedup == pytest.approx((1 + 0.999 + 0.999**2 + 0.999**3 + 0.0005) / (1.25 + 0.1))
+    assert best_tree_size(sure, steep, 0.1)[0] == 0  # 2 tokens per call at the cost of 2.1: plain wins
+    assert best_tree_size(useless, gentle, 0.1)[0] == 0
+
+
+def test_auto_tree_size_measures_the_cost_and_keeps_useless_heads_plain():
     model, params = random_model(11, 2, 32, 4, 2)
     heads = _random_heads(model)
-    sure = dataclasses.replace(heads.heads.config, accuracy=((0.999, 0.0005),) * 3)
     useless = dataclasses.replace(heads.heads.config, accuracy=((1e-6, 1e-6),) * 3)
-    pick = auto_tree_size(dataclasses.replace(heads, heads=MedusaHeads(sure)), model, params, 1)
-    assert pick >= 2  # three near-certain depths: two or more nodes beat one on any curve below 1 + depth
     assert auto_tree_size(dataclasses.replace(heads, heads=MedusaHeads(useless)), model, params, 1) == 0
