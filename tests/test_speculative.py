@@ -88,26 +88,32 @@ def test_a_perfect_draft_is_always_accepted():
     assert out.accept_lengths == [4, 4, 4, 4]
 
 
-def test_cache_after_speculative_equals_cache_after_plain():
-    target, params = random_model(5, 2, 48, 4, 2, window=4)
-    tokens, lengths = map(jnp.asarray, _pad([[3, 4, 5, 6, 7], [8, 9]]))
-    spec = DecodeSpec(12, SamplingConfig())
+def final_decode_state(model, params, prompts, max_new: int, drafter, dparams):
+    """The loop's state once every row is done (greedy, no stop tokens)."""
+    tokens, lengths = map(jnp.asarray, _pad(prompts))
     stops = jnp.full((1,), -1, jnp.int32)
+    return jax.jit(run_decode, static_argnums=(0, 1, 2))(
+        model, drafter, DecodeSpec(max_new, SamplingConfig()), params, dparams, tokens, lengths, stops,
+        jnp.zeros((len(prompts),), jnp.uint32),
+    )
 
-    def final(drafter, dparams):
-        return jax.jit(run_decode, static_argnums=(0, 1, 2))(
-            target, drafter, spec, params, dparams, tokens, lengths, stops, jnp.zeros((2,), jnp.uint32)
-        )
 
-    plain = final(Autoregressive(), None)
-    fast = final(DraftModel(target, 4, SamplingConfig()), noisy_copy(params, 1, 0.3))
+def assert_committed_caches_equal(plain, fast):
+    """Same lengths, and each row's committed K/V equal (the caches' slack past them differs)."""
     np.testing.assert_array_equal(np.asarray(plain.seq_len), np.asarray(fast.seq_len))
-    # The two caches differ in length (K + 1 slack); compare each row's committed prefix.
     for b, n in enumerate(np.asarray(plain.seq_len) - 1):
         for a, c in zip(plain.cache.keys, fast.cache.keys):
             np.testing.assert_allclose(np.asarray(a[b, ..., :n]), np.asarray(c[b, ..., :n]), atol=2e-5, rtol=1e-5)
         for a, c in zip(plain.cache.values, fast.cache.values):
             np.testing.assert_allclose(np.asarray(a[b, :, :n]), np.asarray(c[b, :, :n]), atol=2e-5, rtol=1e-5)
+
+
+def test_cache_after_speculative_equals_cache_after_plain():
+    target, params = random_model(5, 2, 48, 4, 2, window=4)
+    prompts = [[3, 4, 5, 6, 7], [8, 9]]
+    plain = final_decode_state(target, params, prompts, 12, Autoregressive(), None)
+    fast = final_decode_state(target, params, prompts, 12, DraftModel(target, 4, SamplingConfig()), noisy_copy(params, 1, 0.3))
+    assert_committed_caches_equal(plain, fast)
 
 
 # ---------------------------------------------------------------- lossless sampling, end to end

@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxspec import SamplingConfig, generate
-from jaxspec.decode_loop import DecodeSpec, run_decode
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.base import Context, Draft
 from jaxspec.errors import CheckpointError, InputError
@@ -30,6 +29,7 @@ from jaxspec.static_tree import StaticTree, grow, prior_accuracy
 from models import Start
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
 from tests.random_models import VOCAB, random_model, random_t5gemma
+from tests.test_speculative import assert_committed_caches_equal, final_decode_state
 
 TREE = grow(prior_accuracy(4, 3), 12)
 
@@ -117,25 +117,11 @@ def test_encoder_decoder_tree_equals_plain_greedy():
 def test_cache_after_tree_commits_equals_cache_after_plain():
     model, params = random_model(5, 2, 48, 4, 2, window=4)
     prompts = [[3, 4, 5, 6, 7], [8, 9]]
-    plain_out = generate(model, params, prompts, max_new_tokens=12)
-    tokens, lengths = map(jnp.asarray, _pad(prompts))
-    spec = DecodeSpec(12, SamplingConfig())
-    stops = jnp.full((1,), -1, jnp.int32)
-
-    def final(drafter, dparams):
-        return jax.jit(run_decode, static_argnums=(0, 1, 2))(
-            model, drafter, spec, params, dparams, tokens, lengths, stops, jnp.zeros((2,), jnp.uint32)
-        )
-
-    plain = final(Autoregressive(), None)
-    fast = final(OracleTree(TREE, VOCAB), _histories(prompts, plain_out))
-    np.testing.assert_array_equal(np.asarray(plain.seq_len), np.asarray(fast.seq_len))
+    plain = final_decode_state(model, params, prompts, 12, Autoregressive(), None)
+    history = _histories(prompts, generate(model, params, prompts, max_new_tokens=12))
+    fast = final_decode_state(model, params, prompts, 12, OracleTree(TREE, VOCAB), history)
     assert int(jnp.max(fast.accept_lengths)) >= 3  # paths through the tree were committed
-    for b, n in enumerate(np.asarray(plain.seq_len) - 1):
-        for a, c in zip(plain.cache.keys, fast.cache.keys):
-            np.testing.assert_allclose(np.asarray(a[b, ..., :n]), np.asarray(c[b, ..., :n]), atol=2e-5, rtol=1e-5)
-        for a, c in zip(plain.cache.values, fast.cache.values):
-            np.testing.assert_allclose(np.asarray(a[b, :, :n]), np.asarray(c[b, :, :n]), atol=2e-5, rtol=1e-5)
+    assert_committed_caches_equal(plain, fast)
 
 
 # ---------------------------------------------------------------- Medusa heads
