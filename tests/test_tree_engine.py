@@ -226,3 +226,21 @@ def test_auto_tree_size_measures_the_cost_and_keeps_useless_heads_plain():
     heads = _random_heads(model)
     useless = dataclasses.replace(heads.heads.config, accuracy=((1e-6, 1e-6),) * 3)
     assert auto_tree_size(dataclasses.replace(heads, heads=MedusaHeads(useless)), model, params, 1) == 0
+
+
+@pytest.mark.parametrize("family", ["llama", "llama-tied", "t5gemma"])
+def test_output_embedding_is_what_the_head_scores_against(family):
+    """Heads project through model.output_embedding: the forward's logits must rank tokens as hidden · E."""
+    if family == "t5gemma":
+        model, params = random_t5gemma(4, 1, 1.0)
+        start = model.start(params, jnp.asarray([[5, 6, 7]]), jnp.asarray([3]), 4)
+        out = model.forward(params, start.tokens, jnp.zeros((1, 1), jnp.int32), start.cache)
+    else:
+        model, params = random_model(12, 1, 32, 4, 2, scale=1.0)
+        if family == "llama-tied":
+            model = dataclasses.replace(model, config=dataclasses.replace(model.config, tie_word_embeddings=True))
+            params = {k: v for k, v in params.items() if k != "lm_head"}
+        tokens = jnp.asarray([[3, 4, 5, 6]])
+        out = model.forward(params, tokens, jnp.arange(4)[None], model.init_cache(1, 4))
+    scores = np.asarray(out.hidden @ model.output_embedding(params).T)
+    np.testing.assert_array_equal(np.argsort(scores, axis=-1)[..., -5:], np.argsort(np.asarray(out.logits), axis=-1)[..., -5:])
