@@ -81,7 +81,7 @@ def scenarios(draw):
     return seed, layers, kv_heads, window, prompt_lengths, max_new
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_greedy_tree_equals_plain_greedy(scenario):
     seed, layers, kv_heads, window, prompt_lengths, max_new = scenario
