@@ -89,6 +89,11 @@ class TreeVerdict(NamedTuple):
     path: jax.Array  # [B, 1 + T] window indices by depth; path[:, 0] == 0, entries past n_accepted are 0
 
 
+def ending_at(shape: TreeShape, end: jax.Array, next_token: jax.Array) -> TreeVerdict:
+    """The verdict of a path that ends at window index end[b] and is followed by next_token[b]."""
+    return TreeVerdict(jnp.take_along_axis(shape.depth, end[:, None], axis=1)[:, 0], next_token, path_to(shape, end))
+
+
 def accept_tree_point_mass(rand: RowRandom, p, tokens, valid, shape: TreeShape, greedy: bool = False) -> TreeVerdict:
     """Point-mass drafts over a tree; p: [B, 1 + T, V] the target's distribution after each window index."""
     y = row_rng.categorical(rand.keys_for(row_rng.TARGET, shape.depth), p, greedy)  # [B, 1 + T]
@@ -96,11 +101,7 @@ def accept_tree_point_mass(rand: RowRandom, p, tokens, valid, shape: TreeShape, 
     # A node is accepted when it and all its ancestors (the root aside) match.
     accepted = valid & ~jnp.any(shape.ancestors[:, 1:, 1:] & ~match[:, None, :], axis=2)
     end = deepest(shape, accepted)
-    return TreeVerdict(
-        jnp.take_along_axis(shape.depth, end[:, None], axis=1)[:, 0],
-        jnp.take_along_axis(y, end[:, None], axis=1)[:, 0],
-        path_to(shape, end),
-    )
+    return ending_at(shape, end, jnp.take_along_axis(y, end[:, None], axis=1)[:, 0])
 
 
 def subtract_draft(residual, q_node):
@@ -144,4 +145,4 @@ def tree_ratio_walk(rand: RowRandom, p, q, tokens, valid, shape: TreeShape, *, o
     at, residual = jax.lax.fori_loop(0, t, node, (jnp.zeros((b,), jnp.int32), p[:, 0]))
     final = residual if final_from_residual else p[rows, at]
     depth = jnp.take_along_axis(shape.depth, at[:, None], axis=1)[:, 0]
-    return TreeVerdict(depth, row_rng.categorical(rand.keys_at(row_rng.TARGET, depth), final), path_to(shape, at))
+    return ending_at(shape, at, row_rng.categorical(rand.keys_at(row_rng.TARGET, depth), final))
