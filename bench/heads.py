@@ -24,7 +24,7 @@ from pathlib import Path
 from bench import summaries
 from bench.speculative import add_timing_args
 from jaxspec.bench import run_jaxspec, summarize
-from jaxspec.cli import resolve_prompts
+from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.cost_model import cost_curve
 from jaxspec.heads_io import load_heads
 from jaxspec.loading import load
@@ -37,11 +37,10 @@ SETS = ("code", "quote")
 
 def options(args, batch: int, heads: str | None, tree_size: int | None) -> argparse.Namespace:
     """The flags `jaxspec bench` would parse, for its runner."""
-    return argparse.Namespace(
-        batch_size=batch, max_new_tokens=args.max_new_tokens, num_draft_tokens=None, adaptive_draft=False, ngram=3,
-        reference=None, draft=None, dtype="float32", repeats=args.repeats, max_other_load=args.max_other_load,
-        heads=heads, tree_size=tree_size,
-    )
+    return argparse.Namespace(**method_defaults() | dict(
+        batch_size=batch, max_new_tokens=args.max_new_tokens, num_draft_tokens=None, dtype="float32",
+        repeats=args.repeats, max_other_load=args.max_other_load, heads=heads, tree_size=tree_size,
+    ))
 
 
 def run(args) -> tuple[list[dict], dict]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import summaries
 from jaxspec.bench import HF_METHODS, run_hf, run_jaxspec, summarize
-from jaxspec.cli import resolve_prompts
+from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
 from jaxspec.methods import AUTO
 
@@ -47,10 +47,10 @@ def method_options(args, label: str, batch: int) -> tuple[str, argparse.Namespac
 
 def options(args, batch: int, k: int | str | None, adaptive: bool) -> argparse.Namespace:
     """The flags `jaxspec bench` would parse, for its runners, from this script's own."""
-    return argparse.Namespace(
+    return argparse.Namespace(**method_defaults() | dict(
         batch_size=batch, max_new_tokens=args.max_new_tokens, num_draft_tokens=k, adaptive_draft=adaptive,
-        ngram=3, reference=None, draft=None, dtype="float32", repeats=args.repeats, max_other_load=args.max_other_load,
-    )
+        dtype="float32", repeats=args.repeats, max_other_load=args.max_other_load,
+    ))
 
 
 def table_rows(prompts: str, batch: int, records: list[dict]) -> list[dict]:

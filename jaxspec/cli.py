@@ -14,7 +14,7 @@ from pathlib import Path
 
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
-from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, METHODS, TREE_METHODS
+from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, HEAD_METHODS, METHODS
 
 # The adaptive-draft thresholds --adaptive-draft turns on.
 ADAPTIVE = AdaptiveDraft(min_confidence=0.3, max_reject_prob=0.8)
@@ -172,11 +172,24 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", metavar="DIR", help="draft heads for --method medusa (made by jaxspec-train heads)")
     p.add_argument(
         "--tree-size", type=_int_or_auto, default=AUTO, metavar="N|auto",
-        help="head methods: nodes of the static draft tree, grown from the heads' measured accuracies; auto (the "
-        f"default): the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best expected speedup given those "
-        "accuracies and the target's measured forward cost, or plain decoding where no tree pays",
+        help="tree methods (medusa, token-recycling): nodes of the static draft tree, grown from the heads' "
+        "measured accuracies, or for token recycling from its successor table's hit rates measured on Gemma 3; "
+        f"auto (the default): the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best expected speedup given "
+        "those accuracies and the target's measured forward cost, or plain decoding where no tree pays",
+    )
+    p.add_argument(
+        "--successor-table", metavar="FILE.npz",
+        help="token recycling: start from the successor table saved in FILE (when it exists) and save the table "
+        "there after the call, so that later calls start hot",
     )
     p.add_argument("--reference", metavar="FILE", help="prompt lookup: also copy from this text file")
+
+
+def method_defaults() -> dict:
+    """The shared method flags' defaults, for runners that build their flags by hand (bench/)."""
+    p = argparse.ArgumentParser(add_help=False)
+    _add_method_args(p)
+    return vars(p.parse_args([]))
 
 
 def _read_prompt_file(path: str) -> list[tuple[str, object, int | None]]:
@@ -259,20 +272,29 @@ def load_draft(args, dtype):
 
 def method_drafter(args, method, lm, batch, sampling, draft=None):
     """(drafter, drafter_params, sizing) for `method` from the shared method flags."""
-    from jaxspec.methods import auto_sizing, build_drafter, drafts_to_build
+    from jaxspec.methods import auto_sizing, auto_tree_size, build_drafter, drafts_to_build
 
     if method == "draft-model" and draft is None:
         draft = load_draft(args, args.dtype)
-    heads, tree_size = None, args.tree_size
-    if method in TREE_METHODS and args.heads:
+    heads, tree_size, successors = None, args.tree_size, None
+    if method in HEAD_METHODS and args.heads:
         from jaxspec.heads_io import load_heads
-        from jaxspec.methods import auto_tree_size
+        from jaxspec.methods import head_accuracy, heads_drafting_cost
 
         heads = load_heads(args.heads, lm.model)
         if tree_size == AUTO:
-            tree_size = auto_tree_size(heads, lm.model, lm.params, batch, progress=_say)
-            if tree_size == 0:
-                method = "autoregressive"
+            tree_size = auto_tree_size(head_accuracy(heads), heads_drafting_cost(heads, lm.params), lm.model,
+                                       lm.params, batch, "the heads' accuracies", progress=_say)
+    if method == "token-recycling":
+        from jaxspec.methods import recycling_accuracy, recycling_drafting_cost
+        from jaxspec.successor_table import load_successors
+
+        successors = load_successors(args.successor_table) if args.successor_table else None
+        if tree_size == AUTO:
+            tree_size = auto_tree_size(recycling_accuracy(), recycling_drafting_cost(lm.model, lm.params), lm.model,
+                                       lm.params, batch, "the successor table's measured hit rates", progress=_say)
+    if tree_size == 0:
+        method = "autoregressive"
     reference = None
     if args.reference:
         if lm.tokenizer is None:
@@ -296,12 +318,22 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         heads=heads,
         target=(lm.model, lm.params),
         tree_size=tree_size,
+        successors=successors,
     )
     sizing = auto_sizing(
         method, args.num_draft_tokens, drafter, lm.model, lm.params, batch,
         draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=_say,
     )
     return drafter, drafter_params, sizing
+
+
+def _successors_saver(args, drafter):
+    """With --successor-table, what saves token recycling's final table there (None otherwise)."""
+    if not args.successor_table or not hasattr(drafter, "carry"):
+        return None
+    from jaxspec.successor_table import save_successors
+
+    return lambda state: save_successors(args.successor_table, drafter.carry(state))
 
 
 def _cmd_generate(args) -> None:
@@ -340,6 +372,7 @@ def _cmd_generate(args) -> None:
         max_positions=lm.model.max_positions,
         plan=plan,
         sizing=sizing,
+        drafter_state_to=_successors_saver(args, drafter),
     )
     decode = lm.tokenizer.decode if lm.tokenizer else (lambda ids: None)
     for r in results:

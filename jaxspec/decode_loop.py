@@ -188,7 +188,10 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         sizing_state=None if sizing is None else sizing.observe(state.sizing_state, n_valid, n_accepted),
     )
     chain = jnp.broadcast_to(jnp.arange(k + 1, dtype=jnp.int32), (b, k + 1))
-    verified = Verified(n_accepted, next_token, chain if path is None else path, hidden)
+    scored = jnp.concatenate([active[:, None], jnp.arange(k)[None, :] < n_valid[:, None]], axis=1)
+    if draft.valid is not None:
+        scored = scored.at[:, 1:].set(scored[:, 1:] & draft.valid)
+    verified = Verified(n_accepted, next_token, chain if path is None else path, hidden, window, logits, scored)
     return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), verified))
 
 
@@ -228,13 +231,14 @@ def run_decode(
 
 
 def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, seeds):
-    """The whole generate call: (history[B, H], start[B], seq_len[B], calls[B], accept_lengths[B, max_new]).
+    """The whole generate call: (history[B, H], start[B], seq_len[B], calls[B], accept_lengths[B, max_new],
+    the drafter's final state).
 
     history[b, start[b]:seq_len[b]] are row b's new tokens.
     """
     TRACE_COUNTS["decode"] += 1
     state = run_decode(model, drafter, spec, params, drafter_params, prompts, prompt_len, stop_ids, seeds)
-    return state.history, state.prompt_len, state.seq_len, state.calls, state.accept_lengths
+    return state.history, state.prompt_len, state.seq_len, state.calls, state.accept_lengths, state.drafter_state
 
 
 decode_jit = jax.jit(decode, static_argnames=("model", "drafter", "spec"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,6 +87,7 @@ def generate(
     max_positions: int | None = None,
     plan: ShardingPlan | None = None,
     sizing: DraftSizing | None = None,
+    drafter_state_to: Callable[[Any], None] | None = None,
 ) -> list[Generation]:
     """Decodes a batch of ragged prompts in one compiled program.
 
@@ -102,6 +103,10 @@ def generate(
     cost curve), each step verifies only the drafts expected to pay; greedy
     output and the output distribution stay those of plain decoding (a draft
     model's sampled draws then depend on the batch through the common cap).
+
+    `drafter_state_to` receives the drafter's state at the end of the call
+    (token recycling's successor table, which TokenRecycling.carry turns into
+    the next call's params).
     """
     _check_prompts(prompts, model.vocab_size)
     if sizing is not None and sizing.max_drafts != drafter.num_draft_tokens:
@@ -131,7 +136,7 @@ def generate(
     stop_array = np.full(bucket(len(stops)), -1, np.int32)
     stop_array[: len(stops)] = stops
     start = time.perf_counter()
-    history, starts, seq_len, calls, accepts = jax.block_until_ready(
+    history, starts, seq_len, calls, accepts, drafter_state = jax.block_until_ready(
         decode_jit(
             model,
             drafter,
@@ -145,6 +150,8 @@ def generate(
         )
     )
     wall = time.perf_counter() - start
+    if drafter_state_to is not None:
+        drafter_state_to(drafter_state)
     history, starts, seq_len, calls, accepts = map(np.asarray, (history, starts, seq_len, calls, accepts))
     return [
         Generation(

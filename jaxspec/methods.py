@@ -12,16 +12,26 @@ from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
 from jaxspec.drafters.medusa import Medusa
 from jaxspec.drafters.prompt_lookup import PromptLookup
+from jaxspec.drafters.token_recycling import TokenRecycling
 from jaxspec.errors import InputError
 from jaxspec.generate import bucket
 from jaxspec.heads_io import LoadedHeads, check_target
 from jaxspec.sampling import SamplingConfig
 from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
 
-METHODS = ("autoregressive", "draft-model", "prompt-lookup", "medusa")
+METHODS = ("autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling")
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
-TREE_METHODS = ("medusa",)
+TREE_METHODS = ("medusa", "token-recycling")
+HEAD_METHODS = ("medusa",)
 DEFAULT_TREE_SIZE = 16
+# Token recycling: successors kept per token, and the deepest its tree grows.
+RECYCLING_WIDTH = 8
+RECYCLING_DEPTH = 6
+# How often the table's rank-r successor of an accepted token is the target's next token while decoding,
+# measured by bench/recycling_ranks.py on Gemma 3 270M (greedy, six Spec-Bench-style categories) from
+# trees of 1, 2, 4 and 8 depth-1 nodes. Replaying a prompt's own text instead underestimates rank 0 by
+# a factor of 3 to 5: decoding follows the target's choices and repeats itself far more than human text.
+RECYCLING_RANK_ACCURACY = (0.55, 0.02, 0.015, 0.012, 0.01, 0.008, 0.006, 0.005)
 # tree_size="auto" picks among these the size of best expected speedup (auto_tree_size).
 AUTO_TREE_SIZES = (1, 2, 4, 8, 16, 32)
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
@@ -47,15 +57,24 @@ def build_drafter(
     heads: LoadedHeads | None = None,
     target: tuple[Any, Any] | None = None,
     tree_size: int | None = None,
+    accuracy: Sequence[Sequence[float]] | None = None,
+    successors: tuple[Any, Any] | None = None,
 ):
     """Returns (drafter, drafter_params) for generate(). A head method needs `heads` (jaxspec.heads_io) and
-    `target` = (model, params): the heads project through the target's output embedding."""
+    `target` = (model, params): the heads project through the target's output embedding. Token recycling
+    grows its tree from `accuracy` (recycling_accuracy() without) and starts from the
+    `successors` table a former call left (TokenRecycling.carry), or from nothing."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method == "autoregressive":
         return Autoregressive(), None
     if method in TREE_METHODS:
-        return _head_drafter(method, heads, target, DEFAULT_TREE_SIZE if tree_size is None else tree_size)
+        size = DEFAULT_TREE_SIZE if tree_size is None else tree_size
+        if int(size) != size or size < 1:
+            raise InputError(f"tree size must be >= 1, got {size}")
+        if method == "token-recycling":
+            return _recycling_drafter(target_vocab, int(size), accuracy, successors)
+        return _head_drafter(method, heads, target, int(size))
     k = DEFAULT_DRAFT_TOKENS[method] if num_draft_tokens is None else num_draft_tokens
     if int(k) != k or k < 1:
         raise InputError(f"num-draft-tokens must be >= 1, got {k}")
@@ -87,11 +106,25 @@ def build_drafter(
     return PromptLookup(int(k), int(ngram)), reference
 
 
+def recycling_accuracy() -> tuple[tuple[float, ...], ...]:
+    """accuracy[d][r] for token recycling's tree: RECYCLING_RANK_ACCURACY at every depth."""
+    return (RECYCLING_RANK_ACCURACY,) * RECYCLING_DEPTH
+
+
+def _recycling_drafter(vocab: int, tree_size: int, accuracy, successors):
+    drafter = TokenRecycling(grow(accuracy or recycling_accuracy(), tree_size), vocab, RECYCLING_WIDTH)
+    if successors is not None:
+        table, known = successors
+        if tuple(table.shape) != (vocab, RECYCLING_WIDTH) or tuple(known.shape) != (vocab,):
+            raise InputError(
+                f"the successor table is {tuple(table.shape)}, but this target needs ({vocab}, {RECYCLING_WIDTH})"
+            )
+    return drafter, successors
+
+
 def _head_drafter(method: str, heads: LoadedHeads | None, target, tree_size: int):
     if heads is None:
         raise InputError(f"method {method} needs draft heads (--heads DIR, made by jaxspec-train heads)")
-    if int(tree_size) != tree_size or tree_size < 1:
-        raise InputError(f"tree size must be >= 1, got {tree_size}")
     model, params = target
     check_target(heads.heads.config, model, heads.source)
     embedding = model.output_embedding(params)
@@ -107,33 +140,50 @@ def head_accuracy(heads: LoadedHeads):
     return config.accuracy or prior_accuracy(config.num_heads)
 
 
-def best_tree_size(accuracy, cost: dict[int, float], drafting: float) -> tuple[int, float]:
+def best_tree_size(accuracy, cost: dict[int, float], drafting) -> tuple[int, float]:
     """(n, expected speedup): the n of AUTO_TREE_SIZES maximising (1 + E[accepted](n)) / (cost[n + 1] +
-    drafting), E from accuracy[k][r]; n = 0 (plain decoding, speedup 1) when none beats 1."""
+    drafting(n)), E from accuracy[k][r]; n = 0 (plain decoding, speedup 1) when none beats 1. `drafting`:
+    a step's drafting cost, in one-token forwards, for an n-node tree (a number: the same for every n)."""
+    drafting_cost = drafting if callable(drafting) else (lambda n: drafting)
     speedup = {
-        n: (1 + expected_accepted(grow(accuracy, n), accuracy)) / (cost[n + 1] + drafting) for n in AUTO_TREE_SIZES
+        n: (1 + expected_accepted(grow(accuracy, n), accuracy)) / (cost[n + 1] + drafting_cost(n))
+        for n in AUTO_TREE_SIZES
     }
     best = max(speedup, key=speedup.get)
     return (best, speedup[best]) if speedup[best] > 1.0 else (0, speedup[best])
 
 
-def auto_tree_size(heads: LoadedHeads, model, params, batch: int, progress=lambda msg: None) -> int:
-    """best_tree_size with the target's measured forward cost at this batch size, and the heads' own cost
-    per step relative to a one-token forward from the weights each reads (a decoding step is
-    memory-bound): the heads' params plus the embedding rows they project through, once for all heads,
-    over the target's params."""
+def _param_count(tree) -> int:
+    return sum(x.size for x in jax.tree_util.tree_leaves(tree))
+
+
+def heads_drafting_cost(heads: LoadedHeads, params) -> float:
+    """The heads' cost per step relative to a one-token forward, from the weights each reads (a decoding
+    step is memory-bound): the heads' params plus the embedding rows they project through, once for all
+    heads, over the target's params."""
+    rows = heads.heads.config.draft_vocab or heads.heads.config.vocab_size
+    return (_param_count(heads.params) + rows * heads.heads.config.hidden_size) / _param_count(params)
+
+
+def recycling_drafting_cost(model, params):
+    """Token recycling's cost per step for an n-node tree, relative to a one-token forward: its update
+    reads the logits of all n + 1 window tokens (a top-k each) and writes their table rows; drafting is
+    a few gathers. As bytes over the target's params, as for the heads."""
+    return lambda n: (n + 1) * (model.vocab_size + RECYCLING_WIDTH) / _param_count(params)
+
+
+def auto_tree_size(accuracy, drafting, model, params, batch: int, what: str, progress=lambda msg: None) -> int:
+    """best_tree_size with the target's measured forward cost at this batch size; `what` names the
+    accuracies' source in the progress line."""
     from jaxspec.cost_model import cost_curve
 
     widths = sorted({1, *(n + 1 for n in AUTO_TREE_SIZES)})
     curve = cost_curve(model, params, batch_size=batch, widths=widths, progress=progress)
-    size = lambda tree: sum(x.size for x in jax.tree_util.tree_leaves(tree))
-    rows = heads.heads.config.draft_vocab or heads.heads.config.vocab_size
-    drafting = (size(heads.params) + rows * heads.heads.config.hidden_size) / size(params)
-    n, speedup = best_tree_size(head_accuracy(heads), dict(zip(curve.widths, curve.relative())), drafting)
+    n, speedup = best_tree_size(accuracy, dict(zip(curve.widths, curve.relative())), drafting)
     if n == 0:
         progress(f"no draft tree is expected to pay here (at best {speedup:.2f}x): decoding plainly")
     else:
-        progress(f"tree of {n} nodes (expected {speedup:.2f}x from the heads' accuracies and the forward cost)")
+        progress(f"tree of {n} nodes (expected {speedup:.2f}x from {what} and the forward cost)")
     return n
 
 

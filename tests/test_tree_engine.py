@@ -24,7 +24,7 @@ from jaxspec.drafters.base import Context, Draft
 from jaxspec.errors import CheckpointError, InputError
 from jaxspec.generate import _pad
 from jaxspec.heads_io import LoadedHeads, load_heads, save_heads, target_fields
-from jaxspec.methods import auto_tree_size, best_tree_size, build_drafter
+from jaxspec.methods import auto_tree_size, best_tree_size, build_drafter, head_accuracy, heads_drafting_cost
 from jaxspec.static_tree import StaticTree, grow, prior_accuracy
 from models import Start
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
@@ -224,8 +224,8 @@ def test_tree_size_for_the_best_expected_speedup():
 def test_auto_tree_size_measures_the_cost_and_keeps_useless_heads_plain():
     model, params = random_model(11, 2, 32, 4, 2)
     heads = _random_heads(model)
-    useless = dataclasses.replace(heads.heads.config, accuracy=((1e-6, 1e-6),) * 3)
-    assert auto_tree_size(dataclasses.replace(heads, heads=MedusaHeads(useless)), model, params, 1) == 0
+    useless = dataclasses.replace(heads, heads=MedusaHeads(dataclasses.replace(heads.heads.config, accuracy=((1e-6, 1e-6),) * 3)))
+    assert auto_tree_size(head_accuracy(useless), heads_drafting_cost(useless, params), model, params, 1, "heads") == 0
 
 
 @pytest.mark.parametrize("family", ["llama", "llama-tied", "t5gemma"])

@@ -30,6 +30,9 @@ class Verified(NamedTuple):
     next_token: jax.Array  # [B] the token the rule emitted after them
     path: jax.Array  # [B, K + 1] window indices of the kept tokens by depth (a chain: 0, 1, 2, ...)
     hidden: jax.Array  # [B, K + 1, D] the target's final hidden state at each window index
+    window: jax.Array  # [B, K + 1] the tokens verified: the last emitted one, then the drafts
+    logits: jax.Array  # [B, K + 1, V] the target's raw logits after each window index
+    scored: jax.Array  # [B, K + 1] bool: window indices the target really scored (junk elsewhere)
 
 
 class Context(NamedTuple):
