@@ -1,0 +1,146 @@
+"""Token recycling on the reference model (Gemma 3 270M) and real text, per prompt category.
+
+    python -m bench.recycling --markdown --summary
+
+For each category of bench/prompts/real/, the first --prompts-per-category
+prompts run one at a time (batch 1), greedy and at temperature 0.7, with
+plain decoding and token recycling at each --tree-sizes; then all categories'
+prompts together run in batches of 8 (category "all"). Rows give tokens/s,
+the speedup over plain decoding and tokens per target call, and, per batch
+size, the tree size `--tree-size auto` chooses from the measured forward cost
+with the speedup it expects. Timing as in bench.speculative (compilation
+excluded, median of --repeats, calls disturbed by other processes redone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench import summaries
+from bench.real_text import CATEGORIES, PROMPTS
+from bench.speculative import add_timing_args
+from jaxspec import reference_model
+from jaxspec.bench import run_jaxspec, summarize
+from jaxspec.cli import method_defaults, resolve_prompts
+from jaxspec.loading import load
+from jaxspec.methods import auto_tree_size, recycling_accuracy, recycling_drafting_cost
+from jaxspec.sampling import SamplingConfig
+
+
+def options(args, batch: int, tree_size: int | None) -> argparse.Namespace:
+    return argparse.Namespace(**method_defaults() | dict(
+        batch_size=batch, max_new_tokens=args.max_new_tokens, dtype="float32", repeats=args.repeats,
+        max_other_load=args.max_other_load, tree_size=tree_size,
+    ))
+
+
+def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
+    rows = []
+    for temperature in args.temperatures:
+        sampling = SamplingConfig(temperature=temperature)
+        labels = [("autoregressive", None)] + [(f"token-recycling-{n}", n) for n in args.tree_sizes]
+        records = []
+        for label, n in labels:
+            print(f"[{category}, batch {batch}, T={temperature}] {label}", file=sys.stderr, flush=True)
+            method = "autoregressive" if n is None else "token-recycling"
+            records += [dict(r, method=label) for r in run_jaxspec(options(args, batch, n), method, lm, None, prompts, sampling)]
+        summary = summarize(records)
+        base = summary["autoregressive"]["tokens_per_s"]
+        for label, n in labels:
+            s = summary[label]
+            rows.append(dict(prompts=category, batch=batch, temperature=temperature, method=label, tree_size=n,
+                             speedup=s["tokens_per_s"] / base, **s))
+    return rows
+
+
+def auto_choices(lm, batches) -> dict:
+    """Per batch size, the tree `--tree-size auto` picks here: (nodes, 0 meaning plain decoding)."""
+    return {
+        str(b): auto_tree_size(recycling_accuracy(), recycling_drafting_cost(lm.model, lm.params), lm.model, lm.params,
+                               b, "the hit rates", progress=lambda m: print(m, file=sys.stderr))
+        for b in batches
+    }
+
+
+def markdown(rows: list[dict], auto: dict) -> str:
+    lines = [
+        "| prompts | batch | temperature | method | tokens/s | speedup vs jaxspec AR | tokens per target call |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['prompts']} | {r['batch']} | {r['temperature']} | {r['method']} | {r['tokens_per_s']:.1f} | "
+            f"{r['speedup']:.2f}x | {r['tokens_per_call']:.2f} |"
+        )
+    chosen = ", ".join(f"batch {b}: {'plain decoding' if n == 0 else f'{n} nodes'}" for b, n in auto.items())
+    return "\n".join(lines) + f"\n\n`--tree-size auto` chooses: {chosen}."
+
+
+def summary_table(summary: dict) -> str:
+    return markdown(summary["rows"], summary["auto"])
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    """Tokens per call and speedup per category, one bar per tree size, greedy and T=0.7 side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    groups = list(dict.fromkeys((r["prompts"], r["batch"]) for r in rows))
+    series = list(dict.fromkeys((r["method"], r["temperature"]) for r in rows if r["tree_size"]))
+    width = 0.8 / len(series)
+    for ax, field, title in ((axes[0], "tokens_per_call", "tokens per target call"), (axes[1], "speedup", "speedup vs plain decoding")):
+        for i, (method, temperature) in enumerate(series):
+            for g, (category, batch) in enumerate(groups):
+                match = [r for r in rows if (r["prompts"], r["batch"], r["method"], r["temperature"]) == (category, batch, method, temperature)]
+                if match:
+                    ax.bar(g + i * width, match[0][field], width, color=f"C{i}", label=f"{method}, T={temperature}" if g == 0 else None)
+        ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+        ax.set_xticklabels([f"{c.replace('_', chr(10))}\nb{b}" for c, b in groups], fontsize=7)
+        ax.set_title(title)
+        ax.axhline(1.0, color="grey", lw=0.8)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Token recycling on Gemma 3 270M, float32, 2 CPU cores")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.recycling", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the reference model (Gemma 3 270M), converted once")
+    parser.add_argument("--prompts-per-category", type=int, default=2)
+    parser.add_argument("--tree-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64])
+    parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
+    parser.add_argument("--batch", type=int, default=8, help="the batch size of the all-categories rows")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/recycling.json"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/img/recycling.png"))
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    add_timing_args(parser)
+    args = parser.parse_args(argv)
+    lm = load(args.model or reference_model.converted_dir())
+    everything, rows = [], []
+    for category in CATEGORIES:
+        prompts = resolve_prompts([("--prompts", str(PROMPTS / f"{category}.jsonl"))], lm.tokenizer)[: args.prompts_per_category]
+        everything += prompts
+        rows += run_group(args, lm, category, prompts, 1)
+    rows += run_group(args, lm, "all", everything, args.batch)
+    auto = auto_choices(lm, [1, args.batch])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rows": rows, "auto": auto}, indent=1))
+    if args.summary:
+        settings = dict(prompts_per_category=args.prompts_per_category, max_new_tokens=args.max_new_tokens,
+                        repeats=args.repeats, max_other_load=args.max_other_load)
+        summaries.write("recycling", "bench.recycling", argv, rows, settings=settings, auto=auto)
+    plot(rows, args.plot)
+    print(markdown(rows, auto) if args.markdown else json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
