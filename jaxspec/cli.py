@@ -169,6 +169,12 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         f"estimated rejection chance > {ADAPTIVE.max_reject_prob}, and adapt K between steps",
     )
     p.add_argument("--ngram", type=int, default=3, help="prompt lookup: longest n-gram to match")
+    p.add_argument(
+        "--lookup-branches", type=int, default=1, metavar="M",
+        help="prompt lookup: copy after the best M matches, their continuations merged into a tree of M x "
+        "--num-draft-tokens nodes (auto: 8 deep, the whole tree verified every step); 1 (the default): a chain "
+        "after the best match",
+    )
     p.add_argument("--heads", metavar="DIR", help="draft heads for --method medusa (made by jaxspec-train heads)")
     p.add_argument(
         "--tree-size", type=_int_or_auto, default=AUTO, metavar="N|auto",
@@ -276,7 +282,7 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
 
     if method == "draft-model" and draft is None:
         draft = load_draft(args, args.dtype)
-    heads, tree_size, successors = None, args.tree_size, None
+    heads, tree_size, successors, plain = None, args.tree_size, None, False
     if method in HEAD_METHODS and args.heads:
         from jaxspec.heads_io import load_heads
         from jaxspec.methods import head_accuracy, heads_drafting_cost
@@ -285,6 +291,7 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         if tree_size == AUTO:
             tree_size = auto_tree_size(head_accuracy(heads), heads_drafting_cost(heads, lm.params), lm.model,
                                        lm.params, batch, "the heads' accuracies", progress=_say)
+            plain = tree_size == 0
     if method == "token-recycling":
         from jaxspec.methods import recycling_accuracy, recycling_drafting_cost
         from jaxspec.successor_table import load_successors
@@ -293,7 +300,8 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         if tree_size == AUTO:
             tree_size = auto_tree_size(recycling_accuracy(), recycling_drafting_cost(lm.model, lm.params), lm.model,
                                        lm.params, batch, "the successor table's measured hit rates", progress=_say)
-    if tree_size == 0:
+            plain = tree_size == 0
+    if plain:
         method = "autoregressive"
     reference = None
     if args.reference:
@@ -309,11 +317,12 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         sampling=sampling,
         target_vocab=lm.model.vocab_size,
         target_encoder_decoder=lm.model.is_encoder_decoder,
-        num_draft_tokens=drafts_to_build(method, args.num_draft_tokens),
+        num_draft_tokens=drafts_to_build(method, args.num_draft_tokens, method == "prompt-lookup" and args.lookup_branches > 1),
         draft_model=draft.model if draft else None,
         draft_params=draft.params if draft else None,
         adaptive=ADAPTIVE if args.adaptive_draft else None,
         ngram=args.ngram,
+        lookup_branches=args.lookup_branches,
         reference_ids=reference,
         heads=heads,
         target=(lm.model, lm.params),

@@ -11,7 +11,7 @@ import numpy as np
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
 from jaxspec.drafters.medusa import Medusa
-from jaxspec.drafters.prompt_lookup import PromptLookup
+from jaxspec.drafters.prompt_lookup import PromptLookup, PromptLookupTree
 from jaxspec.drafters.token_recycling import TokenRecycling
 from jaxspec.errors import InputError
 from jaxspec.generate import bucket
@@ -53,6 +53,7 @@ def build_drafter(
     draft_params: Any = None,
     adaptive: AdaptiveDraft | None = None,
     ngram: int = 3,
+    lookup_branches: int = 1,
     reference_ids: Sequence[int] | None = None,
     heads: LoadedHeads | None = None,
     target: tuple[Any, Any] | None = None,
@@ -69,12 +70,14 @@ def build_drafter(
     if method == "autoregressive":
         return Autoregressive(), None
     if method in TREE_METHODS:
+        if method in HEAD_METHODS and heads is None:
+            raise InputError(f"method {method} needs draft heads (--heads DIR, made by jaxspec-train heads)")
         size = DEFAULT_TREE_SIZE if tree_size is None else tree_size
-        if int(size) != size or size < 1:
+        if not isinstance(size, (int, np.integer)) or size < 1:
             raise InputError(f"tree size must be >= 1, got {size}")
         if method == "token-recycling":
             return _recycling_drafter(target_vocab, int(size), accuracy, successors)
-        return _head_drafter(method, heads, target, int(size))
+        return _head_drafter(heads, target, int(size))
     k = DEFAULT_DRAFT_TOKENS[method] if num_draft_tokens is None else num_draft_tokens
     if int(k) != k or k < 1:
         raise InputError(f"num-draft-tokens must be >= 1, got {k}")
@@ -103,6 +106,10 @@ def build_drafter(
         padded = np.zeros(bucket(len(ids)), np.int32)
         padded[: len(ids)] = ids
         reference = (jnp.asarray(np.tile(padded, (batch, 1))), jnp.full((batch,), len(ids), jnp.int32))
+    if int(lookup_branches) != lookup_branches or lookup_branches < 1:
+        raise InputError(f"lookup branches must be >= 1, got {lookup_branches}")
+    if lookup_branches > 1:
+        return PromptLookupTree(int(lookup_branches), int(k), int(ngram)), reference
     return PromptLookup(int(k), int(ngram)), reference
 
 
@@ -122,9 +129,7 @@ def _recycling_drafter(vocab: int, tree_size: int, accuracy, successors):
     return drafter, successors
 
 
-def _head_drafter(method: str, heads: LoadedHeads | None, target, tree_size: int):
-    if heads is None:
-        raise InputError(f"method {method} needs draft heads (--heads DIR, made by jaxspec-train heads)")
+def _head_drafter(heads: LoadedHeads, target, tree_size: int):
     model, params = target
     check_target(heads.heads.config, model, heads.source)
     embedding = model.output_embedding(params)
@@ -187,10 +192,11 @@ def auto_tree_size(accuracy, drafting, model, params, batch: int, what: str, pro
     return n
 
 
-def drafts_to_build(method: str, num_draft_tokens: int | str | None) -> int | None:
-    """K for build_drafter: "auto" builds the method's largest; an int is taken as given."""
+def drafts_to_build(method: str, num_draft_tokens: int | str | None, tree: bool = False) -> int | None:
+    """K for build_drafter: "auto" builds the method's largest chain (the sizing picks fewer per step), or
+    a tree's default depth (trees are not sized per step); an int is taken as given."""
     if num_draft_tokens == AUTO:
-        return AUTO_MAX_DRAFTS.get(method)
+        return DEFAULT_DRAFT_TOKENS.get(method) if tree else AUTO_MAX_DRAFTS.get(method)
     return num_draft_tokens
 
 
@@ -198,9 +204,11 @@ def auto_sizing(
     method: str, num_draft_tokens: int | str | None, drafter, model, params, batch: int, *,
     draft_model=None, draft_params=None, progress=lambda msg: None,
 ):
-    """The cost-model sizing for num_draft_tokens="auto" (None otherwise, and for plain decoding): the
+    """The cost-model sizing for num_draft_tokens="auto" (None otherwise, for plain decoding and for
+    trees): the
     target's measured forward cost per width at this batch size, and the draft model's step cost."""
-    if num_draft_tokens != AUTO or method == "autoregressive" or method in TREE_METHODS:
+    tree = isinstance(drafter, PromptLookupTree)
+    if num_draft_tokens != AUTO or method == "autoregressive" or method in TREE_METHODS or tree:
         return None
     from jaxspec.cost_model import draft_sizing
 

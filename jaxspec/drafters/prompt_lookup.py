@@ -1,12 +1,15 @@
-"""Prompt lookup / reference copying (Saxena 2023; LLMA, Yang et al. 2023).
+"""Prompt lookup / reference copying (Saxena 2023; LLMA, Yang et al. 2023), as a chain or as a tree.
 
 Find the last n tokens (n from max_ngram down to 1) earlier in the row's own
 text (prompt + generated), in an encoder-decoder model's input, or in a
-reference document, and propose the K tokens that followed that match. The
+reference document, and propose the tokens that followed the match. The
 longest n wins; among equal n, the most recent match in the row's text, then
-the earliest in the encoder input, then the earliest in the reference. Everything is a
-static-shape comparison over the whole buffer, so it runs inside the loop.
-Drafts are point masses (no q), verified with `accept_point_mass`.
+the earliest in the encoder input, then the earliest in the reference.
+`PromptLookup` copies after the best match (a chain); `PromptLookupTree`
+copies after the best M matches and merges their common prefixes into a
+trie, so a step can accept whichever continuation the target takes.
+Everything is a static-shape comparison over the whole buffer, so it runs
+inside the loop. Drafts are point masses (no q).
 """
 
 from __future__ import annotations
@@ -34,6 +37,43 @@ def _ngram_matches(text: jax.Array, text_len: jax.Array, suffix: jax.Array, n: i
     return match & (j + n < text_len[:, None]) & (j < exclude_from[:, None])
 
 
+def _matches(ctx: Context, params, max_ngram: int, count: int, depth: int):
+    """The `count` best matches: (tokens [B, count, depth] copied after each, available [B, count, depth]).
+
+    Sources are the row's own text, then the encoder input (ctx.source), then the user's reference
+    (params); each continuation start gets the longest n whose n-gram before it matches the row's last
+    n tokens, and starts are ranked by (n, source, recency in the row's text or earliness elsewhere).
+    """
+    history, seq_len = ctx.history, ctx.seq_len
+    b, h = history.shape
+    rows = jnp.arange(b)[:, None]
+    sources = [(history, seq_len)] + [r for r in (ctx.source, params) if r is not None]
+    width = max(text.shape[1] for text, _ in sources)
+    rank_scale = (len(sources) + 1) * width
+    texts, ends, priorities, offset = [], [], [], 0
+    for i, (text, length) in enumerate(sources):
+        own = i == 0
+        longest = jnp.zeros(text.shape, jnp.int32)  # [B, L] by continuation start
+        for n in range(1, max_ngram + 1):
+            suffix = history[rows, jnp.clip(seq_len[:, None] - n + jnp.arange(n)[None, :], 0, h - 1)]
+            exclude = seq_len - n if own else length
+            match = _ngram_matches(text, length, suffix, n, exclude) & (seq_len >= n + own)[:, None]
+            after = jnp.pad(match, ((0, 0), (n, 0)))[:, : text.shape[1]]  # start j + n of each match at j
+            longest = jnp.where(after, n, longest)
+        start = jnp.arange(text.shape[1])[None, :]
+        order = start if own else width - 1 - start  # the most recent in the row's text, else the earliest
+        priorities.append(jnp.where(longest > 0, longest * rank_scale + (len(sources) - i) * width + order + 1, 0))
+        texts.append(text)
+        ends.append(jnp.broadcast_to(offset + length[:, None], text.shape))
+        offset += text.shape[1]
+    priority, chosen = jax.lax.top_k(jnp.concatenate(priorities, axis=1), count)  # [B, count]
+    text, end = jnp.concatenate(texts, axis=1), jnp.concatenate(ends, axis=1)
+    at = chosen[:, :, None] + jnp.arange(depth)[None, None, :]  # [B, count, depth]
+    limit = jnp.take_along_axis(end, chosen, axis=1)[:, :, None]
+    tokens = text[rows[:, :, None], jnp.clip(at, 0, text.shape[1] - 1)]
+    return tokens.astype(jnp.int32), (priority[:, :, None] > 0) & (at < limit)
+
+
 @dataclasses.dataclass(frozen=True)
 class PromptLookup:
     num_draft_tokens: int
@@ -47,42 +87,56 @@ class PromptLookup:
 
         An encoder-decoder model's input (ctx.source) is searched like a reference, before the user's.
         """
-        k = self.num_draft_tokens
-        history, seq_len = ctx.history, ctx.seq_len
-        b, h = history.shape
-        rows = jnp.arange(b)[:, None]
-        references = [r for r in (ctx.source, params) if r is not None]
+        tokens, available = _matches(ctx, params, self.max_ngram, 1, self.num_draft_tokens)
+        return Draft(tokens[:, 0], jnp.sum(available[:, 0], axis=1).astype(jnp.int32), None), state
 
-        best_n = jnp.zeros((b,), jnp.int32)
-        source = jnp.zeros((b,), jnp.int32)  # 0: the row's own text; i + 1: references[i]
-        start = jnp.zeros((b,), jnp.int32)  # index of the first copied token
-        for n in range(self.max_ngram, 0, -1):
-            suffix = history[rows, jnp.clip(seq_len[:, None] - n + jnp.arange(n)[None, :], 0, h - 1)]
-            in_text = _ngram_matches(history, seq_len, suffix, n, seq_len - n) & (seq_len >= n + 1)[:, None]
-            found = jnp.any(in_text, axis=1)
-            where = jnp.zeros((b,), jnp.int32)
-            at = h - 1 - jnp.argmax(in_text[:, ::-1], axis=1)  # the most recent match in the text
-            for i, (reference, ref_len) in enumerate(references):
-                in_ref = _ngram_matches(reference, ref_len, suffix, n, ref_len) & (seq_len >= n)[:, None]
-                first = ~found & jnp.any(in_ref, axis=1)
-                where = jnp.where(first, i + 1, where)
-                at = jnp.where(first, jnp.argmax(in_ref, axis=1), at)  # the earliest match in a reference
-                found |= first
-            take = (best_n == 0) & found
-            best_n = jnp.where(take, n, best_n)
-            source = jnp.where(take, where, source)
-            start = jnp.where(take, at + n, start)
+    def update(self, params, state, ctx: Context, verified):
+        return state
 
-        idx = start[:, None] + jnp.arange(k)[None, :]
-        tokens = history[rows, jnp.clip(idx, 0, h - 1)]
-        available = seq_len - start
-        for i, (reference, ref_len) in enumerate(references):
-            mine = source == i + 1
-            copied = reference[rows, jnp.clip(idx, 0, reference.shape[1] - 1)]
-            tokens = jnp.where(mine[:, None], copied, tokens)
-            available = jnp.where(mine, ref_len - start, available)
-        n_valid = jnp.where(best_n > 0, jnp.clip(available, 0, k), 0).astype(jnp.int32)
-        return Draft(tokens.astype(jnp.int32), n_valid, None), state
+
+@dataclasses.dataclass(frozen=True)
+class PromptLookupTree:
+    """The best `branches` matches' continuations of up to `depth` tokens, merged into a trie.
+
+    Node (d, m), the d-th token after match m, sits at index d * branches + m (nodes sorted by depth).
+    A node repeating an earlier branch's node (the same tokens from depth 0 to d) is left out, and its
+    children hang under that earlier node instead.
+    """
+
+    branches: int
+    depth: int
+    max_ngram: int = 3
+
+    @property
+    def num_draft_tokens(self) -> int:
+        return self.branches * self.depth
+
+    def init(self, params, prompts, prompt_len, new_slots, start):
+        return ()
+
+    def propose(self, params, state, ctx: Context):
+        """params: as PromptLookup's."""
+        m, depth = self.branches, self.depth
+        tokens, available = _matches(ctx, params, self.max_ngram, m, depth)  # [B, M, D]
+        b = tokens.shape[0]
+        # same[b, d, i, j]: branches i and j carry the same tokens at depths 0..d.
+        equal = (tokens[:, :, None, :] == tokens[:, None, :, :]) & available[:, :, None, :] & available[:, None, :, :]
+        same = jnp.cumprod(jnp.moveaxis(equal, 3, 1), axis=1).astype(bool)
+        earlier = jnp.arange(m)[None, :] <= jnp.arange(m)[:, None]  # [i, j]: j <= i
+        first = jnp.argmax(same & earlier[None, None], axis=3)  # [B, D, M]: the first branch like branch i
+        valid = available.transpose(0, 2, 1) & (first == jnp.arange(m)[None, None, :])
+        node = lambda d, branch: d * m + branch
+        parents = jnp.concatenate(
+            [jnp.full((b, 1, m), -1, jnp.int32), node(jnp.arange(depth - 1)[None, :, None], first[:, :-1])], axis=1
+        )
+        valid &= ~ctx.done[:, None, None]
+        return Draft(
+            tokens=tokens.transpose(0, 2, 1).reshape(b, depth * m),
+            n_valid=jnp.where(jnp.any(valid, axis=(1, 2)), depth * m, 0).astype(jnp.int32),
+            probs=None,
+            parents=parents.reshape(b, depth * m).astype(jnp.int32),
+            valid=valid.reshape(b, depth * m),
+        ), state
 
     def update(self, params, state, ctx: Context, verified):
         return state
