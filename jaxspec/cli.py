@@ -178,8 +178,8 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", metavar="DIR", help="draft heads for --method medusa (made by jaxspec-train heads)")
     p.add_argument(
         "--tree-size", type=_int_or_auto, default=AUTO, metavar="N|auto",
-        help="tree methods (medusa, token-recycling): nodes of the static draft tree, grown from the heads' "
-        "measured accuracies, or for token recycling from its successor table's hit rates measured on Gemma 3; "
+        help="tree methods (medusa, token-recycling, ngram-trie): nodes of the static draft tree, grown from the "
+        "heads' measured accuracies, or for the training-free methods from their hit rates measured on Gemma 3; "
         f"auto (the default): the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best expected speedup given "
         "those accuracies and the target's measured forward cost, or plain decoding where no tree pays",
     )
@@ -292,14 +292,15 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
             tree_size = auto_tree_size(head_accuracy(heads), heads_drafting_cost(heads, lm.params), lm.model,
                                        lm.params, batch, "the heads' accuracies", progress=_say)
             plain = tree_size == 0
-    if method == "token-recycling":
-        from jaxspec.methods import recycling_accuracy, recycling_drafting_cost
+    if method in ("token-recycling", "ngram-trie"):
+        from jaxspec.methods import rank_accuracy, training_free_drafting_cost
         from jaxspec.successor_table import load_successors
 
-        successors = load_successors(args.successor_table) if args.successor_table else None
+        if method == "token-recycling" and args.successor_table:
+            successors = load_successors(args.successor_table)
         if tree_size == AUTO:
-            tree_size = auto_tree_size(recycling_accuracy(), recycling_drafting_cost(lm.model, lm.params), lm.model,
-                                       lm.params, batch, "the successor table's measured hit rates", progress=_say)
+            tree_size = auto_tree_size(rank_accuracy(method), training_free_drafting_cost(method, lm.model, lm.params),
+                                       lm.model, lm.params, batch, "the measured hit rates", progress=_say)
             plain = tree_size == 0
     if plain:
         method = "autoregressive"

@@ -11,6 +11,7 @@ import numpy as np
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
 from jaxspec.drafters.medusa import Medusa
+from jaxspec.drafters.ngram_trie import NgramTrie
 from jaxspec.drafters.prompt_lookup import PromptLookup, PromptLookupTree
 from jaxspec.drafters.token_recycling import TokenRecycling
 from jaxspec.errors import InputError
@@ -19,19 +20,22 @@ from jaxspec.heads_io import LoadedHeads, check_target
 from jaxspec.sampling import SamplingConfig
 from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
 
-METHODS = ("autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling")
+METHODS = ("autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling", "ngram-trie")
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
-TREE_METHODS = ("medusa", "token-recycling")
+TREE_METHODS = ("medusa", "token-recycling", "ngram-trie")
 HEAD_METHODS = ("medusa",)
 DEFAULT_TREE_SIZE = 16
-# Token recycling: successors kept per token, and the deepest its tree grows.
-RECYCLING_WIDTH = 8
-RECYCLING_DEPTH = 6
-# How often the table's rank-r successor of an accepted token is the target's next token while decoding,
-# measured by bench/recycling_ranks.py on Gemma 3 270M (greedy, six Spec-Bench-style categories) from
+# Token recycling and the n-gram trie: successors kept per token (pair), and the deepest a tree grows.
+SUCCESSOR_WIDTH = 8
+TRAINING_FREE_DEPTH = 6
+# How often the rank-r successor of an accepted token is the target's next token while decoding,
+# measured by bench/rank_hits.py on Gemma 3 270M (greedy, six Spec-Bench-style categories) from
 # trees of 1, 2, 4 and 8 depth-1 nodes. Replaying a prompt's own text instead underestimates rank 0 by
 # a factor of 3 to 5: decoding follows the target's choices and repeats itself far more than human text.
-RECYCLING_RANK_ACCURACY = (0.55, 0.02, 0.015, 0.012, 0.01, 0.008, 0.006, 0.005)
+RANK_ACCURACY = {
+    "token-recycling": (0.55, 0.02, 0.015, 0.012, 0.01, 0.008, 0.006, 0.005),
+    "ngram-trie": (0.55, 0.02, 0.015, 0.012, 0.01, 0.008, 0.006, 0.005),
+}
 # tree_size="auto" picks among these the size of best expected speedup (auto_tree_size).
 AUTO_TREE_SIZES = (1, 2, 4, 8, 16, 32)
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
@@ -63,7 +67,7 @@ def build_drafter(
 ):
     """Returns (drafter, drafter_params) for generate(). A head method needs `heads` (jaxspec.heads_io) and
     `target` = (model, params): the heads project through the target's output embedding. Token recycling
-    grows its tree from `accuracy` (recycling_accuracy() without) and starts from the
+    grows its tree from `accuracy` (rank_accuracy(method) without) and starts from the
     `successors` table a former call left (TokenRecycling.carry), or from nothing."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
@@ -77,6 +81,8 @@ def build_drafter(
             raise InputError(f"tree size must be >= 1, got {size}")
         if method == "token-recycling":
             return _recycling_drafter(target_vocab, int(size), accuracy, successors)
+        if method == "ngram-trie":
+            return NgramTrie(grow(accuracy or rank_accuracy(method), int(size)), width=SUCCESSOR_WIDTH), None
         return _head_drafter(heads, target, int(size))
     k = DEFAULT_DRAFT_TOKENS[method] if num_draft_tokens is None else num_draft_tokens
     if int(k) != k or k < 1:
@@ -113,18 +119,18 @@ def build_drafter(
     return PromptLookup(int(k), int(ngram)), reference
 
 
-def recycling_accuracy() -> tuple[tuple[float, ...], ...]:
-    """accuracy[d][r] for token recycling's tree: RECYCLING_RANK_ACCURACY at every depth."""
-    return (RECYCLING_RANK_ACCURACY,) * RECYCLING_DEPTH
+def rank_accuracy(method: str) -> tuple[tuple[float, ...], ...]:
+    """accuracy[d][r] for a training-free tree method: its RANK_ACCURACY at every depth."""
+    return (RANK_ACCURACY[method],) * TRAINING_FREE_DEPTH
 
 
 def _recycling_drafter(vocab: int, tree_size: int, accuracy, successors):
-    drafter = TokenRecycling(grow(accuracy or recycling_accuracy(), tree_size), vocab, RECYCLING_WIDTH)
+    drafter = TokenRecycling(grow(accuracy or rank_accuracy("token-recycling"), tree_size), vocab, SUCCESSOR_WIDTH)
     if successors is not None:
         table, known = successors
-        if tuple(table.shape) != (vocab, RECYCLING_WIDTH) or tuple(known.shape) != (vocab,):
+        if tuple(table.shape) != (vocab, SUCCESSOR_WIDTH) or tuple(known.shape) != (vocab,):
             raise InputError(
-                f"the successor table is {tuple(table.shape)}, but this target needs ({vocab}, {RECYCLING_WIDTH})"
+                f"the successor table is {tuple(table.shape)}, but this target needs ({vocab}, {SUCCESSOR_WIDTH})"
             )
     return drafter, successors
 
@@ -170,11 +176,14 @@ def heads_drafting_cost(heads: LoadedHeads, params) -> float:
     return (_param_count(heads.params) + rows * heads.heads.config.hidden_size) / _param_count(params)
 
 
-def recycling_drafting_cost(model, params):
-    """Token recycling's cost per step for an n-node tree, relative to a one-token forward: its update
-    reads the logits of all n + 1 window tokens (a top-k each) and writes their table rows; drafting is
-    a few gathers. As bytes over the target's params, as for the heads."""
-    return lambda n: (n + 1) * (model.vocab_size + RECYCLING_WIDTH) / _param_count(params)
+def training_free_drafting_cost(method: str, model, params):
+    """A training-free method's cost per step for an n-node tree, relative to a one-token forward, as
+    bytes read over the target's params (as for the heads). Token recycling's update reads the logits of
+    all n + 1 window tokens (a top-k each) and writes their table rows; the n-gram trie decays every
+    count of its table. Drafting itself is a few gathers."""
+    if method == "token-recycling":
+        return lambda n: (n + 1) * (model.vocab_size + SUCCESSOR_WIDTH) / _param_count(params)
+    return lambda n: NgramTrie.buckets * SUCCESSOR_WIDTH / _param_count(params)
 
 
 def auto_tree_size(accuracy, drafting, model, params, batch: int, what: str, progress=lambda msg: None) -> int:

@@ -1,12 +1,12 @@
-"""How often token recycling's rank-r successor is the target's next token, measured while decoding.
+"""How often a training-free method's rank-r successor is the target's next token, measured while decoding.
 
-    python -m bench.recycling_ranks [--model DIR] [--prompts-per-category 2]
+    python -m bench.rank_hits --method token-recycling|ngram-trie [--model DIR] [--prompts-per-category 2]
 
 Decodes the first prompts of every category of bench/prompts/real/ greedily
 with trees of n = 1, 2, 4, 8 depth-1 nodes (ranks 0 .. n-1 of the root's
 successors). A step then accepts one draft exactly when one of them is the
 target's token, so tokens per call minus one is the summed hit rate of ranks
-below n, and differences give each rank's. jaxspec.methods.RECYCLING_RANK_ACCURACY
+below n, and differences give each rank's. jaxspec.methods.RANK_ACCURACY
 comes from this script's output on the reference model.
 """
 
@@ -20,14 +20,16 @@ import numpy as np
 from bench.real_text import CATEGORIES, PROMPTS
 from jaxspec import generate, reference_model
 from jaxspec.cli import resolve_prompts
+from jaxspec.drafters.ngram_trie import NgramTrie
 from jaxspec.drafters.token_recycling import TokenRecycling
 from jaxspec.loading import load
-from jaxspec.methods import RECYCLING_WIDTH
+from jaxspec.methods import SUCCESSOR_WIDTH
 from jaxspec.static_tree import StaticTree
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.recycling_ranks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.rank_hits", description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=("token-recycling", "ngram-trie"), default="token-recycling")
     parser.add_argument("--model", default=None, help="default: the reference model (Gemma 3 270M)")
     parser.add_argument("--prompts-per-category", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)
@@ -39,7 +41,11 @@ def main(argv=None) -> None:
     ]
     below = {0: 0.0}
     for n in (1, 2, 4, 8):
-        star = TokenRecycling(StaticTree((-1,) * n, (1,) * n, tuple(range(n))), lm.model.vocab_size, RECYCLING_WIDTH)
+        star = StaticTree((-1,) * n, (1,) * n, tuple(range(n)))
+        if args.method == "token-recycling":
+            star = TokenRecycling(star, lm.model.vocab_size, SUCCESSOR_WIDTH)
+        else:
+            star = NgramTrie(star, width=SUCCESSOR_WIDTH)
         out = generate(lm.model, lm.params, prompts, max_new_tokens=args.max_new_tokens, stop_ids=lm.eos_ids, drafter=star)
         below[n] = float(np.mean([g.new_tokens / g.target_calls - 1 for g in out]))
     sizes = sorted(below)

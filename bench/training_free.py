@@ -1,14 +1,15 @@
-"""Token recycling on the reference model (Gemma 3 270M) and real text, per prompt category.
+"""Training-free tree methods on the reference model (Gemma 3 270M) and real text, per prompt category.
 
-    python -m bench.recycling --markdown --summary
+    python -m bench.training_free --markdown --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
-plain decoding and token recycling at each --tree-sizes; then all categories'
-prompts together run in batches of 8 (category "all"). Rows give tokens/s,
-the speedup over plain decoding and tokens per target call, and, per batch
-size, the tree size `--tree-size auto` chooses from the measured forward cost
-with the speedup it expects. Timing as in bench.speculative (compilation
+plain decoding and each "method:tree size" of --runs (token recycling, the
+n-gram trie, prompt lookup as a tree of --lookup-branches); then all
+categories' prompts together run in batches of --batch (category "all").
+Rows give tokens/s, the speedup over plain decoding and tokens per target
+call, and per batch size the tree `--tree-size auto` chooses from the
+measured forward cost. Timing as in bench.speculative (compilation
 excluded, median of --repeats, calls disturbed by other processes redone).
 """
 
@@ -26,14 +27,17 @@ from jaxspec import reference_model
 from jaxspec.bench import run_jaxspec, summarize
 from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
-from jaxspec.methods import auto_tree_size, recycling_accuracy, recycling_drafting_cost
+from jaxspec.methods import auto_tree_size, rank_accuracy, training_free_drafting_cost
 from jaxspec.sampling import SamplingConfig
 
 
-def options(args, batch: int, tree_size: int | None) -> argparse.Namespace:
+def options(args, batch: int, method: str, size: int | None) -> argparse.Namespace:
+    """A tree size for the tree methods; prompt lookup's tree is --lookup-branches x `size` deep."""
+    lookup = method == "prompt-lookup"
     return argparse.Namespace(**method_defaults() | dict(
         batch_size=batch, max_new_tokens=args.max_new_tokens, dtype="float32", repeats=args.repeats,
-        max_other_load=args.max_other_load, tree_size=tree_size,
+        max_other_load=args.max_other_load, tree_size=None if lookup else size,
+        num_draft_tokens=size if lookup else None, lookup_branches=args.lookup_branches if lookup else 1,
     ))
 
 
@@ -41,27 +45,29 @@ def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
     rows = []
     for temperature in args.temperatures:
         sampling = SamplingConfig(temperature=temperature)
-        labels = [("autoregressive", None)] + [(f"token-recycling-{n}", n) for n in args.tree_sizes]
+        labels = [("autoregressive", "autoregressive", None)] + [(f"{m}-{n}", m, n) for m, n in args.runs]
         records = []
-        for label, n in labels:
+        for label, method, n in labels:
             print(f"[{category}, batch {batch}, T={temperature}] {label}", file=sys.stderr, flush=True)
-            method = "autoregressive" if n is None else "token-recycling"
-            records += [dict(r, method=label) for r in run_jaxspec(options(args, batch, n), method, lm, None, prompts, sampling)]
+            opts = options(args, batch, method, n)
+            records += [dict(r, method=label) for r in run_jaxspec(opts, method, lm, None, prompts, sampling)]
         summary = summarize(records)
         base = summary["autoregressive"]["tokens_per_s"]
-        for label, n in labels:
+        for label, method, n in labels:
             s = summary[label]
             rows.append(dict(prompts=category, batch=batch, temperature=temperature, method=label, tree_size=n,
                              speedup=s["tokens_per_s"] / base, **s))
     return rows
 
 
-def auto_choices(lm, batches) -> dict:
-    """Per batch size, the tree `--tree-size auto` picks here: (nodes, 0 meaning plain decoding)."""
+def auto_choices(lm, methods, batches) -> dict:
+    """Per method and batch size, the tree `--tree-size auto` picks here (nodes, 0 meaning plain decoding)."""
     return {
-        str(b): auto_tree_size(recycling_accuracy(), recycling_drafting_cost(lm.model, lm.params), lm.model, lm.params,
-                               b, "the hit rates", progress=lambda m: print(m, file=sys.stderr))
-        for b in batches
+        f"{method}, batch {b}": auto_tree_size(
+            rank_accuracy(method), training_free_drafting_cost(method, lm.model, lm.params), lm.model, lm.params, b,
+            "the hit rates", progress=lambda m: print(m, file=sys.stderr),
+        )
+        for method in methods for b in batches
     }
 
 
@@ -75,7 +81,7 @@ def markdown(rows: list[dict], auto: dict) -> str:
             f"| {r['prompts']} | {r['batch']} | {r['temperature']} | {r['method']} | {r['tokens_per_s']:.1f} | "
             f"{r['speedup']:.2f}x | {r['tokens_per_call']:.2f} |"
         )
-    chosen = ", ".join(f"batch {b}: {'plain decoding' if n == 0 else f'{n} nodes'}" for b, n in auto.items())
+    chosen = ", ".join(f"{key}: {'plain decoding' if n == 0 else f'{n} nodes'}" for key, n in auto.items())
     return "\n".join(lines) + f"\n\n`--tree-size auto` chooses: {chosen}."
 
 
@@ -105,22 +111,27 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.set_title(title)
         ax.axhline(1.0, color="grey", lw=0.8)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Token recycling on Gemma 3 270M, float32, 2 CPU cores")
+    fig.suptitle("Training-free trees on Gemma 3 270M, float32, 2 CPU cores")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.recycling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.training_free", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the reference model (Gemma 3 270M), converted once")
     parser.add_argument("--prompts-per-category", type=int, default=2)
-    parser.add_argument("--tree-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64])
+    parser.add_argument(
+        "--runs", default=[("token-recycling", 16), ("token-recycling", 64), ("ngram-trie", 16), ("prompt-lookup", 8)],
+        type=lambda s: [(m, int(n)) for m, n in (x.rsplit(":", 1) for x in s.split(","))],
+        help="method:size, comma-separated (prompt lookup's size is its depth)",
+    )
+    parser.add_argument("--lookup-branches", type=int, default=4)
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--batch", type=int, default=8, help="the batch size of the all-categories rows")
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/recycling.json"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/img/recycling.png"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/training_free.json"))
+    parser.add_argument("--plot", type=Path, default=Path("docs/img/training_free.png"))
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     add_timing_args(parser)
     args = parser.parse_args(argv)
@@ -131,13 +142,14 @@ def main(argv=None) -> None:
         everything += prompts
         rows += run_group(args, lm, category, prompts, 1)
     rows += run_group(args, lm, "all", everything, args.batch)
-    auto = auto_choices(lm, [1, args.batch])
+    auto = auto_choices(lm, ("token-recycling", "ngram-trie"), [1, args.batch])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "auto": auto}, indent=1))
     if args.summary:
         settings = dict(prompts_per_category=args.prompts_per_category, max_new_tokens=args.max_new_tokens,
                         repeats=args.repeats, max_other_load=args.max_other_load)
-        summaries.write("recycling", "bench.recycling", argv, rows, settings=settings, auto=auto)
+        settings["lookup_branches"] = args.lookup_branches
+        summaries.write("training_free", "bench.training_free", argv, rows, settings=settings, auto=auto)
     plot(rows, args.plot)
     print(markdown(rows, auto) if args.markdown else json.dumps(rows, indent=1))
 
