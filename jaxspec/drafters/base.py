@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 
 from models.protocol import Start
 
@@ -21,6 +22,19 @@ class Draft(NamedTuple):
     # nodes sorted by depth. None: a chain, parents i - 1.
     parents: jax.Array | None = None  # [B, K] int32
     valid: jax.Array | None = None  # [B, K] bool: a tree's nodes that exist (besides index < n_valid)
+
+
+def static_tree_draft(parents: tuple[int, ...], tokens: jax.Array, valid: jax.Array) -> Draft:
+    """A point-mass draft over a static tree (jaxspec/static_tree.py) whose nodes exist where `valid`;
+    a row with no valid node drafts nothing."""
+    b, t = tokens.shape
+    return Draft(
+        tokens=tokens,
+        n_valid=jnp.where(jnp.any(valid, axis=1), t, 0).astype(jnp.int32),
+        probs=None,
+        parents=jnp.broadcast_to(jnp.asarray(parents, jnp.int32), (b, t)),
+        valid=valid,
+    )
 
 
 class Verified(NamedTuple):

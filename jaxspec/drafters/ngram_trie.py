@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxspec.drafters.base import Context, Draft, Verified
+from jaxspec.drafters.base import Context, Verified, static_tree_draft
 from jaxspec.static_tree import StaticTree
 
 
@@ -108,13 +108,7 @@ class NgramTrie:
             tokens = tokens.at[:, nodes].set(state.tokens[rows, key, picked])
             valid = valid.at[:, nodes].set(parent_ok & (jnp.take_along_axis(counts, ranks[None, :, None], axis=2)[..., 0] > 0))
         valid &= (ctx.seq_len >= 2)[:, None] & ~ctx.done[:, None]
-        return Draft(
-            tokens=tokens,
-            n_valid=jnp.where(jnp.any(valid, axis=1), t, 0).astype(jnp.int32),
-            probs=None,
-            parents=jnp.broadcast_to(jnp.asarray(self.tree.parents, jnp.int32), (b, t)),
-            valid=valid,
-        ), state
+        return static_tree_draft(self.tree.parents, tokens, valid), state
 
     def update(self, params, state: TrieState, ctx: Context, verified: Verified):
         """Older counts decay; the step's emitted tokens count."""

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxspec.drafters.base import Context, Draft, Verified
+from jaxspec.drafters.base import Context, Verified, static_tree_draft
 from jaxspec.static_tree import StaticTree
 
 
@@ -92,13 +92,7 @@ class TokenRecycling:
             tokens = tokens.at[:, nodes].set(state.table[rows[:, None], above, ranks[None, :]])
             valid = valid.at[:, nodes].set(parent_ok & (ranks[None, :] < state.known[rows[:, None], above]))
         valid &= ~ctx.done[:, None]
-        return Draft(
-            tokens=tokens,
-            n_valid=jnp.where(jnp.any(valid, axis=1), t, 0).astype(jnp.int32),
-            probs=None,
-            parents=jnp.broadcast_to(jnp.asarray(self.tree.parents, jnp.int32), (b, t)),
-            valid=valid,
-        ), state
+        return static_tree_draft(self.tree.parents, tokens, valid), state
 
     def update(self, params, state: SuccessorTable, ctx: Context, verified: Verified):
         """Every window token the target scored gets the target's top-k after it."""
