@@ -47,6 +47,17 @@ class CostCurve(NamedTuple):
         one = self.seconds[self.widths.index(1)]
         return tuple(s / one for s in self.seconds)
 
+    def sizing_costs(self) -> dict[int, float]:
+        """c(w) for the sizing rules, made non-decreasing in w: a forward over more tokens does all the
+        work of one over fewer, so a wider forward that timed faster is noise, and trusting it would make
+        drafts that are never accepted look as if they paid."""
+        order = sorted(range(len(self.widths)), key=lambda i: self.widths[i])
+        costs, running = {}, 0.0
+        for i, c in zip(order, (self.relative()[i] for i in order)):
+            running = max(running, c)
+            costs[self.widths[i]] = running
+        return costs
+
 
 def measure_forward_cost(
     model, params, *, widths: Sequence[int] = DEFAULT_WIDTHS, batch_size: int = 1, context: int = DEFAULT_CONTEXT,
@@ -136,7 +147,7 @@ def sizing_from_curves(target: CostCurve, num_draft_tokens: int, draft: CostCurv
     """The cost of verifying k drafts is the target's cost at the width the loop compiles for k + 1
     (the smallest of verify_widths(K) at or above it); a draft model's token costs its one-token forward."""
     compiled = verify_widths(num_draft_tokens)
-    relative = dict(zip(target.widths, target.relative()))
+    relative = target.sizing_costs()
     missing = [w for w in compiled if w not in relative]
     if missing:
         raise ValueError(f"the cost curve lacks widths {missing} that a {num_draft_tokens}-draft loop compiles")

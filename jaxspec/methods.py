@@ -193,7 +193,7 @@ def auto_tree_size(accuracy, drafting, model, params, batch: int, what: str, pro
 
     widths = sorted({1, *(n + 1 for n in AUTO_TREE_SIZES)})
     curve = cost_curve(model, params, batch_size=batch, widths=widths, progress=progress)
-    n, speedup = best_tree_size(accuracy, dict(zip(curve.widths, curve.relative())), drafting)
+    n, speedup = best_tree_size(accuracy, curve.sizing_costs(), drafting)
     if n == 0:
         progress(f"no draft tree is expected to pay here (at best {speedup:.2f}x): decoding plainly")
     else:

@@ -90,6 +90,12 @@ def test_sizing_takes_the_cost_of_the_width_the_loop_compiles():
         sizing_from_curves(target, 8)
 
 
+def test_a_wider_forward_that_timed_faster_costs_what_the_narrower_one_did():
+    noisy = CostCurve((3, 1, 2, 5), (0.030, 0.010, 0.008, 0.025), 1, 128)
+    assert noisy.sizing_costs() == pytest.approx({1: 1.0, 2: 1.0, 3: 3.0, 5: 3.0})
+    assert sizing_from_curves(noisy, 4).verify_cost == pytest.approx((1.0, 1.0, 3.0, 3.0, 3.0))
+
+
 REPEATING = [5, 6, 7, 8, 9, 10, 11, 12] * 4
 
 
