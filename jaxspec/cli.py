@@ -14,7 +14,9 @@ from pathlib import Path
 
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
-from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, HEAD_METHODS, METHODS
+from jaxspec.methods import (
+    AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS, METHODS,
+)
 
 # The adaptive-draft thresholds --adaptive-draft turns on.
 ADAPTIVE = AdaptiveDraft(min_confidence=0.3, max_reject_prob=0.8)
@@ -189,6 +191,20 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         "there after the call, so that later calls start hot",
     )
     p.add_argument("--reference", metavar="FILE", help="prompt lookup: also copy from this text file")
+    p.add_argument(
+        "--window", type=_int_or_auto, default=AUTO, metavar="W|auto",
+        help=f"jacobi, speculative-jacobi: guesses refined and verified per step; auto (the default): up to "
+        f"{AUTO_MAX_DRAFTS['jacobi']}, each step verifying as many as the forward cost makes worthwhile. lookahead: "
+        f"columns of the Jacobi window (auto: {LOOKAHEAD_DEFAULTS['window']})",
+    )
+    p.add_argument(
+        "--levels", type=int, default=LOOKAHEAD_DEFAULTS["levels"], metavar="N",
+        help="lookahead: n-gram size; the window keeps the last N - 1 Jacobi iterates",
+    )
+    p.add_argument(
+        "--pool-size", type=int, default=LOOKAHEAD_DEFAULTS["pool_size"], metavar="G",
+        help="lookahead: n-grams kept per key and verified per step; the tree has (W + G) x (N - 1) nodes",
+    )
 
 
 def method_defaults() -> dict:
@@ -312,13 +328,19 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
             reference = lm.tokenizer.encode(Path(args.reference).read_text())
         except OSError as e:
             raise InputError(f"{args.reference}: cannot read reference ({e.strerror})") from None
+    if method in JACOBI_METHODS:
+        num_draft_tokens = drafts_to_build(method, args.window)
+    elif method == "lookahead":
+        num_draft_tokens = LOOKAHEAD_DEFAULTS["window"] if args.window == AUTO else args.window
+    else:
+        num_draft_tokens = drafts_to_build(method, args.num_draft_tokens, method == "prompt-lookup" and args.lookup_branches > 1)
     drafter, drafter_params = build_drafter(
         method,
         batch=batch,
         sampling=sampling,
         target_vocab=lm.model.vocab_size,
         target_encoder_decoder=lm.model.is_encoder_decoder,
-        num_draft_tokens=drafts_to_build(method, args.num_draft_tokens, method == "prompt-lookup" and args.lookup_branches > 1),
+        num_draft_tokens=num_draft_tokens,
         draft_model=draft.model if draft else None,
         draft_params=draft.params if draft else None,
         adaptive=ADAPTIVE if args.adaptive_draft else None,
@@ -329,9 +351,11 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         target=(lm.model, lm.params),
         tree_size=tree_size,
         successors=successors,
+        levels=args.levels,
+        pool_size=args.pool_size,
     )
     sizing = auto_sizing(
-        method, args.num_draft_tokens, drafter, lm.model, lm.params, batch,
+        method, args.window if method in JACOBI_METHODS else args.num_draft_tokens, drafter, lm.model, lm.params, batch,
         draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=_say,
     )
     return drafter, drafter_params, sizing

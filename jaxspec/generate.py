@@ -124,6 +124,11 @@ def generate(
         needed, what = longest + max_new_tokens, f"prompt of {longest} tokens + {max_new_tokens} new tokens"
     if max_positions is not None and needed > max_positions:
         raise InputError(f"{what} exceeds the model's {max_positions} positions")
+    if max_positions is not None and drafter.num_draft_tokens >= max_positions:
+        raise InputError(
+            f"the drafter verifies {drafter.num_draft_tokens} tokens a step (a tree's nodes), more than the model's "
+            f"{max_positions} positions hold"
+        )
     padded, prompt_lengths = _pad(prompts)
     tokens, lengths = jnp.asarray(padded), jnp.asarray(prompt_lengths)
     if plan is not None:

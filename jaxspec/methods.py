@@ -10,6 +10,8 @@ import numpy as np
 
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
+from jaxspec.drafters.jacobi import Jacobi
+from jaxspec.drafters.lookahead import Lookahead
 from jaxspec.drafters.medusa import Medusa
 from jaxspec.drafters.ngram_trie import NgramTrie
 from jaxspec.drafters.prompt_lookup import PromptLookup, PromptLookupTree
@@ -20,10 +22,17 @@ from jaxspec.heads_io import LoadedHeads, check_target
 from jaxspec.sampling import SamplingConfig
 from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
 
-METHODS = ("autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling", "ngram-trie")
+METHODS = (
+    "autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling", "ngram-trie", "jacobi",
+    "speculative-jacobi", "lookahead",
+)
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
 TREE_METHODS = ("medusa", "token-recycling", "ngram-trie")
 HEAD_METHODS = ("medusa",)
+# Jacobi's window is a chain of W guesses (--window), sized per step like other chains.
+JACOBI_METHODS = ("jacobi", "speculative-jacobi")
+# Lookahead's tree: (W + G) x (N - 1) nodes from --window, --levels and --pool-size.
+LOOKAHEAD_DEFAULTS = dict(window=5, levels=4, pool_size=5)
 DEFAULT_TREE_SIZE = 16
 # Token recycling and the n-gram trie: successors kept per token (pair), and the deepest a tree grows.
 SUCCESSOR_WIDTH = 8
@@ -39,10 +48,10 @@ RANK_ACCURACY = {
 # tree_size="auto" picks among these the size of best expected speedup (auto_tree_size).
 AUTO_TREE_SIZES = (1, 2, 4, 8, 16, 32)
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
-DEFAULT_DRAFT_TOKENS = {"draft-model": 4, "prompt-lookup": 8}
+DEFAULT_DRAFT_TOKENS = {"draft-model": 4, "prompt-lookup": 8, "jacobi": 4, "speculative-jacobi": 4}
 # num_draft_tokens="auto": the most drafts a step may verify; the cost model picks fewer per row and step.
 AUTO = "auto"
-AUTO_MAX_DRAFTS = {"draft-model": 8, "prompt-lookup": 16}
+AUTO_MAX_DRAFTS = {"draft-model": 8, "prompt-lookup": 16, "jacobi": 8, "speculative-jacobi": 8}
 
 
 def build_drafter(
@@ -64,11 +73,14 @@ def build_drafter(
     tree_size: int | None = None,
     accuracy: Sequence[Sequence[float]] | None = None,
     successors: tuple[Any, Any] | None = None,
+    levels: int = LOOKAHEAD_DEFAULTS["levels"],
+    pool_size: int = LOOKAHEAD_DEFAULTS["pool_size"],
 ):
     """Returns (drafter, drafter_params) for generate(). A head method needs `heads` (jaxspec.heads_io) and
     `target` = (model, params): the heads project through the target's output embedding. Token recycling
     grows its tree from `accuracy` (rank_accuracy(method) without) and starts from the
-    `successors` table a former call left (TokenRecycling.carry), or from nothing."""
+    `successors` table a former call left (TokenRecycling.carry), or from nothing. Jacobi's window and
+    lookahead's are num_draft_tokens; lookahead's n-gram size is `levels`, its pool `pool_size`."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method == "autoregressive":
@@ -84,9 +96,15 @@ def build_drafter(
         if method == "ngram-trie":
             return NgramTrie(grow(accuracy or rank_accuracy(method), int(size)), width=SUCCESSOR_WIDTH), None
         return _head_drafter(heads, target, int(size))
+    if method == "lookahead":
+        return _lookahead_drafter(LOOKAHEAD_DEFAULTS["window"] if num_draft_tokens is None else num_draft_tokens,
+                                  levels, pool_size), None
     k = DEFAULT_DRAFT_TOKENS[method] if num_draft_tokens is None else num_draft_tokens
     if int(k) != k or k < 1:
-        raise InputError(f"num-draft-tokens must be >= 1, got {k}")
+        knob = "window" if method in JACOBI_METHODS else "num-draft-tokens"
+        raise InputError(f"{knob} must be >= 1, got {k}")
+    if method in JACOBI_METHODS:
+        return Jacobi(int(k), sampling, sampled=method == "speculative-jacobi", vocab=target_vocab), None
     if method == "draft-model":
         if draft_model is None:
             raise InputError("method draft-model needs a draft model (--draft PATH)")
@@ -133,6 +151,16 @@ def _recycling_drafter(vocab: int, tree_size: int, accuracy, successors):
                 f"the successor table is {tuple(table.shape)}, but this target needs ({vocab}, {SUCCESSOR_WIDTH})"
             )
     return drafter, successors
+
+
+def _lookahead_drafter(window, levels, pool_size) -> Lookahead:
+    for name, value, least in (("window", window, 1), ("levels", levels, 2), ("pool-size", pool_size, 1)):
+        if not isinstance(value, (int, np.integer)) or value < least:
+            raise InputError(f"lookahead: {name} must be an integer >= {least}, got {value}")
+    if levels > window:
+        raise InputError(f"lookahead: levels ({levels}) must not exceed the window ({window}): each level holds "
+                         "one Jacobi iterate of the window's columns")
+    return Lookahead(int(window), int(levels), int(pool_size))
 
 
 def _head_drafter(heads: LoadedHeads, target, tree_size: int):
@@ -216,7 +244,7 @@ def auto_sizing(
     """The cost-model sizing for num_draft_tokens="auto" (None otherwise, for plain decoding and for
     trees): the
     target's measured forward cost per width at this batch size, and the draft model's step cost."""
-    tree = isinstance(drafter, PromptLookupTree)
+    tree = isinstance(drafter, (PromptLookupTree, Lookahead))
     if num_draft_tokens != AUTO or method == "autoregressive" or method in TREE_METHODS or tree:
         return None
     from jaxspec.cost_model import draft_sizing

@@ -55,7 +55,7 @@ class KVCache:
         only `lengths` moves. For a tree, path[b, :n] lists the window indices of
         the accepted nodes; their K/V are gathered into contiguous slots first.
         """
-        if path is None:
+        if path is None or not self.keys:  # a chain, or no layers (the engine's toy models): nothing moves
             return self.replace(lengths=self.lengths + n_accepted.astype(jnp.int32))
         depth = path.shape[1]
         src = self.lengths[:, None] + path

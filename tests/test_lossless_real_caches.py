@@ -37,6 +37,7 @@ from jaxspec import SamplingConfig, decode_loop, generate, row_rng
 from jaxspec.acceptance import _first_false
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters.draft_model import DraftModel
+from jaxspec.drafters.jacobi import Jacobi
 from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.sampling import target_distribution
 from tests.random_models import noisy_copy, random_model, random_t5gemma
@@ -114,10 +115,12 @@ def _sampled(model, params, cfg, drafter, dparams, sizing=None) -> list[list[tup
     return per_prompt, calls
 
 
-def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=DraftModel, sizing=None) -> list[tuple[float, float]]:
+def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=None, sizing=None) -> list[tuple[float, float]]:
     model, params = _model(kind)
     if method == "draft-model":
-        drafter, dparams = drafter_cls(model, 2, cfg), noisy_copy(params, 5, 0.5)
+        drafter, dparams = (drafter_cls or DraftModel)(model, 2, cfg), noisy_copy(params, 5, 0.5)
+    elif method == "speculative-jacobi":
+        drafter, dparams = (drafter_cls or Jacobi)(2, cfg, sampled=True, vocab=V), None
     else:
         drafter, dparams = PromptLookup(3, 2), None
     per_prompt, calls = _sampled(model, params, cfg, drafter, dparams, sizing)
@@ -132,6 +135,7 @@ CASES = [
     ("sliding", "prompt-lookup", SamplingConfig(temperature=0.8, top_k=3, top_p=0.95, min_p=0.05)),
     ("encoder-decoder", "draft-model", SamplingConfig(temperature=1.0, top_p=0.9)),
     ("encoder-decoder", "prompt-lookup", SamplingConfig(temperature=0.9, min_p=0.1)),
+    ("sliding", "speculative-jacobi", SamplingConfig(temperature=1.0, top_k=3)),
 ]
 
 
@@ -169,6 +173,14 @@ class _QOutOfStep(DraftModel):
         return draft._replace(probs=jnp.roll(draft.probs, 1, axis=1)), state
 
 
+class _JacobiQOutOfStep(Jacobi):
+    """Speculative Jacobi reporting each guess with the distribution of the guess before it."""
+
+    def propose(self, params, state, ctx):
+        draft, state = super().propose(params, state, ctx)
+        return draft._replace(probs=jnp.roll(draft.probs, 1, axis=1)), state
+
+
 @pytest.fixture
 def fresh_draw_rule(monkeypatch):
     """The decode loop with the buggy rule; compiled programs are dropped before and after, since the
@@ -188,4 +200,10 @@ def test_negative_control_fresh_draw_fails(fresh_draw_rule):
 def test_negative_control_q_out_of_step_fails():
     results = _check("sliding", "draft-model", CASES[2][2], drafter_cls=_QOutOfStep)
     print(f"q one step out of step: p = {[f'{p:.2g}' for p, _ in results]}")
+    assert min(p for p, _ in results) < ALPHA, results
+
+
+def test_negative_control_jacobi_q_of_the_wrong_guess_fails():
+    results = _check("sliding", "speculative-jacobi", CASES[-1][2], drafter_cls=_JacobiQOutOfStep)
+    print(f"speculative Jacobi, q of the guess before: p = {[f'{p:.2g}' for p, _ in results]}")
     assert min(p for p, _ in results) < ALPHA, results
