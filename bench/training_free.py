@@ -5,7 +5,8 @@
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
 plain decoding and each "method:tree size" of --runs (token recycling, the
-n-gram trie, prompt lookup as a tree of --lookup-branches); then all
+n-gram trie, prompt lookup as a tree of --lookup-branches, Jacobi,
+speculative Jacobi and lookahead with their windows); then all
 categories' prompts together run in batches of --batch (category "all").
 Rows give tokens/s, the speedup over plain decoding and tokens per target
 call, and per batch size the tree `--tree-size auto` chooses from the
@@ -27,17 +28,19 @@ from jaxspec import reference_model
 from jaxspec.bench import run_jaxspec, summarize
 from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
-from jaxspec.methods import auto_tree_size, rank_accuracy, training_free_drafting_cost
+from jaxspec.methods import JACOBI_METHODS, auto_tree_size, rank_accuracy, training_free_drafting_cost
 from jaxspec.sampling import SamplingConfig
 
 
 def options(args, batch: int, method: str, size: int | None) -> argparse.Namespace:
-    """A tree size for the tree methods; prompt lookup's tree is --lookup-branches x `size` deep."""
-    lookup = method == "prompt-lookup"
+    """`size` is a tree's node count; prompt lookup's depth (its tree --lookup-branches wide); Jacobi's and
+    lookahead's window (lookahead's levels and pool from --levels and --pool-size)."""
+    lookup, windowed = method == "prompt-lookup", method in (*JACOBI_METHODS, "lookahead")
     return argparse.Namespace(**method_defaults() | dict(
         batch_size=batch, max_new_tokens=args.max_new_tokens, dtype="float32", repeats=args.repeats,
-        max_other_load=args.max_other_load, tree_size=None if lookup else size,
+        max_other_load=args.max_other_load, tree_size=None if lookup or windowed else size,
         num_draft_tokens=size if lookup else None, lookup_branches=args.lookup_branches if lookup else 1,
+        window=size if windowed else None, levels=args.levels, pool_size=args.pool_size,
     ))
 
 
@@ -122,11 +125,15 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default=None, help="default: the reference model (Gemma 3 270M), converted once")
     parser.add_argument("--prompts-per-category", type=int, default=2)
     parser.add_argument(
-        "--runs", default=[("token-recycling", 16), ("token-recycling", 64), ("ngram-trie", 16), ("prompt-lookup", 8)],
+        "--runs",
+        default=[("token-recycling", 16), ("token-recycling", 64), ("ngram-trie", 16), ("prompt-lookup", 8),
+                 ("jacobi", 4), ("speculative-jacobi", 4), ("lookahead", 4)],
         type=lambda s: [(m, int(n)) for m, n in (x.rsplit(":", 1) for x in s.split(","))],
-        help="method:size, comma-separated (prompt lookup's size is its depth)",
+        help="method:size, comma-separated (prompt lookup's size is its depth; Jacobi's and lookahead's their window)",
     )
     parser.add_argument("--lookup-branches", type=int, default=4)
+    parser.add_argument("--levels", type=int, default=3, help="lookahead: n-gram size")
+    parser.add_argument("--pool-size", type=int, default=4, help="lookahead: n-grams verified per step")
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--batch", type=int, default=8, help="the batch size of the all-categories rows")
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -148,7 +155,7 @@ def main(argv=None) -> None:
     if args.summary:
         settings = dict(prompts_per_category=args.prompts_per_category, max_new_tokens=args.max_new_tokens,
                         repeats=args.repeats, max_other_load=args.max_other_load)
-        settings["lookup_branches"] = args.lookup_branches
+        settings |= dict(lookup_branches=args.lookup_branches, levels=args.levels, pool_size=args.pool_size)
         summaries.write("training_free", "bench.training_free", argv, rows, settings=settings, auto=auto)
     plot(rows, args.plot)
     print(markdown(rows, auto) if args.markdown else json.dumps(rows, indent=1))

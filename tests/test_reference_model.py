@@ -22,7 +22,7 @@ from tests.hf_oracle import assert_greedy_matches
 
 LOGPROB_TOL = 2e-4
 SCORED_TOKENS = 640  # past the 512-token sliding window of the local layers
-GREEDY_TOKENS = 128
+GREEDY_TOKENS = 64  # the 450-token row crosses the 512-token window
 
 
 def _stdlib_text(name: str) -> str:

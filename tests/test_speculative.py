@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -34,13 +34,19 @@ def scenarios(draw):
     window = draw(st.sampled_from([None, None, 4]))
     batch = draw(st.integers(1, 4))
     prompt_lengths = draw(st.lists(st.integers(1, 20), min_size=batch, max_size=batch))
-    method = draw(st.sampled_from(["draft-model", "draft-model-adaptive", "draft-model-small", "prompt-lookup"]))
+    method = draw(st.sampled_from([
+        "draft-model", "draft-model-adaptive", "draft-model-small", "prompt-lookup", "jacobi", "speculative-jacobi",
+        "lookahead",
+    ]))
     k = draw(st.integers(1, 5))
     return seed, layers, hidden, kv_heads, window, prompt_lengths, method, k
 
 
 @settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
+# Sliding windows under the methods the draws above may miss.
+@example((3, 2, 32, 2, 4, [9, 3, 14], "lookahead", 4))
+@example((5, 2, 48, 1, 4, [2, 17], "speculative-jacobi", 3))
 def test_greedy_speculative_equals_plain_greedy(scenario):
     seed, layers, hidden, kv_heads, window, prompt_lengths, method, k = scenario
     target, params = random_model(seed, layers, hidden, 4, kv_heads, window)
@@ -53,6 +59,10 @@ def test_greedy_speculative_equals_plain_greedy(scenario):
 
     if method == "prompt-lookup":
         drafter, dparams = PromptLookup(k, 3), None
+    elif method in ("jacobi", "speculative-jacobi", "lookahead"):
+        drafter, dparams = build_drafter(method, batch=len(prompts), sampling=SamplingConfig(), target_vocab=VOCAB,
+                                         num_draft_tokens=max(k, 2), levels=min(max(k, 2), 3), pool_size=2)
+        k = drafter.num_draft_tokens  # a path is at most the tree's size deep
     elif method == "draft-model-small":
         small, small_params = random_model(seed + 1, 1, 32, 2, 1)
         drafter, dparams = DraftModel(small, k, SamplingConfig()), small_params
