@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+import jax
+
 from bench import summaries
 from bench.real_text import CATEGORIES, PROMPTS
 from bench.speculative import add_timing_args
@@ -54,6 +56,9 @@ def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
             print(f"[{category}, batch {batch}, T={temperature}] {label}", file=sys.stderr, flush=True)
             opts = options(args, batch, method, n)
             records += [dict(r, method=label) for r in run_jaxspec(opts, method, lm, None, prompts, sampling)]
+            # Each program is used for this group only; kept, dozens of Gemma programs exhaust the
+            # process's memory maps and LLVM fails to allocate.
+            jax.clear_caches()
         summary = summarize(records)
         base = summary["autoregressive"]["tokens_per_s"]
         for label, method, n in labels:

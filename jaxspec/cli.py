@@ -195,7 +195,8 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         "--window", type=_int_or_auto, default=AUTO, metavar="W|auto",
         help=f"jacobi, speculative-jacobi: guesses refined and verified per step; auto (the default): up to "
         f"{AUTO_MAX_DRAFTS['jacobi']}, each step verifying as many as the forward cost makes worthwhile. lookahead: "
-        f"columns of the Jacobi window (auto: {LOOKAHEAD_DEFAULTS['window']})",
+        f"columns of the Jacobi window; auto: {LOOKAHEAD_DEFAULTS['window']}, or plain decoding where the tree's "
+        "tokens per call measured on Gemma 3 cannot pay for the measured cost of verifying it",
     )
     p.add_argument(
         "--levels", type=int, default=LOOKAHEAD_DEFAULTS["levels"], metavar="N",
@@ -318,6 +319,12 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
             tree_size = auto_tree_size(rank_accuracy(method), training_free_drafting_cost(method, lm.model, lm.params),
                                        lm.model, lm.params, batch, "the measured hit rates", progress=_say)
             plain = tree_size == 0
+    if method == "lookahead" and args.window == AUTO:
+        from jaxspec.methods import auto_lookahead
+
+        tree, _ = build_drafter(method, batch=batch, sampling=sampling, target_vocab=lm.model.vocab_size,
+                                num_draft_tokens=LOOKAHEAD_DEFAULTS["window"], levels=args.levels, pool_size=args.pool_size)
+        plain = not auto_lookahead(lm.model, lm.params, batch, tree, progress=_say)
     if plain:
         method = "autoregressive"
     reference = None
@@ -371,13 +378,14 @@ def _successors_saver(args, drafter):
 
 
 def _cmd_generate(args) -> None:
-    from jaxspec.generate import generate
+    from jaxspec.generate import check_request, generate
     from jaxspec.loading import load
     from jaxspec.sampling import SamplingConfig
 
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.min_p)
     lm = load(args.model, args.dtype)
     prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
+    check_request(lm.model, prompts, args.max_new_tokens, lm.model.max_positions)  # before any cost measuring
     draft = load_draft(args, args.dtype) if args.method == "draft-model" else None
     drafter, drafter_params, sizing = method_drafter(args, args.method, lm, len(prompts), sampling, draft)
     params, plan = lm.params, None

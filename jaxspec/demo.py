@@ -29,10 +29,12 @@ _LICENSE = (
     "copies or substantial portions of the Software."
 )
 
-# (label, prompt): what a newcomer would try first.
+# (label, prompt): what a newcomer would try first. The code and prose prompts are 17-32 tokens long, so
+# they share one prompt bucket and one compiled program per method.
 PROMPTS = (
     ("code", 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n'),
-    ("prose", "The history of the printing press begins in"),
+    ("prose", "In 1450 a goldsmith in Mainz began to print books with movable metal type. The history of the "
+              "printing press begins in"),
     ("quote", f"{_LICENSE}\n\nQuote the first sentence of the license above exactly:\n\"Permission is hereby granted,"),
 )
 

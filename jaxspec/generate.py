@@ -73,6 +73,22 @@ def row_seeds(seed: int | Sequence[int], batch: int) -> jax.Array:
     return jnp.asarray(np.asarray(seeds, np.uint32))
 
 
+def check_request(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, max_positions: int | None) -> None:
+    """The prompts' ids, the budget and whether prompt and output fit the model's positions: InputError
+    otherwise. generate() checks it; a caller about to do slow work first (measure a cost curve) can too."""
+    _check_prompts(prompts, model.vocab_size)
+    if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
+        raise InputError(f"max-new-tokens must be a positive integer, got {max_new_tokens}")
+    longest = max(len(p) for p in prompts)
+    # A decoder-only model's positions hold prompt and output together; an encoder-decoder's hold each apart.
+    if model.is_encoder_decoder:
+        needed, what = max(longest, 1 + max_new_tokens), f"input of {longest} tokens or {max_new_tokens} new tokens"
+    else:
+        needed, what = longest + max_new_tokens, f"prompt of {longest} tokens + {max_new_tokens} new tokens"
+    if max_positions is not None and needed > max_positions:
+        raise InputError(f"{what} exceeds the model's {max_positions} positions")
+
+
 def generate(
     model,
     params,
@@ -108,22 +124,12 @@ def generate(
     (token recycling's successor table, which TokenRecycling.carry turns into
     the next call's params).
     """
-    _check_prompts(prompts, model.vocab_size)
     if sizing is not None and sizing.max_drafts != drafter.num_draft_tokens:
         raise InputError(
             f"the sizing's cost table covers {sizing.max_drafts} drafts but the drafter proposes {drafter.num_draft_tokens}"
         )
     seeds = row_seeds(seed, len(prompts))
-    if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
-        raise InputError(f"max-new-tokens must be a positive integer, got {max_new_tokens}")
-    longest = max(len(p) for p in prompts)
-    # A decoder-only model's positions hold prompt and output together; an encoder-decoder's hold each apart.
-    if model.is_encoder_decoder:
-        needed, what = max(longest, 1 + max_new_tokens), f"input of {longest} tokens or {max_new_tokens} new tokens"
-    else:
-        needed, what = longest + max_new_tokens, f"prompt of {longest} tokens + {max_new_tokens} new tokens"
-    if max_positions is not None and needed > max_positions:
-        raise InputError(f"{what} exceeds the model's {max_positions} positions")
+    check_request(model, prompts, max_new_tokens, max_positions)
     if max_positions is not None and drafter.num_draft_tokens >= max_positions:
         raise InputError(
             f"the drafter verifies {drafter.num_draft_tokens} tokens a step (a tree's nodes), more than the model's "

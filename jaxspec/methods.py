@@ -32,7 +32,10 @@ HEAD_METHODS = ("medusa",)
 # Jacobi's window is a chain of W guesses (--window), sized per step like other chains.
 JACOBI_METHODS = ("jacobi", "speculative-jacobi")
 # Lookahead's tree: (W + G) x (N - 1) nodes from --window, --levels and --pool-size.
-LOOKAHEAD_DEFAULTS = dict(window=5, levels=4, pool_size=5)
+LOOKAHEAD_DEFAULTS = dict(window=4, levels=3, pool_size=4)  # 16 nodes
+# Tokens per target call of that default tree on Gemma 3 270M, greedy, the mean over the six real-text
+# categories (bench/training_free.py): what `--window auto` expects lookahead to emit per verify.
+LOOKAHEAD_TOKENS_PER_CALL = 1.44
 DEFAULT_TREE_SIZE = 16
 # Token recycling and the n-gram trie: successors kept per token (pair), and the deepest a tree grows.
 SUCCESSOR_WIDTH = 8
@@ -214,14 +217,30 @@ def training_free_drafting_cost(method: str, model, params):
     return lambda n: NgramTrie.buckets * SUCCESSOR_WIDTH / _param_count(params)
 
 
+def _tree_costs(model, params, batch: int, progress, *extra_widths: int) -> dict[int, float]:
+    """The target's measured c(w) at this batch size for the widths tree sizing reads (one cached curve)."""
+    from jaxspec.cost_model import cost_curve
+
+    widths = sorted({1, *(n + 1 for n in AUTO_TREE_SIZES), *extra_widths})
+    return cost_curve(model, params, batch_size=batch, widths=widths, progress=progress).sizing_costs()
+
+
+def auto_lookahead(model, params, batch: int, drafter: Lookahead, progress=lambda msg: None) -> bool:
+    """Whether lookahead's tree is expected to pay here: LOOKAHEAD_TOKENS_PER_CALL over the measured cost
+    of verifying its nodes (its drafting is a few gathers and W pool writes: nothing next to a forward)."""
+    width = drafter.num_draft_tokens + 1
+    speedup = LOOKAHEAD_TOKENS_PER_CALL / _tree_costs(model, params, batch, progress, width)[width]
+    if speedup <= 1.0:
+        progress(f"lookahead's {width - 1}-node tree is not expected to pay here ({speedup:.2f}x): decoding plainly")
+        return False
+    progress(f"lookahead's {width - 1}-node tree (expected {speedup:.2f}x from its measured tokens per call)")
+    return True
+
+
 def auto_tree_size(accuracy, drafting, model, params, batch: int, what: str, progress=lambda msg: None) -> int:
     """best_tree_size with the target's measured forward cost at this batch size; `what` names the
     accuracies' source in the progress line."""
-    from jaxspec.cost_model import cost_curve
-
-    widths = sorted({1, *(n + 1 for n in AUTO_TREE_SIZES)})
-    curve = cost_curve(model, params, batch_size=batch, widths=widths, progress=progress)
-    n, speedup = best_tree_size(accuracy, curve.sizing_costs(), drafting)
+    n, speedup = best_tree_size(accuracy, _tree_costs(model, params, batch, progress), drafting)
     if n == 0:
         progress(f"no draft tree is expected to pay here (at best {speedup:.2f}x): decoding plainly")
     else:

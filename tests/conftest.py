@@ -17,6 +17,17 @@ def data_dir(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("train_data"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def drop_compiled_programs() -> Iterator[None]:
+    """The whole suite runs in one process: each module's compiled programs are dropped at its end, so
+    hundreds of XLA executables do not pile up (a bench that kept dozens of Gemma programs had LLVM fail
+    to allocate memory)."""
+    yield
+    import jax
+
+    jax.clear_caches()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def jaxspec_cache(tmp_path_factory) -> Iterator[Path]:
     """Everything jaxspec caches on disk (the reference model, measured forward costs) goes to a directory

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import SamplingConfig, generate
-from jaxspec.drafters.lookahead import topology
+from jaxspec import SamplingConfig, generate, methods
+from jaxspec.drafters.lookahead import Lookahead, topology
 from jaxspec.methods import build_drafter
 from models import ModelOutput
 from tests.random_models import VOCAB, random_model, random_t5gemma
@@ -123,3 +123,14 @@ def test_lookahead_learns_the_cycle_and_accepts_whole_ngrams():
     assert out.output_ids == [(1 + i) % CYCLE for i in range(60)]
     warm = out.accept_lengths[6:-1]
     assert warm and min(warm) >= levels
+
+
+def test_lookahead_auto_decodes_plainly_where_its_tree_cannot_pay(monkeypatch, tmp_path):
+    """c(w) is non-decreasing from c(1) = 1, so a tree emitting 1 token per call never pays; 1000 always does."""
+    monkeypatch.setenv("JAXSPEC_CACHE", str(tmp_path))
+    model, params = random_model(23, 1, 32, 4, 2)
+    tree = Lookahead(4, 3, 4)
+    monkeypatch.setattr(methods, "LOOKAHEAD_TOKENS_PER_CALL", 1.0)
+    assert not methods.auto_lookahead(model, params, 1, tree)
+    monkeypatch.setattr(methods, "LOOKAHEAD_TOKENS_PER_CALL", 1000.0)
+    assert methods.auto_lookahead(model, params, 1, tree)
