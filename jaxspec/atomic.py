@@ -1,7 +1,8 @@
-"""Write a directory under a temporary name, then rename it into place.
+"""Write a directory or a file under a temporary name, then rename it into place.
 
-A crash or an error mid-write leaves only a hidden temporary folder beside the
-target (removed on error), never a half-written checkpoint under the real name.
+A crash or an error mid-write leaves only a hidden temporary folder or file
+beside the target (removed on error), never a half-written checkpoint under the
+real name.
 """
 
 from __future__ import annotations
@@ -35,4 +36,19 @@ def atomic_directory(target: Path) -> Iterator[Path]:
             os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path, mode: str = "w") -> Iterator:
+    """An open file that becomes `target` when the block ends without error."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
         raise

@@ -48,7 +48,7 @@ def run_jaxspec(args, method, lm, draft, prompts, sampling: SamplingConfig = Sam
     records, warmed = [], set()
     for start in range(0, len(prompts), args.batch_size):
         batch = prompts[start : start + args.batch_size]
-        drafter, drafter_params, sizing = method_drafter(args, method, lm, len(batch), sampling, draft)
+        drafter, drafter_params, sizing = method_drafter(args, method, lm, len(batch), sampling, draft, batch)
         run = lambda: generate(
             lm.model, lm.params, batch, max_new_tokens=args.max_new_tokens, sampling=sampling, seed=start,
             stop_ids=lm.eos_ids, drafter=drafter, drafter_params=drafter_params, sizing=sizing,

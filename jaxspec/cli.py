@@ -15,8 +15,10 @@ from pathlib import Path
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
 from jaxspec.methods import (
-    AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS, METHODS,
+    AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, DEFAULT_DRAFT_TOKENS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS,
+    METHODS, SELF_METHODS,
 )
+from jaxspec.skip_search import CONTEXT_WINDOW, DEFAULT_BUDGET
 
 # The adaptive-draft thresholds --adaptive-draft turns on.
 ADAPTIVE = AdaptiveDraft(min_confidence=0.3, max_reject_prob=0.8)
@@ -161,7 +163,7 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--num-draft-tokens", type=_int_or_auto, default=AUTO, metavar="K|auto",
         help=f"drafts per step; auto (the default): up to {AUTO_MAX_DRAFTS['prompt-lookup']} for prompt lookup and "
-        f"{AUTO_MAX_DRAFTS['draft-model']} for a draft model, each step verifying as many as the measured forward cost "
+        f"{AUTO_MAX_DRAFTS['draft-model']} for a draft model or layer skipping, each step verifying as many as the measured forward cost "
         "(cached per model, dtype, backend and batch size) and the rows' acceptance so far make worthwhile",
     )
     p.add_argument(
@@ -206,6 +208,18 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         "--pool-size", type=int, default=LOOKAHEAD_DEFAULTS["pool_size"], metavar="G",
         help="lookahead: n-grams kept per key and verified per step; the tree has (W + G) x (N - 1) nodes",
     )
+    p.add_argument(
+        "--skip-layers", default=AUTO, metavar="SPEC|FILE.json|auto",
+        help="layer-skip: the sub-layers the target skips when drafting for itself: a3,m3,... (the attention "
+        "or MLP of those layers), exit:E (only the first E layers run), a set saved by --save-skip-layers, or auto "
+        f"(the default): searched on the prompts, the last {CONTEXT_WINDOW} tokens of each teacher-forced, for the "
+        "best expected speedup (plain decoding where no set pays)",
+    )
+    p.add_argument(
+        "--search-budget", type=int, default=DEFAULT_BUDGET, metavar="N",
+        help="layer-skip auto: candidate skip sets the search scores at most",
+    )
+    p.add_argument("--save-skip-layers", metavar="FILE.json", help="layer-skip: save the skip set used, to reuse it")
 
 
 def method_defaults() -> dict:
@@ -293,8 +307,9 @@ def load_draft(args, dtype):
     return load(args.draft, dtype) if args.draft else None
 
 
-def method_drafter(args, method, lm, batch, sampling, draft=None):
-    """(drafter, drafter_params, sizing) for `method` from the shared method flags."""
+def method_drafter(args, method, lm, batch, sampling, draft=None, prompts=None):
+    """(drafter, drafter_params, sizing) for `method` from the shared method flags; `prompts` (token ids)
+    are what layer-skip's search reads."""
     from jaxspec.methods import auto_sizing, auto_tree_size, build_drafter, drafts_to_build
 
     if method == "draft-model" and draft is None:
@@ -325,6 +340,9 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         tree, _ = build_drafter(method, batch=batch, sampling=sampling, target_vocab=lm.model.vocab_size,
                                 num_draft_tokens=LOOKAHEAD_DEFAULTS["window"], levels=args.levels, pool_size=args.pool_size)
         plain = not auto_lookahead(lm.model, lm.params, batch, tree, progress=_say)
+    skip = None
+    if method in SELF_METHODS:
+        skip, plain = _skip_set(args, method, lm, batch, prompts)
     if plain:
         method = "autoregressive"
     reference = None
@@ -360,12 +378,31 @@ def method_drafter(args, method, lm, batch, sampling, draft=None):
         successors=successors,
         levels=args.levels,
         pool_size=args.pool_size,
+        skip=skip,
     )
     sizing = auto_sizing(
         method, args.window if method in JACOBI_METHODS else args.num_draft_tokens, drafter, lm.model, lm.params, batch,
         draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=_say,
     )
     return drafter, drafter_params, sizing
+
+
+def _skip_set(args, method, lm, batch, prompts):
+    """(layer-skip's skip set, whether to decode plainly instead) from --skip-layers, saved where asked."""
+    from jaxspec.methods import resolve_skip_set
+    from jaxspec.skip_search import save_skip_set
+
+    if args.search_budget < 1:
+        raise InputError(f"--search-budget must be >= 1, got {args.search_budget}")
+    k = DEFAULT_DRAFT_TOKENS[method] if args.num_draft_tokens == AUTO else args.num_draft_tokens
+    skip, found = resolve_skip_set(args.skip_layers, lm.model, lm.params, prompts or [], num_draft_tokens=k,
+                                   batch=batch, budget=args.search_budget, progress=_say)
+    if args.save_skip_layers:
+        save_skip_set(args.save_skip_layers, lm.model, skip, found)
+    if found is not None and found.expected_speedup <= 1.0:
+        _say(f"no skip set is expected to pay here (at best {found.expected_speedup:.2f}x): decoding plainly")
+        return skip, True
+    return skip, False
 
 
 def _successors_saver(args, drafter):
@@ -387,7 +424,7 @@ def _cmd_generate(args) -> None:
     prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
     check_request(lm.model, prompts, args.max_new_tokens, lm.model.max_positions)  # before any cost measuring
     draft = load_draft(args, args.dtype) if args.method == "draft-model" else None
-    drafter, drafter_params, sizing = method_drafter(args, args.method, lm, len(prompts), sampling, draft)
+    drafter, drafter_params, sizing = method_drafter(args, args.method, lm, len(prompts), sampling, draft, prompts)
     params, plan = lm.params, None
     if args.mesh:
         from jaxspec.sharding import ShardingPlan, parse_mesh

@@ -63,8 +63,10 @@ class DecodeState:
     drafter_state: Any
     sizing_state: Any  # jaxspec.draft_sizing.SizingState, or None without sizing
 
-    def context(self, draft_limit=None) -> Context:
-        return Context(self.history, self.seq_len, self.prompt_len, self.done, self.seeds, self.source, draft_limit)
+    def context(self, draft_limit=None, target_cache=None) -> Context:
+        return Context(
+            self.history, self.seq_len, self.prompt_len, self.done, self.seeds, self.source, draft_limit, target_cache
+        )
 
 
 def _emitted(draft_tokens, n_accepted, next_token):
@@ -154,7 +156,7 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     # from what each row actually proposed (prompt lookup knows its match length only then).
     full = jnp.full((b,), k, jnp.int32)
     limit = full if sizing is None else sizing.limit(state.sizing_state, full, active)
-    draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(limit))
+    draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(limit, state.cache))
     n_valid = jnp.where(active, jnp.minimum(draft.n_valid, limit), 0)
     if sizing is not None:
         n_valid = sizing.limit(state.sizing_state, n_valid, active)
@@ -163,7 +165,8 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     shape = None if draft.parents is None else tree_shape(draft.parents)
     if shape is not None and sizing is not None:
         raise InputError("draft sizing sizes chains; a tree drafter's budget is its tree size")
-    logits, hidden, cache = verify_forward(model, params, window, state.cache, jnp.max(n_valid) + 1, shape)
+    cache = state.cache if draft.cache is None else draft.cache
+    logits, hidden, cache = verify_forward(model, params, window, cache, jnp.max(n_valid) + 1, shape)
 
     p = target_distribution(logits, spec.sampling)
     # Window index i decides the token at history position seq_len + depth(i).

@@ -11,6 +11,7 @@ import numpy as np
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
 from jaxspec.drafters.jacobi import Jacobi
+from jaxspec.drafters.layer_skip import LayerSkip
 from jaxspec.drafters.lookahead import Lookahead
 from jaxspec.drafters.medusa import Medusa
 from jaxspec.drafters.ngram_trie import NgramTrie
@@ -21,10 +22,11 @@ from jaxspec.generate import bucket
 from jaxspec.heads_io import LoadedHeads, check_target
 from jaxspec.sampling import SamplingConfig
 from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
+from models.layer_skip import SkippedModel, SkipSet, SkipSetError
 
 METHODS = (
     "autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling", "ngram-trie", "jacobi",
-    "speculative-jacobi", "lookahead",
+    "speculative-jacobi", "lookahead", "layer-skip",
 )
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
 TREE_METHODS = ("medusa", "token-recycling", "ngram-trie")
@@ -51,10 +53,12 @@ RANK_ACCURACY = {
 # tree_size="auto" picks among these the size of best expected speedup (auto_tree_size).
 AUTO_TREE_SIZES = (1, 2, 4, 8, 16, 32)
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
-DEFAULT_DRAFT_TOKENS = {"draft-model": 4, "prompt-lookup": 8, "jacobi": 4, "speculative-jacobi": 4}
+DEFAULT_DRAFT_TOKENS = {"draft-model": 4, "prompt-lookup": 8, "jacobi": 4, "speculative-jacobi": 4, "layer-skip": 4}
 # num_draft_tokens="auto": the most drafts a step may verify; the cost model picks fewer per row and step.
 AUTO = "auto"
-AUTO_MAX_DRAFTS = {"draft-model": 8, "prompt-lookup": 16, "jacobi": 8, "speculative-jacobi": 8}
+AUTO_MAX_DRAFTS = {"draft-model": 8, "prompt-lookup": 16, "jacobi": 8, "speculative-jacobi": 8, "layer-skip": 8}
+# Self-speculation drafts with the target's own layers: these methods need the target's params.
+SELF_METHODS = ("layer-skip",)
 
 
 def build_drafter(
@@ -78,12 +82,14 @@ def build_drafter(
     successors: tuple[Any, Any] | None = None,
     levels: int = LOOKAHEAD_DEFAULTS["levels"],
     pool_size: int = LOOKAHEAD_DEFAULTS["pool_size"],
+    skip: SkipSet | None = None,
 ):
     """Returns (drafter, drafter_params) for generate(). A head method needs `heads` (jaxspec.heads_io) and
     `target` = (model, params): the heads project through the target's output embedding. Token recycling
     grows its tree from `accuracy` (rank_accuracy(method) without) and starts from the
     `successors` table a former call left (TokenRecycling.carry), or from nothing. Jacobi's window and
-    lookahead's are num_draft_tokens; lookahead's n-gram size is `levels`, its pool `pool_size`."""
+    lookahead's are num_draft_tokens; lookahead's n-gram size is `levels`, its pool `pool_size`. Layer
+    skipping drafts with `target` through `skip` (resolve_skip_set) and takes the target's params as its own."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method == "autoregressive":
@@ -108,6 +114,8 @@ def build_drafter(
         raise InputError(f"{knob} must be >= 1, got {k}")
     if method in JACOBI_METHODS:
         return Jacobi(int(k), sampling, sampled=method == "speculative-jacobi", vocab=target_vocab), None
+    if method in SELF_METHODS:
+        return _self_drafter(target, skip, int(k), sampling)
     if method == "draft-model":
         if draft_model is None:
             raise InputError("method draft-model needs a draft model (--draft PATH)")
@@ -164,6 +172,44 @@ def _lookahead_drafter(window, levels, pool_size) -> Lookahead:
         raise InputError(f"lookahead: levels ({levels}) must not exceed the window ({window}): each level holds "
                          "one Jacobi iterate of the window's columns")
     return Lookahead(int(window), int(levels), int(pool_size))
+
+
+def _self_drafter(target, skip: SkipSet | None, k: int, sampling: SamplingConfig):
+    if target is None or skip is None:
+        raise InputError("method layer-skip needs the target (model, params) and a skip set (--skip-layers)")
+    model, params = target
+    if model.is_encoder_decoder or not hasattr(model.config, "num_layers"):
+        raise InputError("layer-skip drafts with the target's own decoder layers: it needs a decoder-only model")
+    try:
+        skip.check(model.config.num_layers)
+    except SkipSetError as e:
+        raise InputError(str(e)) from None
+    return LayerSkip(SkippedModel(model, skip), k, sampling), params
+
+
+def resolve_skip_set(
+    spec: str, model, params, prompts, *, num_draft_tokens: int, batch: int, budget: int,
+    progress=lambda msg: None,
+):
+    """(SkipSet, SearchResult or None) from --skip-layers: "auto" searches on the prompts (verifying K + 1
+    tokens at the target's measured cost), a path ending in .json is a saved set, anything else a spec
+    such as "a3,m3" or "exit:6"."""
+    from jaxspec.skip_search import load_skip_set, search_skip_set
+
+    if model.is_encoder_decoder or not hasattr(model.config, "num_layers"):
+        raise InputError("layer-skip drafts with the target's own decoder layers: it needs a decoder-only model")
+    if spec == AUTO:
+        width = num_draft_tokens + 1
+        verify_cost = _tree_costs(model, params, batch, progress, width)[width]
+        result = search_skip_set(model, params, prompts, num_draft_tokens=num_draft_tokens, verify_cost=verify_cost,
+                                 budget=budget, progress=progress)
+        return result.skip, result
+    if spec.endswith(".json"):
+        return load_skip_set(spec, model), None
+    try:
+        return SkipSet.parse(spec, model.config.num_layers), None
+    except SkipSetError as e:
+        raise InputError(str(e)) from None
 
 
 def _head_drafter(heads: LoadedHeads, target, tree_size: int):
@@ -268,7 +314,10 @@ def auto_sizing(
         return None
     from jaxspec.cost_model import draft_sizing
 
+    if method in SELF_METHODS:  # the draft model is the target through its skip set
+        draft_model, draft_params = drafter.model, params
     return draft_sizing(
         model, params, batch_size=batch, num_draft_tokens=drafter.num_draft_tokens,
-        draft_model=draft_model if method == "draft-model" else None, draft_params=draft_params, progress=progress,
+        draft_model=draft_model if method in ("draft-model", *SELF_METHODS) else None, draft_params=draft_params,
+        progress=progress,
     )

@@ -7,14 +7,13 @@ real). It is written under a temporary name and renamed into place.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec.atomic import atomic_file
 from jaxspec.errors import CheckpointError
 
 
@@ -34,14 +33,6 @@ def load_successors(path) -> tuple[jnp.ndarray, jnp.ndarray] | None:
 
 
 def save_successors(path, successors) -> None:
-    path = Path(path)
     table, known = (np.asarray(x, np.int32) for x in successors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, table=table, known=known)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_file(Path(path), "wb") as f:
+        np.savez(f, table=table, known=known)

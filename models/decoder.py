@@ -136,22 +136,29 @@ class DecoderLayer(nn.Module):
     dtype: jnp.dtype
 
     @nn.compact
-    def __call__(self, x, positions, keys, values, slots, allowed):
+    def __call__(self, x, positions, keys, values, slots, allowed, runs=(True, True), gates=None):
+        """runs: (attention, MLP) computed at all (models/layer_skip.py); gates [2]: the search's dynamic
+        multipliers of the two sub-layers' contributions."""
         c = self.config
 
         def norm(name):
             return RMSNorm(c.rms_norm_eps, c.norm_plus_one, self.dtype, name=name)
 
-        h, keys, values = Attention(c, self.layer, self.dtype, name="self_attn")(
-            norm("input_layernorm")(x), positions, keys, values, slots, allowed
-        )
-        if c.sandwich_norms:
-            x = x + norm("post_attention_layernorm")(h)
-            x = x + norm("post_feedforward_layernorm")(MLP(c, self.dtype, name="mlp")(norm("pre_feedforward_layernorm")(x)))
-        else:
+        def gated(h, which):
+            return h if gates is None else h * gates[which].astype(h.dtype)
+
+        if runs[0]:
+            h, keys, values = Attention(c, self.layer, self.dtype, name="self_attn")(
+                norm("input_layernorm")(x), positions, keys, values, slots, allowed
+            )
             # In Llama-style checkpoints "post_attention_layernorm" is the pre-MLP norm.
-            x = x + h
-            x = x + MLP(c, self.dtype, name="mlp")(norm("post_attention_layernorm")(x))
+            x = x + gated(norm("post_attention_layernorm")(h) if c.sandwich_norms else h, 0)
+        if runs[1]:
+            if c.sandwich_norms:
+                h = norm("post_feedforward_layernorm")(MLP(c, self.dtype, name="mlp")(norm("pre_feedforward_layernorm")(x)))
+            else:
+                h = MLP(c, self.dtype, name="mlp")(norm("post_attention_layernorm")(x))
+            x = x + gated(h, 1)
         return x, keys, values
 
 
@@ -198,7 +205,9 @@ class DecoderLM(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens, positions, cache: KVCache, window_mask=None) -> ModelOutput:
+    def __call__(self, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None) -> ModelOutput:
+        """skip: a models.layer_skip.SkipSet of sub-layers not computed; gates [2, L]: dynamic 0/1 weights
+        of every sub-layer's contribution (the skip-set search scores candidates with one program)."""
         c = self.config
         embed = nn.Embed(
             c.vocab_size,
@@ -217,7 +226,8 @@ class DecoderLM(nn.Module):
         new_keys, new_values = [], []
         for i in range(c.num_layers):
             x, k, v = DecoderLayer(c, i, self.dtype, name=f"layers_{i}")(
-                x, positions, cache.keys[i], cache.values[i], slots, masks[c.layer_windows[i]]
+                x, positions, cache.keys[i], cache.values[i], slots, masks[c.layer_windows[i]],
+                (True, True) if skip is None else skip.runs(i), None if gates is None else gates[:, i],
             )
             new_keys.append(k)
             new_values.append(v)
@@ -296,8 +306,9 @@ class CausalLM:
         tokens = jnp.zeros((1, 1), jnp.int32)
         return self.module.init(rng, tokens, tokens, self.init_cache(1, 1))["params"]
 
-    def forward(self, params, tokens, positions, cache: KVCache, window_mask=None) -> ModelOutput:
-        return self.module.apply({"params": params}, tokens, positions, cache, window_mask)
+    def forward(self, params, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None) -> ModelOutput:
+        """skip / gates: sub-layers left out (models/layer_skip.py); the full model without them."""
+        return self.module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates)
 
     def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
         return decoder_only_start(self, params, prompts, prompt_len, new_slots, constrain)

@@ -81,6 +81,21 @@ def test_speculative_methods_give_the_greedy_output(capsys, model_dir, draft_dir
     assert sum(fast["accept_lengths"]) == fast["new_tokens"] and len(fast["accept_lengths"]) == fast["target_calls"]
 
 
+def test_layer_skip_searches_on_the_prompt_saves_the_set_and_reuses_it(capsys, model_dir, tmp_path):
+    common = ["generate", "--model", model_dir, "--prompt", "def add(a, b): return a + b", "--max-new-tokens", "10",
+              "--json"]
+    plain = json.loads(_run(capsys, *common)[1])
+    saved = tmp_path / "skip.json"
+    code, out, err = _run(capsys, *common, "--method", "layer-skip", "--num-draft-tokens", "3",
+                          "--search-budget", "6", "--save-skip-layers", saved)
+    assert code == 0 and json.loads(out)["output_ids"] == plain["output_ids"]
+    assert "skip-layer search" in err and json.loads(saved.read_text())["evaluations"] <= 6
+    code, out, err = _run(capsys, *common, "--method", "layer-skip", "--num-draft-tokens", "3", "--skip-layers", saved)
+    assert code == 0 and json.loads(out)["output_ids"] == plain["output_ids"] and "search" not in err
+    code, out, _ = _run(capsys, *common, "--method", "layer-skip", "--num-draft-tokens", "2", "--skip-layers", "a1,m1")
+    assert code == 0 and json.loads(out)["output_ids"] == plain["output_ids"]
+
+
 def test_bench_prints_a_table_and_writes_spec_bench_jsonl(capsys, model_dir, draft_dirs, tmp_path):
     prompts, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
     prompts.write_text('{"prompt": "import os"}\n{"prompt_ids": [5, 6, 7, 5, 6]}\n{"prompt": "for i in"}\n')
@@ -193,6 +208,14 @@ def test_convert_and_info_on_both_forms(capsys, model_dir, tmp_path):
          "lookahead: pool-size must be an integer >= 1, got 0"),
         (["generate", "--model", "{m}", "--prompt-ids", "5", "--method", "lookahead", "--window", "200", "--levels", "2",
           "--pool-size", "100"], "the drafter verifies 300 tokens a step (a tree's nodes), more than the model's 256"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "layer-skip", "--skip-layers", "a1,m9"],
+         "the skip set names layers [9], but the model has layers 0..2"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "layer-skip", "--skip-layers", "exit:3"],
+         "exit layer must be in [1, 3) for a 3-layer model, got 3"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "layer-skip", "--skip-layers", "/no/s.json"],
+         "/no/s.json: cannot read skip set"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "layer-skip", "--search-budget", "0"],
+         "--search-budget must be >= 1, got 0"),
         (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--max-other-load", "2"],
          "max-other-load is a share of the cores, in [0, 1], got 2.0"),
     ],

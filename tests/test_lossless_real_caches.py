@@ -38,8 +38,10 @@ from jaxspec.acceptance import _first_false
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters.draft_model import DraftModel
 from jaxspec.drafters.jacobi import Jacobi
+from jaxspec.drafters.layer_skip import LayerSkip
 from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.sampling import target_distribution
+from models.layer_skip import SkippedModel, SkipSet
 from tests.random_models import noisy_copy, random_model, random_t5gemma
 
 V, NEW, STOP = 4, 3, 2
@@ -119,6 +121,8 @@ def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=None, sizing
     model, params = _model(kind)
     if method == "draft-model":
         drafter, dparams = (drafter_cls or DraftModel)(model, 2, cfg), noisy_copy(params, 5, 0.5)
+    elif method == "layer-skip":
+        drafter, dparams = (drafter_cls or LayerSkip)(SkippedModel(model, SkipSet((1,))), 2, cfg), params
     elif method == "speculative-jacobi":
         drafter, dparams = (drafter_cls or Jacobi)(2, cfg, sampled=True, vocab=V), None
     else:
@@ -136,6 +140,7 @@ CASES = [
     ("encoder-decoder", "draft-model", SamplingConfig(temperature=1.0, top_p=0.9)),
     ("encoder-decoder", "prompt-lookup", SamplingConfig(temperature=0.9, min_p=0.1)),
     ("sliding", "speculative-jacobi", SamplingConfig(temperature=1.0, top_k=3)),
+    ("sliding", "layer-skip", SamplingConfig(temperature=0.9, top_p=0.9)),
 ]
 
 

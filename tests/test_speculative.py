@@ -19,6 +19,7 @@ from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
 from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.generate import _pad
 from jaxspec.methods import build_drafter
+from models.layer_skip import SkipSet
 from tests.random_models import VOCAB, noisy_copy, random_model
 from tests.toy_models import ToyModel, random_table
 
@@ -36,7 +37,7 @@ def scenarios(draw):
     prompt_lengths = draw(st.lists(st.integers(1, 20), min_size=batch, max_size=batch))
     method = draw(st.sampled_from([
         "draft-model", "draft-model-adaptive", "draft-model-small", "prompt-lookup", "jacobi", "speculative-jacobi",
-        "lookahead",
+        "lookahead", "layer-skip",
     ]))
     k = draw(st.integers(1, 5))
     return seed, layers, hidden, kv_heads, window, prompt_lengths, method, k
@@ -47,6 +48,7 @@ def scenarios(draw):
 # Sliding windows under the methods the draws above may miss.
 @example((3, 2, 32, 2, 4, [9, 3, 14], "lookahead", 4))
 @example((5, 2, 48, 1, 4, [2, 17], "speculative-jacobi", 3))
+@example((6, 3, 32, 2, 4, [12, 1, 7], "layer-skip", 5))
 def test_greedy_speculative_equals_plain_greedy(scenario):
     seed, layers, hidden, kv_heads, window, prompt_lengths, method, k = scenario
     target, params = random_model(seed, layers, hidden, 4, kv_heads, window)
@@ -63,6 +65,10 @@ def test_greedy_speculative_equals_plain_greedy(scenario):
         drafter, dparams = build_drafter(method, batch=len(prompts), sampling=SamplingConfig(), target_vocab=VOCAB,
                                          num_draft_tokens=max(k, 2), levels=min(max(k, 2), 3), pool_size=2)
         k = drafter.num_draft_tokens  # a path is at most the tree's size deep
+    elif method == "layer-skip":
+        skip = SkipSet((seed % layers,), ((seed + 1) % layers,) if layers > 1 else ())
+        drafter, dparams = build_drafter(method, batch=len(prompts), sampling=SamplingConfig(), target_vocab=VOCAB,
+                                         num_draft_tokens=k, target=(target, params), skip=skip)
     elif method == "draft-model-small":
         small, small_params = random_model(seed + 1, 1, 32, 2, 1)
         drafter, dparams = DraftModel(small, k, SamplingConfig()), small_params

@@ -22,6 +22,11 @@ class Draft(NamedTuple):
     # nodes sorted by depth. None: a chain, parents i - 1.
     parents: jax.Array | None = None  # [B, K] int32
     valid: jax.Array | None = None  # [B, K] bool: a tree's nodes that exist (besides index < n_valid)
+    # A self-drafter (the target drafting for itself: jaxspec/drafters/layer_skip.py) drafts on the
+    # target's own cache, writing K/V past its committed lengths; the loop verifies on the cache it
+    # returns here, whose committed slots are untouched and whose writes the verify overwrites. None:
+    # the drafter never touched the target's cache.
+    cache: Any = None
 
 
 def static_tree_draft(parents: tuple[int, ...], tokens: jax.Array, valid: jax.Array) -> Draft:
@@ -62,6 +67,8 @@ class Context(NamedTuple):
     # [B] int32: the most drafts the loop will verify per row this step (jaxspec/draft_sizing.py); a
     # drafter whose drafting costs (a draft model) stops there. None outside propose.
     draft_limit: jax.Array | None = None
+    # The target's cache, committed up to seq_len - 1 (a self-drafter drafts on it). None outside propose.
+    target_cache: Any = None
 
 
 class Drafter(Protocol):

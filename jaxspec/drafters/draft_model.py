@@ -64,6 +64,41 @@ class DraftModel:
             length=jnp.asarray(self.num_draft_tokens, jnp.int32),
         )
 
+    def propose(self, params, state: DraftModelState, ctx: Context):
+        b = ctx.seq_len.shape[0]
+        rows = jnp.arange(b)
+        last = ctx.history[rows, ctx.seq_len - 1]
+        prev = ctx.history[rows, jnp.maximum(ctx.seq_len - 2, 0)]
+        pending = state.pending
+        window = jnp.stack([jnp.where(pending, prev, last), last], axis=1)
+        positions = state.cache.lengths[:, None] + jnp.arange(2)[None, :]
+        out = self.model.forward(params, window, positions, state.cache)
+        logits = jnp.where(pending[:, None], out.logits[:, 1], out.logits[:, 0])
+        cache = out.cache.commit(1 + pending.astype(jnp.int32))
+        chain = ChainDrafting(self.num_draft_tokens, self.sampling, self.adaptive)
+        tokens, probs, n_valid, cache = chain.draft(self.model, params, cache, logits, ctx, state.length)
+        return Draft(tokens, n_valid, probs), state.replace(cache=cache, n_valid=n_valid)
+
+    def update(self, params, state: DraftModelState, ctx: Context, verified: Verified):
+        n_accepted = verified.n_accepted
+        pending = (n_accepted == state.n_valid) & (state.n_valid > 0)
+        # The target cache now holds seq_len - 1 tokens; the draft holds the same, or one fewer if pending.
+        cache = state.cache.with_lengths(ctx.seq_len - 1 - pending.astype(jnp.int32))
+        length = ChainDrafting(self.num_draft_tokens, self.sampling, self.adaptive).next_length(
+            state.length, n_accepted, state.n_valid, ctx.done
+        )
+        return state.replace(cache=cache, pending=pending, length=length)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainDrafting:
+    """Drafting a chain token by token from a model's logits: the draft model's loop, shared with the
+    self-drafters (jaxspec/drafters/layer_skip.py), which run the target itself on its own cache."""
+
+    num_draft_tokens: int
+    sampling: SamplingConfig
+    adaptive: AdaptiveDraft | None = None
+
     def _draw(self, keys, logits):
         q = target_distribution(logits, self.sampling)
         return row_rng.categorical(keys, q, self.sampling.greedy), q
@@ -77,19 +112,14 @@ class DraftModel:
         product = confidence_product * q_token
         return (jnp.max(q, axis=-1) >= a.min_confidence) & (1.0 - product <= a.max_reject_prob), product
 
-    def propose(self, params, state: DraftModelState, ctx: Context):
+    def draft(self, model, params, cache, logits, ctx: Context, length):
+        """(tokens [B, K], probs [B, K, V], n_valid [B], cache): drafts from `logits` (the first draft's,
+        [B, V]) on, feeding each draft to `model` on `cache`, whose lengths then count the fed drafts.
+        At most `length` (a traced () int32 <= K) drafts per row, fewer where the loop's limit or the
+        adaptive stop says so."""
         k = self.num_draft_tokens
         b = ctx.seq_len.shape[0]
         rows = jnp.arange(b)
-        last = ctx.history[rows, ctx.seq_len - 1]
-        prev = ctx.history[rows, jnp.maximum(ctx.seq_len - 2, 0)]
-        pending = state.pending
-        window = jnp.stack([jnp.where(pending, prev, last), last], axis=1)
-        positions = state.cache.lengths[:, None] + jnp.arange(2)[None, :]
-        out = self.model.forward(params, window, positions, state.cache)
-        logits = jnp.where(pending[:, None], out.logits[:, 1], out.logits[:, 0])
-        cache = out.cache.commit(1 + pending.astype(jnp.int32))
-
         keys = RowRandom(ctx.seeds, ctx.seq_len).keys(row_rng.DRAFT, k)
         token, q = self._draw(keys[:, 0], logits)
         drafting, product = self._keep_going(q, token, jnp.ones((b,), jnp.float32))
@@ -102,12 +132,12 @@ class DraftModel:
 
         def more(carry):
             i, _, _, _, _, drafting, _ = carry
-            return (i < state.length) & jnp.any(drafting)
+            return (i < length) & jnp.any(drafting)
 
         def draft_one(carry):
             i, cache, tokens, probs, n_valid, drafting, product = carry
             prev_token = tokens[rows, i - 1]
-            out = self.model.forward(params, prev_token[:, None], cache.lengths[:, None], cache)
+            out = model.forward(params, prev_token[:, None], cache.lengths[:, None], cache)
             token, q = self._draw(keys[:, i], out.logits[:, 0])
             go, new_product = self._keep_going(q, token, product)
             tokens = tokens.at[:, i].set(jnp.where(drafting, token, 0))
@@ -120,17 +150,12 @@ class DraftModel:
         _, cache, tokens, probs, n_valid, _, _ = jax.lax.while_loop(
             more, draft_one, (jnp.asarray(1), cache, tokens, probs, n_valid, drafting, product)
         )
-        n_valid = jnp.minimum(n_valid, state.length)
-        return Draft(tokens, n_valid, probs), state.replace(cache=cache, n_valid=n_valid)
+        return tokens, probs, jnp.minimum(n_valid, length), cache
 
-    def update(self, params, state: DraftModelState, ctx: Context, verified: Verified):
-        n_accepted = verified.n_accepted
-        pending = (n_accepted == state.n_valid) & (state.n_valid > 0)
-        # The target cache now holds seq_len - 1 tokens; the draft holds the same, or one fewer if pending.
-        cache = state.cache.with_lengths(ctx.seq_len - 1 - pending.astype(jnp.int32))
-        length = state.length
-        if self.adaptive is not None and self.adaptive.adapt_length:
-            active = ~ctx.done
-            all_taken = jnp.all(jnp.where(active, n_accepted >= state.n_valid, True))
-            length = jnp.clip(jnp.where(all_taken, length + 2, length - 1), 1, self.num_draft_tokens)
-        return state.replace(cache=cache, pending=pending, length=length)
+    def next_length(self, length, n_accepted, n_valid, done):
+        """The next step's draft length: +2 when every active row took all its drafts, else -1, in [1, K]
+        (unchanged without adaptive length)."""
+        if self.adaptive is None or not self.adaptive.adapt_length:
+            return length
+        all_taken = jnp.all(jnp.where(~done, n_accepted >= n_valid, True))
+        return jnp.clip(jnp.where(all_taken, length + 2, length - 1), 1, self.num_draft_tokens)

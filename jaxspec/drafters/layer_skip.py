@@ -1,0 +1,70 @@
+"""Self-speculation by layer skipping (SWIFT, Xia et al. 2024): the target drafts for itself with some of
+its attention and MLP sub-layers left out, on its own KV cache and its own params.
+
+Each step feeds the last emitted token, then each draft, through the skipped
+model at the positions past the target's committed length. The skipped model
+attends to the committed K/V the full model wrote, which is what makes its
+guesses good; its own K/V writes (only the sub-layers it runs write) land past
+the committed length, where the verify's full forward overwrites them. The
+loop verifies on the cache returned with the draft (jaxspec/drafters/base.py),
+so the cache is never copied. Drafting stops at a row's first draft whose top
+probability is below `min_confidence` (SWIFT's default: 0.8). Drafts carry
+their distribution q, so sampling is lossless by the ratio rule.
+
+`model` is the target seen through its skip set (models/layer_skip.py); its
+params are the target's own, passed again as the drafter's params (no copy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxspec.drafters.base import Context, Draft, Verified
+from jaxspec.drafters.draft_model import AdaptiveDraft, ChainDrafting
+from jaxspec.sampling import SamplingConfig
+
+SWIFT_MIN_CONFIDENCE = 0.8
+
+
+@struct.dataclass
+class LayerSkipState:
+    n_valid: jax.Array  # [B] int32 drafts proposed in the last step
+    length: jax.Array  # () int32 current draft length (== K unless adaptive)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSkip:
+    model: Any  # the target through its skip set: models.layer_skip.SkippedModel
+    num_draft_tokens: int
+    sampling: SamplingConfig
+    min_confidence: float = SWIFT_MIN_CONFIDENCE
+    adapt_length: bool = False
+
+    @property
+    def _chain(self) -> ChainDrafting:
+        adaptive = AdaptiveDraft(min_confidence=self.min_confidence, adapt_length=self.adapt_length)
+        return ChainDrafting(self.num_draft_tokens, self.sampling, adaptive)
+
+    def init(self, params, prompts, prompt_len, new_slots, start):
+        b = prompts.shape[0]
+        return LayerSkipState(jnp.zeros((b,), jnp.int32), jnp.asarray(self.num_draft_tokens, jnp.int32))
+
+    def propose(self, params, state: LayerSkipState, ctx: Context):
+        cache = ctx.target_cache
+        committed = cache.lengths
+        last = jnp.take_along_axis(ctx.history, (ctx.seq_len - 1)[:, None], axis=1)
+        out = self.model.forward(params, last, committed[:, None], cache)
+        tokens, probs, n_valid, cache = self._chain.draft(
+            self.model, params, out.cache.commit(jnp.ones_like(committed)), out.logits[:, 0], ctx, state.length
+        )
+        draft = Draft(tokens, n_valid, probs, cache=cache.with_lengths(committed))
+        return draft, state.replace(n_valid=n_valid)
+
+    def update(self, params, state: LayerSkipState, ctx: Context, verified: Verified):
+        length = self._chain.next_length(state.length, verified.n_accepted, state.n_valid, ctx.done)
+        return state.replace(length=length)
