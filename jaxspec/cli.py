@@ -16,7 +16,7 @@ from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
 from jaxspec.methods import (
     AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, DEFAULT_DRAFT_TOKENS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS,
-    METHODS, SELF_METHODS,
+    METHODS, SELF_DRAFT_VOCAB, SELF_METHODS,
 )
 from jaxspec.skip_search import CONTEXT_WINDOW, DEFAULT_BUDGET
 
@@ -220,6 +220,12 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         help="layer-skip auto: candidate skip sets the search scores at most",
     )
     p.add_argument("--save-skip-layers", metavar="FILE.json", help="layer-skip: save the skip set used, to reuse it")
+    p.add_argument(
+        "--draft-vocab", type=int, default=SELF_DRAFT_VOCAB, metavar="N",
+        help="layer-skip: each row drafts over N ids from its own text (the prompt's tokens, then what the target "
+        "predicts and emits), so drafting reads N rows of the head instead of the whole vocabulary (exact either "
+        "way); 0: the whole vocabulary",
+    )
 
 
 def method_defaults() -> dict:
@@ -379,6 +385,7 @@ def method_drafter(args, method, lm, batch, sampling, draft=None, prompts=None):
         levels=args.levels,
         pool_size=args.pool_size,
         skip=skip,
+        draft_vocab=_draft_vocab(args, lm),
     )
     sizing = auto_sizing(
         method, args.window if method in JACOBI_METHODS else args.num_draft_tokens, drafter, lm.model, lm.params, batch,
@@ -395,14 +402,22 @@ def _skip_set(args, method, lm, batch, prompts):
     if args.search_budget < 1:
         raise InputError(f"--search-budget must be >= 1, got {args.search_budget}")
     k = DEFAULT_DRAFT_TOKENS[method] if args.num_draft_tokens == AUTO else args.num_draft_tokens
+    if args.draft_vocab < 0:
+        raise InputError(f"--draft-vocab must be >= 0, got {args.draft_vocab}")
     skip, found = resolve_skip_set(args.skip_layers, lm.model, lm.params, prompts or [], num_draft_tokens=k,
-                                   batch=batch, budget=args.search_budget, progress=_say)
+                                   batch=batch, budget=args.search_budget, draft_vocab=_draft_vocab(args, lm),
+                                   progress=_say)
     if args.save_skip_layers:
         save_skip_set(args.save_skip_layers, lm.model, skip, found)
     if found is not None and found.expected_speedup <= 1.0:
         _say(f"no skip set is expected to pay here (at best {found.expected_speedup:.2f}x): decoding plainly")
         return skip, True
     return skip, False
+
+
+def _draft_vocab(args, lm) -> int | None:
+    """--draft-vocab as build_drafter takes it: None for the whole vocabulary."""
+    return None if args.draft_vocab == 0 or args.draft_vocab >= lm.model.vocab_size else args.draft_vocab
 
 
 def _successors_saver(args, drafter):

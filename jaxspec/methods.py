@@ -59,6 +59,9 @@ AUTO = "auto"
 AUTO_MAX_DRAFTS = {"draft-model": 8, "prompt-lookup": 16, "jacobi": 8, "speculative-jacobi": 8, "layer-skip": 8}
 # Self-speculation drafts with the target's own layers: these methods need the target's params.
 SELF_METHODS = ("layer-skip",)
+# Ids per row a self-drafter drafts over, from its context (jaxspec/context_vocab.py): room for a long
+# prompt's distinct tokens and what follows them.
+SELF_DRAFT_VOCAB = 2048
 
 
 def build_drafter(
@@ -83,13 +86,15 @@ def build_drafter(
     levels: int = LOOKAHEAD_DEFAULTS["levels"],
     pool_size: int = LOOKAHEAD_DEFAULTS["pool_size"],
     skip: SkipSet | None = None,
+    draft_vocab: int | None = None,
 ):
     """Returns (drafter, drafter_params) for generate(). A head method needs `heads` (jaxspec.heads_io) and
     `target` = (model, params): the heads project through the target's output embedding. Token recycling
     grows its tree from `accuracy` (rank_accuracy(method) without) and starts from the
     `successors` table a former call left (TokenRecycling.carry), or from nothing. Jacobi's window and
     lookahead's are num_draft_tokens; lookahead's n-gram size is `levels`, its pool `pool_size`. Layer
-    skipping drafts with `target` through `skip` (resolve_skip_set) and takes the target's params as its own."""
+    skipping drafts with `target` through `skip` (resolve_skip_set) and takes the target's params as its own;
+    `draft_vocab` = N: each row drafts over N ids of its context (None or >= V: the whole vocabulary)."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method == "autoregressive":
@@ -115,7 +120,7 @@ def build_drafter(
     if method in JACOBI_METHODS:
         return Jacobi(int(k), sampling, sampled=method == "speculative-jacobi", vocab=target_vocab), None
     if method in SELF_METHODS:
-        return _self_drafter(target, skip, int(k), sampling)
+        return _self_drafter(target, skip, int(k), sampling, draft_vocab)
     if method == "draft-model":
         if draft_model is None:
             raise InputError("method draft-model needs a draft model (--draft PATH)")
@@ -174,7 +179,7 @@ def _lookahead_drafter(window, levels, pool_size) -> Lookahead:
     return Lookahead(int(window), int(levels), int(pool_size))
 
 
-def _self_drafter(target, skip: SkipSet | None, k: int, sampling: SamplingConfig):
+def _self_drafter(target, skip: SkipSet | None, k: int, sampling: SamplingConfig, draft_vocab: int | None):
     if target is None or skip is None:
         raise InputError("method layer-skip needs the target (model, params) and a skip set (--skip-layers)")
     model, params = target
@@ -184,12 +189,15 @@ def _self_drafter(target, skip: SkipSet | None, k: int, sampling: SamplingConfig
         skip.check(model.config.num_layers)
     except SkipSetError as e:
         raise InputError(str(e)) from None
-    return LayerSkip(SkippedModel(model, skip), k, sampling), params
+    if draft_vocab is not None and (int(draft_vocab) != draft_vocab or draft_vocab < 1):
+        raise InputError(f"draft vocabulary must be >= 1 ids, got {draft_vocab}")
+    subset = None if draft_vocab is None or draft_vocab >= model.vocab_size else int(draft_vocab)
+    return LayerSkip(SkippedModel(model, skip), k, sampling, draft_vocab=subset), params
 
 
 def resolve_skip_set(
     spec: str, model, params, prompts, *, num_draft_tokens: int, batch: int, budget: int,
-    progress=lambda msg: None,
+    draft_vocab: int | None = None, progress=lambda msg: None,
 ):
     """(SkipSet, SearchResult or None) from --skip-layers: "auto" searches on the prompts (verifying K + 1
     tokens at the target's measured cost), a path ending in .json is a saved set, anything else a spec
@@ -202,7 +210,7 @@ def resolve_skip_set(
         width = num_draft_tokens + 1
         verify_cost = _tree_costs(model, params, batch, progress, width)[width]
         result = search_skip_set(model, params, prompts, num_draft_tokens=num_draft_tokens, verify_cost=verify_cost,
-                                 budget=budget, progress=progress)
+                                 budget=budget, draft_vocab=draft_vocab, progress=progress)
         return result.skip, result
     if spec.endswith(".json"):
         return load_skip_set(spec, model), None

@@ -8,7 +8,9 @@ agree, alpha, is the chance a greedy draft is accepted; with drafts of K
 tokens a step then emits E = (1 - alpha^(K+1)) / (1 - alpha) tokens on
 average, and costs K draft forwards of relative cost r (the weights the
 skipped model still reads over all of them: decoding is memory-bound) plus a
-verify of cost c. The search maximises E / (K r + c).
+verify of cost c. The search maximises E / (K r + c). With a draft
+vocabulary of N ids (jaxspec/context_vocab.py) the skipped model's argmax is
+taken over each row's context tokens and its head reads N rows, not V.
 
 Every candidate runs through one compiled program: the skip set enters as
 0/1 gates on each sub-layer's contribution (models/layer_skip.py), not as a
@@ -48,9 +50,9 @@ class SearchResult:
     evaluations: int  # candidate sets scored
 
 
-def sublayer_costs(model, params) -> tuple[np.ndarray, float]:
+def sublayer_costs(model, params, head_rows: int | None = None) -> tuple[np.ndarray, float]:
     """([2, L] parameters read by each attention / MLP sub-layer, parameters read by every forward whatever
-    it skips: the head's matrix and the final norm)."""
+    it skips: the head's matrix (head_rows of it, or all) and the final norm)."""
     def size(tree):
         return sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(tree))
 
@@ -60,8 +62,8 @@ def sublayer_costs(model, params) -> tuple[np.ndarray, float]:
         layer = params[f"layers_{i}"]
         costs[0, i] = size(layer["self_attn"])
         costs[1, i] = size(layer["mlp"])
-    head = model.output_embedding(params)
-    return costs, float(head.shape[0] * head.shape[1] + size(params["norm"]))
+    v, d = model.output_embedding(params).shape
+    return costs, float(min(head_rows or v, v) * d + size(params["norm"]))
 
 
 def expected_tokens(alpha: float, k: int) -> float:
@@ -87,23 +89,44 @@ def _context(tokens: Sequence[Sequence[int]], window: int):
     return padded, lengths, starts, np.take_along_axis(padded, idx, axis=1), valid
 
 
-def agreement_scorer(model, params, tokens: Sequence[Sequence[int]], window: int = CONTEXT_WINDOW):
-    """gates [2, L] -> alpha: how often the gated model's argmax equals the full model's over the context."""
-    padded, lengths, starts, win_tokens, valid = (jnp.asarray(a) for a in _context(tokens, window))
+def _context_ids(padded: np.ndarray, predicted: np.ndarray, starts: np.ndarray, size: int) -> np.ndarray:
+    """[B, size]: the draft vocabulary each row would hold on reaching its window (jaxspec/context_vocab.py):
+    its distinct tokens before the window and the full model's predictions there, in order of appearance,
+    padded with the first."""
+    ids = np.zeros((len(padded), size), np.int32)
+    for b, (row, guess, n) in enumerate(zip(padded, predicted, starts)):
+        distinct = list(dict.fromkeys(np.stack([row[:n], guess[:n]], axis=1).reshape(-1).tolist()))[:size]
+        ids[b] = distinct + [distinct[0]] * (size - len(distinct))
+    return ids
+
+
+def agreement_scorer(
+    model, params, tokens: Sequence[Sequence[int]], window: int = CONTEXT_WINDOW, draft_vocab: int | None = None
+):
+    """gates [2, L] -> alpha: how often the gated model's argmax (over each row's context ids when
+    draft_vocab is given) equals the full model's over the context."""
+    arrays = _context(tokens, window)
+    padded, lengths, starts, win_tokens, valid = (jnp.asarray(a) for a in arrays)
     b, p = padded.shape
     t = win_tokens.shape[1]
     positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     full = model.forward(params, padded, positions, model.init_cache(b, p + t))
+    predicted = jnp.argmax(full.logits, axis=-1)
     # The full model's prediction after each window token, and its cache of everything before the window.
-    want = jnp.take_along_axis(jnp.argmax(full.logits, axis=-1), starts[:, None] + jnp.arange(t)[None, :], axis=1,
-                               mode="clip")
+    want = jnp.take_along_axis(predicted, starts[:, None] + jnp.arange(t)[None, :], axis=1, mode="clip")
+    vocab = None
+    if draft_vocab is not None:
+        vocab = jnp.asarray(_context_ids(arrays[0], np.asarray(predicted), arrays[2], draft_vocab))
     cache = full.cache.with_lengths(starts)
     win_positions = starts[:, None] + jnp.arange(t)[None, :]
 
     @jax.jit
     def score(gates):
-        out = model.forward(params, win_tokens, win_positions, cache, gates=gates)
-        agree = (jnp.argmax(out.logits, axis=-1) == want) & valid
+        out = model.forward(params, win_tokens, win_positions, cache, gates=gates, vocab=vocab)
+        guess = jnp.argmax(out.logits, axis=-1)
+        if vocab is not None:
+            guess = jnp.take_along_axis(vocab, guess, axis=1)
+        agree = (guess == want) & valid
         return jnp.sum(agree) / jnp.sum(valid)
 
     return lambda gates: float(score(jnp.asarray(gates)))
@@ -111,16 +134,19 @@ def agreement_scorer(model, params, tokens: Sequence[Sequence[int]], window: int
 
 def search_skip_set(
     model, params, tokens: Sequence[Sequence[int]], *, num_draft_tokens: int, verify_cost: float = 1.0,
-    budget: int = DEFAULT_BUDGET, window: int = CONTEXT_WINDOW, progress: Callable[[str], None] = lambda msg: None,
+    budget: int = DEFAULT_BUDGET, window: int = CONTEXT_WINDOW, draft_vocab: int | None = None,
+    progress: Callable[[str], None] = lambda msg: None,
 ) -> SearchResult:
     """The skip set of best expected speedup on `tokens` (the prompts, or the text so far), scoring at most
-    `budget` sets. verify_cost: c, the cost of verifying K + 1 tokens relative to one (cost_model.py)."""
+    `budget` sets. verify_cost: c, the cost of verifying K + 1 tokens relative to one (cost_model.py);
+    draft_vocab: N ids per row from the context, or None for the whole vocabulary."""
     if budget < 1:
         raise InputError(f"the skip-layer search budget must be >= 1, got {budget}")
     n = model.config.num_layers
-    costs, fixed = sublayer_costs(model, params)
-    total = fixed + costs.sum()
-    score = agreement_scorer(model, params, tokens, window)
+    costs, fixed = sublayer_costs(model, params, draft_vocab)
+    full_costs, full_fixed = sublayer_costs(model, params)
+    total = full_fixed + full_costs.sum()  # what the target's own forward reads
+    score = agreement_scorer(model, params, tokens, window, draft_vocab)
     seen: dict[tuple[tuple[int, int], ...], float] = {}
 
     def objective(skipped: frozenset) -> tuple[float, float, float]:
@@ -131,7 +157,7 @@ def search_skip_set(
                 gates[kind, layer] = 0.0
             seen[key] = score(gates)
         alpha = seen[key]
-        r = (total - sum(costs[kind, layer] for kind, layer in skipped)) / total
+        r = (fixed + costs.sum() - sum(costs[kind, layer] for kind, layer in skipped)) / total
         return expected_tokens(alpha, num_draft_tokens) / (num_draft_tokens * r + verify_cost), alpha, r
 
     candidates = [(kind, layer) for layer in range(1, n - 1) for kind in (0, 1)]

@@ -205,9 +205,12 @@ class DecoderLM(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None) -> ModelOutput:
+    def __call__(
+        self, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None, head=True
+    ) -> ModelOutput:
         """skip: a models.layer_skip.SkipSet of sub-layers not computed; gates [2, L]: dynamic 0/1 weights
-        of every sub-layer's contribution (the skip-set search scores candidates with one program)."""
+        of every sub-layer's contribution (the skip-set search scores candidates with one program);
+        head=False: no logits (None), the caller scores the hidden state itself."""
         c = self.config
         embed = nn.Embed(
             c.vocab_size,
@@ -232,12 +235,15 @@ class DecoderLM(nn.Module):
             new_keys.append(k)
             new_values.append(v)
         hidden = RMSNorm(c.rms_norm_eps, c.norm_plus_one, self.dtype, name="norm")(x)
+        cache = cache.replace(keys=tuple(new_keys), values=tuple(new_values))
+        if not head and not self.is_initializing():
+            return ModelOutput(None, hidden, cache)
         if c.tie_word_embeddings:
             logits = embed.attend(hidden)
         else:
             logits = _dense(c.vocab_size, False, self.dtype, "lm_head")(hidden)
         logits = softcap(logits.astype(jnp.float32), c.final_softcap)
-        return ModelOutput(logits, hidden, cache.replace(keys=tuple(new_keys), values=tuple(new_values)))
+        return ModelOutput(logits, hidden, cache)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,9 +312,17 @@ class CausalLM:
         tokens = jnp.zeros((1, 1), jnp.int32)
         return self.module.init(rng, tokens, tokens, self.init_cache(1, 1))["params"]
 
-    def forward(self, params, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None) -> ModelOutput:
-        """skip / gates: sub-layers left out (models/layer_skip.py); the full model without them."""
-        return self.module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates)
+    def forward(
+        self, params, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None, vocab=None
+    ) -> ModelOutput:
+        """skip / gates: sub-layers left out (models/layer_skip.py); the full model without them. vocab
+        [B, N] token ids: logits [B, T, N] for those ids only, reading N rows of the head instead of V."""
+        if vocab is None:
+            return self.module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates)
+        out = self.module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates, False)
+        rows = self.output_embedding(params)[vocab].astype(out.hidden.dtype)  # [B, N, D]
+        logits = jnp.einsum("btd,bnd->btn", out.hidden, rows).astype(jnp.float32)
+        return out._replace(logits=softcap(logits, self.config.final_softcap))
 
     def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
         return decoder_only_start(self, params, prompts, prompt_len, new_slots, constrain)

@@ -110,5 +110,6 @@ class SkippedModel:
         """The full model's prefill: a self-drafter reads the K/V the target wrote."""
         return self.model.start(params, prompts, prompt_len, new_slots, constrain)
 
-    def forward(self, params, tokens, positions, cache, window_mask=None):
-        return self.model.forward(params, tokens, positions, cache, window_mask, skip=self.skip)
+    def forward(self, params, tokens, positions, cache, window_mask=None, vocab=None):
+        """vocab [B, N]: logits over those ids only (CausalLM.forward)."""
+        return self.model.forward(params, tokens, positions, cache, window_mask, skip=self.skip, vocab=vocab)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from jaxspec import SamplingConfig, generate
+from jaxspec.context_vocab import ContextVocab
 from jaxspec.drafters import Autoregressive
 from jaxspec.errors import InputError
 from jaxspec.methods import build_drafter
@@ -103,6 +104,40 @@ def test_greedy_layer_skip_equals_plain_greedy_and_leaves_the_plain_cache(spec):
         final_decode_state(model, params, prompts, 12, Autoregressive(), None),
         final_decode_state(model, params, prompts, 12, drafter, dparams),
     )
+
+
+def test_context_vocab_holds_each_rows_distinct_tokens_in_order():
+    v = ContextVocab.empty(2, 4, 10).add(jnp.asarray([[3, 5, 3, 7, 8, 9], [2, 2, 2, 2, 2, 2]]),
+                                         jnp.asarray([[True] * 6, [True, True, False, True, True, True]]))
+    np.testing.assert_array_equal(np.asarray(v.ids), [[3, 5, 7, 8], [2, 2, 2, 2]])
+    np.testing.assert_array_equal(np.asarray(v.count), [4, 1])  # row 0 full: 9 was left out
+    assert np.asarray(v.held).sum(axis=1).tolist() == [4, 1]
+    full = np.asarray(v.full_logits(jnp.asarray([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]])))
+    assert full[0, 7] == 3.0 and full[1, 2] == 5.0 and np.isneginf(full[0, 9]) and np.isneginf(full[1, 3])
+
+
+def test_a_head_over_some_ids_scores_what_the_full_head_scores_there():
+    model, params = random_model(1, 2, 32, 4, 2)
+    tokens = jnp.asarray([[5, 9, 3], [1, 2, 3]], jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(3), (2, 3))
+    ids = jnp.asarray([[0, 7, 63], [9, 9, 1]], jnp.int32)
+    full = model.forward(params, tokens, positions, model.init_cache(2, 3)).logits
+    some = model.forward(params, tokens, positions, model.init_cache(2, 3), vocab=ids).logits
+    np.testing.assert_allclose(np.asarray(some), np.asarray(jnp.take_along_axis(full, ids[:, None, :], axis=2)),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("draft_vocab", [3, 24])
+def test_drafting_over_the_context_vocabulary_stays_exact(draft_vocab):
+    model, params = random_model(7, 3, 48, 4, 2, window=4, scale=3.0)
+    prompts = [[3, 4, 5, 6, 7, 3, 4, 5, 6], [8, 9], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]]
+    plain = generate(model, params, prompts, max_new_tokens=20)
+    drafter, dparams = build_drafter("layer-skip", batch=3, sampling=SamplingConfig(), target_vocab=model.vocab_size,
+                                     num_draft_tokens=4, target=(model, params), skip=SkipSet((1,)),
+                                     draft_vocab=draft_vocab)
+    assert drafter.draft_vocab == draft_vocab
+    fast = generate(model, params, prompts, max_new_tokens=20, drafter=drafter, drafter_params=dparams)
+    assert [r.output_ids for r in fast] == [r.output_ids for r in plain]
 
 
 def test_skipping_an_identity_layer_drafts_exactly():

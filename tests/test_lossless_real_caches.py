@@ -122,7 +122,8 @@ def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=None, sizing
     if method == "draft-model":
         drafter, dparams = (drafter_cls or DraftModel)(model, 2, cfg), noisy_copy(params, 5, 0.5)
     elif method == "layer-skip":
-        drafter, dparams = (drafter_cls or LayerSkip)(SkippedModel(model, SkipSet((1,))), 2, cfg), params
+        # A draft vocabulary of 3 of the 4 ids: q is zero on one token, which the residual must restore.
+        drafter, dparams = (drafter_cls or LayerSkip)(SkippedModel(model, SkipSet((1,))), 2, cfg, draft_vocab=3), params
     elif method == "speculative-jacobi":
         drafter, dparams = (drafter_cls or Jacobi)(2, cfg, sampled=True, vocab=V), None
     else:

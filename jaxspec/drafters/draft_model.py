@@ -76,8 +76,12 @@ class DraftModel:
         logits = jnp.where(pending[:, None], out.logits[:, 1], out.logits[:, 0])
         cache = out.cache.commit(1 + pending.astype(jnp.int32))
         chain = ChainDrafting(self.num_draft_tokens, self.sampling, self.adaptive)
-        tokens, probs, n_valid, cache = chain.draft(self.model, params, cache, logits, ctx, state.length)
+        tokens, probs, n_valid, cache = chain.draft(self._step, params, cache, logits, ctx, state.length)
         return Draft(tokens, n_valid, probs), state.replace(cache=cache, n_valid=n_valid)
+
+    def _step(self, params, token, cache):
+        out = self.model.forward(params, token[:, None], cache.lengths[:, None], cache)
+        return out.logits[:, 0], out.cache
 
     def update(self, params, state: DraftModelState, ctx: Context, verified: Verified):
         n_accepted = verified.n_accepted
@@ -112,9 +116,10 @@ class ChainDrafting:
         product = confidence_product * q_token
         return (jnp.max(q, axis=-1) >= a.min_confidence) & (1.0 - product <= a.max_reject_prob), product
 
-    def draft(self, model, params, cache, logits, ctx: Context, length):
+    def draft(self, step, params, cache, logits, ctx: Context, length):
         """(tokens [B, K], probs [B, K, V], n_valid [B], cache): drafts from `logits` (the first draft's,
-        [B, V]) on, feeding each draft to `model` on `cache`, whose lengths then count the fed drafts.
+        [B, V]) on, feeding each draft through `step(params, token [B], cache) -> (logits [B, V], cache)`
+        at the position cache.lengths, whose lengths then count the fed drafts.
         At most `length` (a traced () int32 <= K) drafts per row, fewer where the loop's limit or the
         adaptive stop says so."""
         k = self.num_draft_tokens
@@ -136,14 +141,13 @@ class ChainDrafting:
 
         def draft_one(carry):
             i, cache, tokens, probs, n_valid, drafting, product = carry
-            prev_token = tokens[rows, i - 1]
-            out = model.forward(params, prev_token[:, None], cache.lengths[:, None], cache)
-            token, q = self._draw(keys[:, i], out.logits[:, 0])
+            logits, cache = step(params, tokens[rows, i - 1], cache)
+            token, q = self._draw(keys[:, i], logits)
             go, new_product = self._keep_going(q, token, product)
             tokens = tokens.at[:, i].set(jnp.where(drafting, token, 0))
             probs = probs.at[:, i].set(jnp.where(drafting[:, None], q, 0.0))
             n_valid = n_valid + drafting.astype(jnp.int32)
-            cache = out.cache.commit(drafting.astype(jnp.int32))
+            cache = cache.commit(drafting.astype(jnp.int32))
             keep = drafting & go & (i + 1 < limit)
             return i + 1, cache, tokens, probs, n_valid, keep, jnp.where(drafting, new_product, product)
 
