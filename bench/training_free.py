@@ -1,12 +1,14 @@
-"""Training-free tree methods on the reference model (Gemma 3 270M) and real text, per prompt category.
+"""Training-free methods on the reference model (Gemma 3 270M) and real text, per prompt category.
 
     python -m bench.training_free --markdown --summary
+    python -m bench.training_free --runs layer-skip:4 --summary-name self_speculation --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
 plain decoding and each "method:tree size" of --runs (token recycling, the
 n-gram trie, prompt lookup as a tree of --lookup-branches, Jacobi,
-speculative Jacobi and lookahead with their windows); then all
+speculative Jacobi and lookahead with their windows, layer skipping with
+its draft length and the skip set searched on each group's prompts); then all
 categories' prompts together run in batches of --batch (category "all").
 Rows give tokens/s, the speedup over plain decoding and tokens per target
 call, and per batch size the tree `--tree-size auto` chooses from the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -30,19 +33,22 @@ from jaxspec import reference_model
 from jaxspec.bench import run_jaxspec, summarize
 from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
-from jaxspec.methods import JACOBI_METHODS, auto_tree_size, rank_accuracy, training_free_drafting_cost
+from jaxspec.methods import SELF_METHODS, JACOBI_METHODS, auto_tree_size, rank_accuracy, training_free_drafting_cost
 from jaxspec.sampling import SamplingConfig
 
 
-def options(args, batch: int, method: str, size: int | None) -> argparse.Namespace:
+def options(args, batch: int, method: str, size: int | None, skip_file: Path | None = None) -> argparse.Namespace:
     """`size` is a tree's node count; prompt lookup's depth (its tree --lookup-branches wide); Jacobi's and
-    lookahead's window (lookahead's levels and pool from --levels and --pool-size)."""
+    lookahead's window (lookahead's levels and pool from --levels and --pool-size); layer skipping's draft
+    length (its searched skip set saved to `skip_file`)."""
     lookup, windowed = method == "prompt-lookup", method in (*JACOBI_METHODS, "lookahead")
+    chain = lookup or method in SELF_METHODS
     return argparse.Namespace(**method_defaults() | dict(
         batch_size=batch, max_new_tokens=args.max_new_tokens, dtype="float32", repeats=args.repeats,
-        max_other_load=args.max_other_load, tree_size=None if lookup or windowed else size,
-        num_draft_tokens=size if lookup else None, lookup_branches=args.lookup_branches if lookup else 1,
+        max_other_load=args.max_other_load, tree_size=None if chain or windowed else size,
+        num_draft_tokens=size if chain else None, lookup_branches=args.lookup_branches if lookup else 1,
         window=size if windowed else None, levels=args.levels, pool_size=args.pool_size,
+        save_skip_layers=skip_file,
     ))
 
 
@@ -52,10 +58,15 @@ def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
         sampling = SamplingConfig(temperature=temperature)
         labels = [("autoregressive", "autoregressive", None)] + [(f"{m}-{n}", m, n) for m, n in args.runs]
         records = []
+        skip_sets = {}
         for label, method, n in labels:
             print(f"[{category}, batch {batch}, T={temperature}] {label}", file=sys.stderr, flush=True)
-            opts = options(args, batch, method, n)
-            records += [dict(r, method=label) for r in run_jaxspec(opts, method, lm, None, prompts, sampling)]
+            with tempfile.TemporaryDirectory() as tmp:
+                skip_file = Path(tmp) / "skip.json" if method in SELF_METHODS else None
+                opts = options(args, batch, method, n, skip_file)
+                records += [dict(r, method=label) for r in run_jaxspec(opts, method, lm, None, prompts, sampling)]
+                if skip_file is not None:  # the last batch's set (one batch per group here)
+                    skip_sets[label] = json.loads(skip_file.read_text())
             # Each program is used for this group only; kept, dozens of Gemma programs exhaust the
             # process's memory maps and LLVM fails to allocate.
             jax.clear_caches()
@@ -63,8 +74,13 @@ def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
         base = summary["autoregressive"]["tokens_per_s"]
         for label, method, n in labels:
             s = summary[label]
-            rows.append(dict(prompts=category, batch=batch, temperature=temperature, method=label, tree_size=n,
-                             speedup=s["tokens_per_s"] / base, **s))
+            row = dict(prompts=category, batch=batch, temperature=temperature, method=label, tree_size=n,
+                       speedup=s["tokens_per_s"] / base, **s)
+            if label in skip_sets:
+                found = skip_sets[label]
+                row.update(skip=found["skip"] or "nothing", agreement=found.get("agreement"),
+                           draft_cost=found.get("draft_cost"))
+            rows.append(row)
     return rows
 
 
@@ -80,15 +96,20 @@ def auto_choices(lm, methods, batches) -> dict:
 
 
 def markdown(rows: list[dict], auto: dict) -> str:
+    searched = any("skip" in r for r in rows)
+    extra = " skipped sub-layers | agreement | draft cost |" if searched else ""
     lines = [
-        "| prompts | batch | temperature | method | tokens/s | speedup vs jaxspec AR | tokens per target call |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| prompts | batch | temperature | method | tokens/s | speedup vs jaxspec AR | tokens per target call |" + extra,
+        "|---|---:|---:|---|---:|---:|---:|" + ("---|---:|---:|" if searched else ""),
     ]
     for r in rows:
-        lines.append(
-            f"| {r['prompts']} | {r['batch']} | {r['temperature']} | {r['method']} | {r['tokens_per_s']:.1f} | "
-            f"{r['speedup']:.2f}x | {r['tokens_per_call']:.2f} |"
-        )
+        line = (f"| {r['prompts']} | {r['batch']} | {r['temperature']} | {r['method']} | {r['tokens_per_s']:.1f} | "
+                f"{r['speedup']:.2f}x | {r['tokens_per_call']:.2f} |")
+        if searched:
+            line += (f" {r['skip']} | {r['agreement']:.2f} | {r['draft_cost']:.2f} |" if "skip" in r else " – | – | – |")
+        lines.append(line)
+    if not auto:
+        return "\n".join(lines)
     chosen = ", ".join(f"{key}: {'plain decoding' if n == 0 else f'{n} nodes'}" for key, n in auto.items())
     return "\n".join(lines) + f"\n\n`--tree-size auto` chooses: {chosen}."
 
@@ -119,7 +140,7 @@ def plot(rows: list[dict], out: Path) -> None:
         ax.set_title(title)
         ax.axhline(1.0, color="grey", lw=0.8)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Training-free trees on Gemma 3 270M, float32, 2 CPU cores")
+    fig.suptitle("Training-free methods on Gemma 3 270M, float32, 2 CPU cores")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -142,11 +163,15 @@ def main(argv=None) -> None:
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--batch", type=int, default=8, help="the batch size of the all-categories rows")
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/training_free.json"))
-    parser.add_argument("--plot", type=Path, default=Path("docs/img/training_free.png"))
+    parser.add_argument("--summary-name", default="training_free", help="bench/summaries/NAME.json, and the "
+                        "default results file and plot are named after it")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/NAME.json")
+    parser.add_argument("--plot", type=Path, default=None, help="default: docs/img/NAME.png")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     add_timing_args(parser)
     args = parser.parse_args(argv)
+    args.out = args.out or Path(f"bench/results/{args.summary_name}.json")
+    args.plot = args.plot or Path(f"docs/img/{args.summary_name}.png")
     lm = load(args.model or reference_model.converted_dir())
     everything, rows = [], []
     for category in CATEGORIES:
@@ -154,14 +179,15 @@ def main(argv=None) -> None:
         everything += prompts
         rows += run_group(args, lm, category, prompts, 1)
     rows += run_group(args, lm, "all", everything, args.batch)
-    auto = auto_choices(lm, ("token-recycling", "ngram-trie"), [1, args.batch])
+    trees = [m for m in ("token-recycling", "ngram-trie") if m in {method for method, _ in args.runs}]
+    auto = auto_choices(lm, trees, [1, args.batch])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "auto": auto}, indent=1))
     if args.summary:
         settings = dict(prompts_per_category=args.prompts_per_category, max_new_tokens=args.max_new_tokens,
                         repeats=args.repeats, max_other_load=args.max_other_load)
         settings |= dict(lookup_branches=args.lookup_branches, levels=args.levels, pool_size=args.pool_size)
-        summaries.write("training_free", "bench.training_free", argv, rows, settings=settings, auto=auto)
+        summaries.write(args.summary_name, "bench.training_free", argv, rows, settings=settings, auto=auto)
     plot(rows, args.plot)
     print(markdown(rows, auto) if args.markdown else json.dumps(rows, indent=1))
 

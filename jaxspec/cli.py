@@ -340,12 +340,6 @@ def method_drafter(args, method, lm, batch, sampling, draft=None, prompts=None):
             tree_size = auto_tree_size(rank_accuracy(method), training_free_drafting_cost(method, lm.model, lm.params),
                                        lm.model, lm.params, batch, "the measured hit rates", progress=_say)
             plain = tree_size == 0
-    if method == "lookahead" and args.window == AUTO:
-        from jaxspec.methods import auto_lookahead
-
-        tree, _ = build_drafter(method, batch=batch, sampling=sampling, target_vocab=lm.model.vocab_size,
-                                num_draft_tokens=LOOKAHEAD_DEFAULTS["window"], levels=args.levels, pool_size=args.pool_size)
-        plain = not auto_lookahead(lm.model, lm.params, batch, tree, progress=_say)
     skip = None
     if method in SELF_METHODS:
         skip, plain = _skip_set(args, method, lm, batch, prompts)
@@ -387,6 +381,13 @@ def method_drafter(args, method, lm, batch, sampling, draft=None, prompts=None):
         skip=skip,
         draft_vocab=_draft_vocab(args, lm),
     )
+    if method == "lookahead" and args.window == AUTO:
+        from jaxspec.methods import auto_lookahead
+
+        if not auto_lookahead(lm.model, lm.params, batch, drafter, progress=_say):
+            method = "autoregressive"
+            drafter, drafter_params = build_drafter(method, batch=batch, sampling=sampling,
+                                                    target_vocab=lm.model.vocab_size)
     sizing = auto_sizing(
         method, args.window if method in JACOBI_METHODS else args.num_draft_tokens, drafter, lm.model, lm.params, batch,
         draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=_say,
@@ -402,6 +403,8 @@ def _skip_set(args, method, lm, batch, prompts):
     if args.search_budget < 1:
         raise InputError(f"--search-budget must be >= 1, got {args.search_budget}")
     k = DEFAULT_DRAFT_TOKENS[method] if args.num_draft_tokens == AUTO else args.num_draft_tokens
+    if k < 1:
+        raise InputError(f"num-draft-tokens must be >= 1, got {k}")
     if args.draft_vocab < 0:
         raise InputError(f"--draft-vocab must be >= 0, got {args.draft_vocab}")
     skip, found = resolve_skip_set(args.skip_layers, lm.model, lm.params, prompts or [], num_draft_tokens=k,

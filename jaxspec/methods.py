@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import jax
@@ -322,10 +323,14 @@ def auto_sizing(
         return None
     from jaxspec.cost_model import draft_sizing
 
-    if method in SELF_METHODS:  # the draft model is the target through its skip set
-        draft_model, draft_params = drafter.model, params
-    return draft_sizing(
+    sizing = draft_sizing(
         model, params, batch_size=batch, num_draft_tokens=drafter.num_draft_tokens,
-        draft_model=draft_model if method in ("draft-model", *SELF_METHODS) else None, draft_params=draft_params,
-        progress=progress,
+        draft_model=draft_model if method == "draft-model" else None, draft_params=draft_params, progress=progress,
     )
+    if method in SELF_METHODS:
+        # A self-draft's token costs the share of the target's weights it reads (its skip set, its draft
+        # vocabulary's rows of the head): the same estimate its skip set was chosen by.
+        from jaxspec.skip_search import draft_cost
+
+        sizing = dataclasses.replace(sizing, draft_cost=draft_cost(model, params, drafter.model.skip, drafter.draft_vocab))
+    return sizing

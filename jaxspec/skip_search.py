@@ -66,6 +66,14 @@ def sublayer_costs(model, params, head_rows: int | None = None) -> tuple[np.ndar
     return costs, float(min(head_rows or v, v) * d + size(params["norm"]))
 
 
+def draft_cost(model, params, skip: SkipSet, draft_vocab: int | None = None) -> float:
+    """r: the weights a forward through `skip` with a head of draft_vocab rows reads, over the full model's."""
+    costs, fixed = sublayer_costs(model, params, draft_vocab)
+    full_costs, full_fixed = sublayer_costs(model, params)
+    skipped = costs[0, list(skip.attention)].sum() + costs[1, list(skip.mlp)].sum()
+    return float((fixed + costs.sum() - skipped) / (full_fixed + full_costs.sum()))
+
+
 def expected_tokens(alpha: float, k: int) -> float:
     """Tokens a step emits when each of k drafts is accepted with chance alpha while its predecessors were."""
     return float(k + 1) if alpha >= 1.0 else (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
@@ -143,9 +151,7 @@ def search_skip_set(
     if budget < 1:
         raise InputError(f"the skip-layer search budget must be >= 1, got {budget}")
     n = model.config.num_layers
-    costs, fixed = sublayer_costs(model, params, draft_vocab)
-    full_costs, full_fixed = sublayer_costs(model, params)
-    total = full_fixed + full_costs.sum()  # what the target's own forward reads
+    costs, _ = sublayer_costs(model, params)
     score = agreement_scorer(model, params, tokens, window, draft_vocab)
     seen: dict[tuple[tuple[int, int], ...], float] = {}
 
@@ -157,7 +163,7 @@ def search_skip_set(
                 gates[kind, layer] = 0.0
             seen[key] = score(gates)
         alpha = seen[key]
-        r = (fixed + costs.sum() - sum(costs[kind, layer] for kind, layer in skipped)) / total
+        r = draft_cost(model, params, _skip_set(skipped), draft_vocab)
         return expected_tokens(alpha, num_draft_tokens) / (num_draft_tokens * r + verify_cost), alpha, r
 
     candidates = [(kind, layer) for layer in range(1, n - 1) for kind in (0, 1)]
@@ -188,10 +194,15 @@ def search_skip_set(
         if value > best_value:
             best, best_value = new, value
     value, alpha, r = objective(best)
-    skip = SkipSet(tuple(layer for kind, layer in best if kind == 0), tuple(layer for kind, layer in best if kind == 1))
+    skip = _skip_set(best)
     progress(f"skip-layer search: skip {skip or 'nothing'} (agreement {alpha:.2f}, draft cost {r:.2f} of a "
              f"forward, expected {value:.2f}x; {len(seen)} sets scored)")
     return SearchResult(skip, float(alpha), float(r), float(value), len(seen))
+
+
+def _skip_set(skipped) -> SkipSet:
+    """The SkipSet of (kind, layer) pairs, kind 0 for attention and 1 for the MLP."""
+    return SkipSet(tuple(layer for kind, layer in skipped if kind == 0), tuple(layer for kind, layer in skipped if kind == 1))
 
 
 def _model_identity(model) -> dict:

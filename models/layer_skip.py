@@ -91,8 +91,8 @@ class SkipSet:
 
 @dataclasses.dataclass(frozen=True)
 class SkippedModel:
-    """A decoder-only model seen through a skip set: the model protocol (models/protocol.py) for the
-    forward, on the model's own params and cache layout. Nothing is copied; `params` are the target's."""
+    """A decoder-only model seen through a skip set: its forward, on the model's own params and cache
+    layout. Nothing is copied; `params` are the target's."""
 
     model: Any  # a CausalLM
     skip: SkipSet
@@ -100,15 +100,6 @@ class SkippedModel:
     @property
     def vocab_size(self) -> int:
         return self.model.vocab_size
-
-    is_encoder_decoder = False
-
-    def init_cache(self, batch: int, max_len: int, dtype=None):
-        return self.model.init_cache(batch, max_len, dtype)
-
-    def start(self, params, prompts, prompt_len, new_slots: int, constrain=None):
-        """The full model's prefill: a self-drafter reads the K/V the target wrote."""
-        return self.model.start(params, prompts, prompt_len, new_slots, constrain)
 
     def forward(self, params, tokens, positions, cache, window_mask=None, vocab=None):
         """vocab [B, N]: logits over those ids only (CausalLM.forward)."""

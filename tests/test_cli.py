@@ -68,13 +68,17 @@ def test_sampling_flags_are_used(capsys, model_dir):
     assert sample(1)["output_ids"] != sample(2)["output_ids"]
 
 
-@pytest.mark.parametrize("method", ["draft-model", "prompt-lookup"])
+@pytest.mark.parametrize("method", ["draft-model", "prompt-lookup", "lookahead"])
 def test_speculative_methods_give_the_greedy_output(capsys, model_dir, draft_dirs, tmp_path, method):
     ref = tmp_path / "ref.txt"
     ref.write_text("def add(a, b):\n    return a + b\n")
     common = ["generate", "--model", model_dir, "--prompt", "def add(a, b):", "--max-new-tokens", "12", "--json"]
     plain = json.loads(_run(capsys, *common)[1])
-    extra = ["--draft", draft_dirs[0], "--adaptive-draft"] if method == "draft-model" else ["--reference", ref, "--ngram", "2"]
+    extra = {
+        "draft-model": ["--draft", draft_dirs[0], "--adaptive-draft"],
+        "prompt-lookup": ["--reference", ref, "--ngram", "2"],
+        "lookahead": [],  # --window auto: the default tree, or plain decoding where it cannot pay
+    }[method]
     code, out, _ = _run(capsys, *common, "--method", method, "--num-draft-tokens", "3", *extra)
     fast = json.loads(out)
     assert code == 0 and fast["output_ids"] == plain["output_ids"]
@@ -101,16 +105,17 @@ def test_bench_prints_a_table_and_writes_spec_bench_jsonl(capsys, model_dir, dra
     prompts.write_text('{"prompt": "import os"}\n{"prompt_ids": [5, 6, 7, 5, 6]}\n{"prompt": "for i in"}\n')
     code, table, _ = _run(
         capsys, "bench", "--model", model_dir, "--draft", draft_dirs[0], "--prompts", prompts,
-        "--methods", "autoregressive,draft-model,prompt-lookup", "--batch-size", "2", "--max-new-tokens", "8",
+        "--methods", "autoregressive,draft-model,prompt-lookup,layer-skip", "--batch-size", "2", "--max-new-tokens", "8",
         "--out", out, "--repeats", "3", "--max-other-load", "1", "--num-draft-tokens", "3",  # no cost curves
+        "--skip-layers", "m1",  # no search
     )
     assert code == 0
     lines = table.strip().splitlines()
     assert lines[0].split() == ["method", "tokens/s", "speedup", "tokens/call", "others"]
-    assert [line.split()[0] for line in lines[1:]] == ["autoregressive", "draft-model", "prompt-lookup"]
+    assert [line.split()[0] for line in lines[1:]] == ["autoregressive", "draft-model", "prompt-lookup", "layer-skip"]
     assert lines[1].split()[2] == "1.00x"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 9 and all({"new_tokens", "wall_time", "accept_lengths", "other_load"} <= set(r) for r in rows)
+    assert len(rows) == 12 and all({"new_tokens", "wall_time", "accept_lengths", "other_load"} <= set(r) for r in rows)
     # Three timed calls per batch; the median is the one that counts.
     assert all(len(r["wall_times"]) == 3 and r["wall_time"] == sorted(r["wall_times"])[1] for r in rows)
 

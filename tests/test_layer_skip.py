@@ -15,8 +15,8 @@ from jaxspec import SamplingConfig, generate
 from jaxspec.context_vocab import ContextVocab
 from jaxspec.drafters import Autoregressive
 from jaxspec.errors import InputError
-from jaxspec.methods import build_drafter
-from jaxspec.skip_search import expected_tokens, load_skip_set, save_skip_set, search_skip_set
+from jaxspec.methods import auto_sizing, build_drafter
+from jaxspec.skip_search import draft_cost, expected_tokens, load_skip_set, save_skip_set, search_skip_set
 from jaxspec.loading import load
 from models.layer_skip import SkipSet, SkipSetError
 from tests.hf_factory import VOCAB, make_hf_model
@@ -174,10 +174,24 @@ def test_search_finds_the_layers_that_do_nothing_within_its_budget():
     assert tight.evaluations <= 3
 
 
-def test_search_skips_nothing_where_every_sublayer_matters():
+def test_search_keeps_a_set_only_when_it_beats_skipping_nothing():
+    """Skipping nothing drafts exactly at the full cost: E = K + 1 over K r + c = K + 1, i.e. 1.0x."""
     model, params = random_model(4, 3, 32, 4, 2, scale=6.0)
     result = search_skip_set(model, params, [list(range(30))], num_draft_tokens=4, verify_cost=1.0, budget=8)
-    assert len(result.skip) == 0 or result.expected_speedup > expected_tokens(1.0, 4) / (4 + 1.0)
+    assert result.evaluations <= 8
+    assert (len(result.skip) == 0 and result.expected_speedup == 1.0) or result.expected_speedup > 1.0
+
+
+def test_auto_sizing_prices_a_self_draft_by_the_weights_it_reads(monkeypatch, tmp_path):
+    monkeypatch.setenv("JAXSPEC_CACHE", str(tmp_path))
+    model, params = random_model(0, 4, 32, 4, 2)
+    skip = SkipSet((1, 2), (2,))
+    drafter, _ = build_drafter("layer-skip", batch=1, sampling=SamplingConfig(), target_vocab=model.vocab_size,
+                               num_draft_tokens=4, target=(model, params), skip=skip, draft_vocab=8)
+    sizing = auto_sizing("layer-skip", "auto", drafter, model, params, 1)
+    assert sizing.max_drafts == 4
+    assert sizing.draft_cost == pytest.approx(draft_cost(model, params, skip, 8))
+    assert draft_cost(model, params, skip, 8) < draft_cost(model, params, skip) < draft_cost(model, params, SkipSet()) == 1.0
 
 
 def test_expected_tokens():

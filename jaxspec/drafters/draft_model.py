@@ -75,9 +75,12 @@ class DraftModel:
         out = self.model.forward(params, window, positions, state.cache)
         logits = jnp.where(pending[:, None], out.logits[:, 1], out.logits[:, 0])
         cache = out.cache.commit(1 + pending.astype(jnp.int32))
-        chain = ChainDrafting(self.num_draft_tokens, self.sampling, self.adaptive)
-        tokens, probs, n_valid, cache = chain.draft(self._step, params, cache, logits, ctx, state.length)
+        tokens, probs, n_valid, cache = self._chain.draft(self._step, params, cache, logits, ctx, state.length)
         return Draft(tokens, n_valid, probs), state.replace(cache=cache, n_valid=n_valid)
+
+    @property
+    def _chain(self) -> "ChainDrafting":
+        return ChainDrafting(self.num_draft_tokens, self.sampling, self.adaptive)
 
     def _step(self, params, token, cache):
         out = self.model.forward(params, token[:, None], cache.lengths[:, None], cache)
@@ -88,9 +91,7 @@ class DraftModel:
         pending = (n_accepted == state.n_valid) & (state.n_valid > 0)
         # The target cache now holds seq_len - 1 tokens; the draft holds the same, or one fewer if pending.
         cache = state.cache.with_lengths(ctx.seq_len - 1 - pending.astype(jnp.int32))
-        length = ChainDrafting(self.num_draft_tokens, self.sampling, self.adaptive).next_length(
-            state.length, n_accepted, state.n_valid, ctx.done
-        )
+        length = self._chain.next_length(state.length, n_accepted, state.n_valid, ctx.done)
         return state.replace(cache=cache, pending=pending, length=length)
 
 
