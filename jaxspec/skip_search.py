@@ -68,8 +68,12 @@ def sublayer_costs(model, params, head_rows: int | None = None) -> tuple[np.ndar
 
 def draft_cost(model, params, skip: SkipSet, draft_vocab: int | None = None) -> float:
     """r: the weights a forward through `skip` with a head of draft_vocab rows reads, over the full model's."""
-    costs, fixed = sublayer_costs(model, params, draft_vocab)
-    full_costs, full_fixed = sublayer_costs(model, params)
+    return _weight_share(sublayer_costs(model, params, draft_vocab), sublayer_costs(model, params), skip)
+
+
+def _weight_share(draft: tuple[np.ndarray, float], full: tuple[np.ndarray, float], skip: SkipSet) -> float:
+    """draft_cost from sublayer_costs of the draft's head and of the full model's."""
+    (costs, fixed), (full_costs, full_fixed) = draft, full
     skipped = costs[0, list(skip.attention)].sum() + costs[1, list(skip.mlp)].sum()
     return float((fixed + costs.sum() - skipped) / (full_fixed + full_costs.sum()))
 
@@ -151,19 +155,18 @@ def search_skip_set(
     if budget < 1:
         raise InputError(f"the skip-layer search budget must be >= 1, got {budget}")
     n = model.config.num_layers
-    costs, _ = sublayer_costs(model, params)
+    full = sublayer_costs(model, params)
+    draft = sublayer_costs(model, params, draft_vocab)
+    costs = full[0]
     score = agreement_scorer(model, params, tokens, window, draft_vocab)
     seen: dict[tuple[tuple[int, int], ...], float] = {}
 
     def objective(skipped: frozenset) -> tuple[float, float, float]:
         key = tuple(sorted(skipped))
         if key not in seen:
-            gates = np.ones((2, n), np.float32)
-            for kind, layer in skipped:
-                gates[kind, layer] = 0.0
-            seen[key] = score(gates)
+            seen[key] = score(_skip_set(skipped).gates(n))
         alpha = seen[key]
-        r = draft_cost(model, params, _skip_set(skipped), draft_vocab)
+        r = _weight_share(draft, full, _skip_set(skipped))
         return expected_tokens(alpha, num_draft_tokens) / (num_draft_tokens * r + verify_cost), alpha, r
 
     candidates = [(kind, layer) for layer in range(1, n - 1) for kind in (0, 1)]
