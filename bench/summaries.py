@@ -48,12 +48,16 @@ def command(module: str, argv: list[str] | None) -> str:
     return shlex.join(["python", "-m", module, *args])
 
 
-def write(name: str, module: str, argv: list[str] | None, rows: list[dict], **extra) -> Path:
-    """Writes bench/summaries/NAME.json: the rows, the command, the date and the machine (and `extra`)."""
+def write(
+    name: str, module: str, argv: list[str] | None, rows: list[dict], measured_on: dict | None = None, **extra
+) -> Path:
+    """Writes bench/summaries/NAME.json: the rows, the command, the date and the machine (and `extra`);
+    `measured_on` is the machine() of another host that measured the rows, where this one only summarises."""
     path = DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     record = dict(
-        command=command(module, argv), date=datetime.date.today().isoformat(), machine=machine(), **extra, rows=rows
+        command=command(module, argv), date=datetime.date.today().isoformat(), machine=measured_on or machine(),
+        **extra, rows=rows,
     )
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path

@@ -55,7 +55,31 @@ def test_device_profile_measures_cost_decoding_and_projects_speedups(tmp_path, c
         ("gemma3-270m", 1), ("gemma3-270m", 2), ("llama-100m", 1), ("llama-100m", 2)
     ]
     assert all(r["widths"] == [1, 2, 9] and r["relative"][0] == 1.0 and r["tokens_per_s"] > 0 for r in result["rows"])
-    # One projection per real-text category measured on CPU, from Gemma's batch-1 c(9).
+    # Of the widths measured, only c(9) prices a CPU run: prompt lookup's K = 8, per real-text category.
     categories = {r["prompts"] for r in summaries.read("real_text")["rows"]}
-    assert {p["category"] for p in result["projected"]} == categories
-    assert "| category | prompt lookup tokens per call (CPU)" in capsys.readouterr().out
+    assert {(p["method"], p["category"]) for p in result["projected"]} == {("prompt-lookup", c) for c in categories}
+    assert "| prompt-lookup | 1 | 0.0 | " in capsys.readouterr().out
+    # Runs split to fit a device's time limit merge into one result, projected again.
+    merged = device_profile.merge_results([out, out])
+    assert merged["rows"] == result["rows"] * 2 and merged["projected"] == result["projected"]
+    assert merged["commands"] == [result["command"]] * 2
+    other = tmp_path / "bfloat16.json"
+    other.write_text(json.dumps(dict(result, dtype="bfloat16")))
+    with pytest.raises(SystemExit, match="one device in one dtype"):
+        device_profile.merge_results([out, other])
+
+
+def test_device_projection_prices_each_method_at_its_verify_width():
+    flat = {w: 1.0 + 0.1 * (w - 1) for w in range(1, 64)}
+    projected = device_profile.projected_speedups({1: flat, 8: flat})
+    methods = {p["method"] for p in projected}
+    assert {"prompt-lookup", "token-recycling-16", "lookahead-4", "jacobi-4", "layer-skip-4"} <= methods
+    assert not any(m.startswith("autoregressive") or m.endswith("-auto") for m in methods)
+    settings = summaries.read("training_free")["settings"]
+    for p in projected:
+        assert p["verify_cost"] == flat[p["verify_width"]]
+        assert p["projected_speedup"] == pytest.approx(p["tokens_per_call"] / (p["verify_cost"] + p["drafting_cost"]))
+        if p["method"] == "lookahead-4":  # 2 levels of window 4 plus 4 pool n-grams of 2 tokens, and the last token
+            assert p["verify_width"] == (4 + settings["pool_size"]) * (settings["levels"] - 1) + 1
+        if p["method"] == "layer-skip-4":  # a self-draft also reads its share of the weights per drafted token
+            assert p["drafting_cost"] > 0
