@@ -16,7 +16,7 @@ from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
 from jaxspec.methods import (
     AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, DEFAULT_DRAFT_TOKENS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS,
-    METHODS, SELF_DRAFT_VOCAB, SELF_METHODS,
+    METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, EXIT_METHODS,
 )
 from jaxspec.skip_search import CONTEXT_WINDOW, DEFAULT_BUDGET
 
@@ -221,8 +221,18 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--save-skip-layers", metavar="FILE.json", help="layer-skip: save the skip set used, to reuse it")
     p.add_argument(
+        "--adapter", metavar="DIR",
+        help="early-exit: the exit adapter the target drafts through after its first E layers (made by "
+        "jaxspec-train early-exit)",
+    )
+    p.add_argument(
+        "--exit-layer", type=int, metavar="E",
+        help="early-exit: layers run before the exit; without --adapter, drafts through an untrained adapter "
+        "(plain early exit); with one, must be the adapter's",
+    )
+    p.add_argument(
         "--draft-vocab", type=int, default=SELF_DRAFT_VOCAB, metavar="N",
-        help="layer-skip: each row drafts over N ids from its own text (the prompt's tokens, then what the target "
+        help="layer-skip, early-exit: each row drafts over N ids from its own text (the prompt's tokens, then what the target "
         "predicts and emits), so drafting reads N rows of the head instead of the whole vocabulary (exact either "
         "way); 0: the whole vocabulary",
     )
@@ -323,9 +333,10 @@ def method_drafter(args, method, lm, batch, sampling, draft=None, prompts=None):
     heads, tree_size, successors, plain = None, args.tree_size, None, False
     if method in HEAD_METHODS and args.heads:
         from jaxspec.heads_io import load_heads
-        from jaxspec.methods import head_accuracy, heads_drafting_cost
+        from jaxspec.methods import expect_heads_for, head_accuracy, heads_drafting_cost
 
         heads = load_heads(args.heads, lm.model)
+        expect_heads_for(method, heads)
         if tree_size == AUTO:
             tree_size = auto_tree_size(head_accuracy(heads), heads_drafting_cost(heads, lm.params), lm.model,
                                        lm.params, batch, "the heads' accuracies", progress=_say)
@@ -340,6 +351,10 @@ def method_drafter(args, method, lm, batch, sampling, draft=None, prompts=None):
             tree_size = auto_tree_size(rank_accuracy(method), training_free_drafting_cost(method, lm.model, lm.params),
                                        lm.model, lm.params, batch, "the measured hit rates", progress=_say)
             plain = tree_size == 0
+    if method in EXIT_METHODS and args.adapter:
+        from jaxspec.heads_io import load_heads
+
+        heads = load_heads(args.adapter, lm.model)
     skip = None
     if method in SELF_METHODS:
         skip, plain = _skip_set(args, method, lm, batch, prompts)
@@ -380,6 +395,7 @@ def method_drafter(args, method, lm, batch, sampling, draft=None, prompts=None):
         pool_size=args.pool_size,
         skip=skip,
         draft_vocab=_draft_vocab(args, lm),
+        exit_layer=args.exit_layer,
     )
     if method == "lookahead" and args.window == AUTO:
         from jaxspec.methods import auto_lookahead

@@ -1,4 +1,5 @@
-"""Draft heads directories: config.json (models.medusa.HeadsConfig) and heads.safetensors, next to a target.
+"""Draft heads directories (Medusa heads, a Kangaroo exit adapter): config.json (models.medusa.HeadsConfig) and
+heads.safetensors, next to a target.
 
 The config names the target the heads were trained for (hidden size,
 vocabulary, layer count); loading checks them against the target given, so
@@ -22,12 +23,13 @@ from safetensors.flax import save_file
 from jaxspec.atomic import atomic_directory
 from jaxspec.errors import CheckpointError
 from jaxspec.hf_io import check_tensor_names, flatten, read_json, unflatten
+from models.early_exit import KANGAROO, ExitAdapter
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
 
 HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
 DRAFT_IDS = "draft_ids"
-KINDS = {MEDUSA: MedusaHeads}
+KINDS = {MEDUSA: MedusaHeads, KANGAROO: ExitAdapter}
 
 
 @dataclasses.dataclass
@@ -53,6 +55,17 @@ def check_target(config: HeadsConfig, model, where) -> None:
             )
 
 
+def check_adapter(config: HeadsConfig, where) -> None:
+    """An exit adapter's own fields: an exit layer inside the target, heads that divide the hidden size."""
+    if config.exit_layer is None or not 1 <= config.exit_layer < config.target_layers:
+        raise CheckpointError(
+            f"{where}: exit layer must be in [1, {config.target_layers}) for a {config.target_layers}-layer target, "
+            f"got {config.exit_layer}"
+        )
+    if not config.attention_heads or config.hidden_size % config.attention_heads:
+        raise CheckpointError(f"{where}: attention heads {config.attention_heads} must divide the hidden size {config.hidden_size}")
+
+
 def save_heads(out_dir: Path, heads, params, draft_ids=None) -> None:
     """Writes the directory atomically (a temporary name, then a rename)."""
     tensors = {heads.tensor_name(path): jnp.asarray(leaf, jnp.float32) for path, leaf in flatten(params).items()}
@@ -76,6 +89,8 @@ def load_heads(path: str | Path, target_model, dtype: str = "float32") -> Loaded
     if config.kind not in KINDS:
         raise CheckpointError(f"{path}: unknown heads kind {config.kind!r} (known: {', '.join(sorted(KINDS))})")
     check_target(config, target_model, path)
+    if config.kind == KANGAROO:
+        check_adapter(config, path)
     heads = KINDS[config.kind](config, dtype)
     weights = path / HEADS_FILE
     if not weights.exists():

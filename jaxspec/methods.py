@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
+from jaxspec.drafters.early_exit import EarlyExit
 from jaxspec.drafters.jacobi import Jacobi
 from jaxspec.drafters.layer_skip import LayerSkip
 from jaxspec.drafters.lookahead import Lookahead
@@ -18,16 +19,18 @@ from jaxspec.drafters.medusa import Medusa
 from jaxspec.drafters.ngram_trie import NgramTrie
 from jaxspec.drafters.prompt_lookup import PromptLookup, PromptLookupTree
 from jaxspec.drafters.token_recycling import TokenRecycling
-from jaxspec.errors import InputError
+from jaxspec.errors import CheckpointError, InputError
 from jaxspec.generate import bucket
-from jaxspec.heads_io import LoadedHeads, check_target
+from jaxspec.heads_io import LoadedHeads, check_adapter, check_target, target_fields
 from jaxspec.sampling import SamplingConfig
 from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
+from models.early_exit import KANGAROO, ExitAdapter, ExitDraftModel
 from models.layer_skip import SkippedModel, SkipSet, SkipSetError
+from models.medusa import HeadsConfig
 
 METHODS = (
     "autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling", "ngram-trie", "jacobi",
-    "speculative-jacobi", "lookahead", "layer-skip",
+    "speculative-jacobi", "lookahead", "layer-skip", "early-exit",
 )
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
 TREE_METHODS = ("medusa", "token-recycling", "ngram-trie")
@@ -54,12 +57,18 @@ RANK_ACCURACY = {
 # tree_size="auto" picks among these the size of best expected speedup (auto_tree_size).
 AUTO_TREE_SIZES = (1, 2, 4, 8, 16, 32)
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
-DEFAULT_DRAFT_TOKENS = {"draft-model": 4, "prompt-lookup": 8, "jacobi": 4, "speculative-jacobi": 4, "layer-skip": 4}
+DEFAULT_DRAFT_TOKENS = {
+    "draft-model": 4, "prompt-lookup": 8, "jacobi": 4, "speculative-jacobi": 4, "layer-skip": 4, "early-exit": 4,
+}
 # num_draft_tokens="auto": the most drafts a step may verify; the cost model picks fewer per row and step.
 AUTO = "auto"
-AUTO_MAX_DRAFTS = {"draft-model": 8, "prompt-lookup": 16, "jacobi": 8, "speculative-jacobi": 8, "layer-skip": 8}
-# Self-speculation drafts with the target's own layers: these methods need the target's params.
+AUTO_MAX_DRAFTS = {
+    "draft-model": 8, "prompt-lookup": 16, "jacobi": 8, "speculative-jacobi": 8, "layer-skip": 8, "early-exit": 8,
+}
+# Self-speculation drafts with the target's own layers: these methods need the target's params. Layer
+# skipping's set is searched (--skip-layers); early exit's layer comes with its adapter or --exit-layer.
 SELF_METHODS = ("layer-skip",)
+EXIT_METHODS = ("early-exit",)
 # Ids per row a self-drafter drafts over, from its context (jaxspec/context_vocab.py): room for a long
 # prompt's distinct tokens and what follows them.
 SELF_DRAFT_VOCAB = 2048
@@ -88,6 +97,7 @@ def build_drafter(
     pool_size: int = LOOKAHEAD_DEFAULTS["pool_size"],
     skip: SkipSet | None = None,
     draft_vocab: int | None = None,
+    exit_layer: int | None = None,
 ):
     """Returns (drafter, drafter_params) for generate(). A head method needs `heads` (jaxspec.heads_io) and
     `target` = (model, params): the heads project through the target's output embedding. Token recycling
@@ -95,7 +105,9 @@ def build_drafter(
     `successors` table a former call left (TokenRecycling.carry), or from nothing. Jacobi's window and
     lookahead's are num_draft_tokens; lookahead's n-gram size is `levels`, its pool `pool_size`. Layer
     skipping drafts with `target` through `skip` (resolve_skip_set) and takes the target's params as its own;
-    `draft_vocab` = N: each row drafts over N ids of its context (None or >= V: the whole vocabulary)."""
+    `draft_vocab` = N: each row drafts over N ids of its context (None or >= V: the whole vocabulary). Early
+    exit drafts with `target` through the exit adapter `heads` (jaxspec.heads_io), or without one through an
+    untrained adapter after `exit_layer` layers (plain early exit), on params {"target", "adapter"}."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method == "autoregressive":
@@ -122,6 +134,8 @@ def build_drafter(
         return Jacobi(int(k), sampling, sampled=method == "speculative-jacobi", vocab=target_vocab), None
     if method in SELF_METHODS:
         return _self_drafter(target, skip, int(k), sampling, draft_vocab)
+    if method in EXIT_METHODS:
+        return _exit_drafter(target, heads, exit_layer, int(k), sampling, draft_vocab)
     if method == "draft-model":
         if draft_model is None:
             raise InputError("method draft-model needs a draft model (--draft PATH)")
@@ -180,20 +194,69 @@ def _lookahead_drafter(window, levels, pool_size) -> Lookahead:
     return Lookahead(int(window), int(levels), int(pool_size))
 
 
-def _self_drafter(target, skip: SkipSet | None, k: int, sampling: SamplingConfig, draft_vocab: int | None):
-    if target is None or skip is None:
-        raise InputError("method layer-skip needs the target (model, params) and a skip set (--skip-layers)")
+def _decoder_target(method: str, target):
+    """(model, params) of a target a self-drafter can run: decoder-only."""
+    if target is None:
+        raise InputError(f"method {method} needs the target (model, params)")
     model, params = target
     if model.is_encoder_decoder or not hasattr(model.config, "num_layers"):
-        raise InputError("layer-skip drafts with the target's own decoder layers: it needs a decoder-only model")
+        raise InputError(f"{method} drafts with the target's own decoder layers: it needs a decoder-only model")
+    return model, params
+
+
+def _draft_subset(model, draft_vocab: int | None) -> int | None:
+    """A self-drafter's ids per row: None for the whole vocabulary."""
+    if draft_vocab is not None and (int(draft_vocab) != draft_vocab or draft_vocab < 1):
+        raise InputError(f"draft vocabulary must be >= 1 ids, got {draft_vocab}")
+    return None if draft_vocab is None or draft_vocab >= model.vocab_size else int(draft_vocab)
+
+
+def _self_drafter(target, skip: SkipSet | None, k: int, sampling: SamplingConfig, draft_vocab: int | None):
+    model, params = _decoder_target("layer-skip", target)
+    if skip is None:
+        raise InputError("method layer-skip needs a skip set (--skip-layers)")
     try:
         skip.check(model.config.num_layers)
     except SkipSetError as e:
         raise InputError(str(e)) from None
-    if draft_vocab is not None and (int(draft_vocab) != draft_vocab or draft_vocab < 1):
-        raise InputError(f"draft vocabulary must be >= 1 ids, got {draft_vocab}")
-    subset = None if draft_vocab is None or draft_vocab >= model.vocab_size else int(draft_vocab)
-    return LayerSkip(SkippedModel(model, skip), k, sampling, draft_vocab=subset), params
+    return LayerSkip(SkippedModel(model, skip), k, sampling, draft_vocab=_draft_subset(model, draft_vocab)), params
+
+
+def _exit_drafter(target, heads: LoadedHeads | None, exit_layer: int | None, k: int, sampling, draft_vocab):
+    model, params = _decoder_target("early-exit", target)
+    if heads is None:
+        if exit_layer is None:
+            raise InputError("method early-exit needs an exit adapter (--adapter DIR) or an exit layer (--exit-layer E)")
+        adapter = untrained_adapter(model, exit_layer)
+        adapter_params = adapter.init_params(jax.random.key(0))
+    else:
+        expect_heads_for("early-exit", heads)
+        adapter, adapter_params = heads.heads, heads.params
+        if exit_layer is not None and exit_layer != adapter.config.exit_layer:
+            raise InputError(
+                f"{heads.source}: the adapter follows layer {adapter.config.exit_layer}, not --exit-layer {exit_layer}"
+            )
+    drafter = EarlyExit(ExitDraftModel(model, adapter), k, sampling, draft_vocab=_draft_subset(model, draft_vocab))
+    return drafter, {"target": params, "adapter": adapter_params}
+
+
+def untrained_adapter(model, exit_layer: int) -> ExitAdapter:
+    """An adapter whose output projection is zero: drafting through it is plain early exit after
+    `exit_layer` layers. The trainer starts from it (train/early_exit.py)."""
+    config = HeadsConfig(
+        kind=KANGAROO, num_heads=1, num_layers=1, exit_layer=exit_layer,
+        attention_heads=adapter_heads(model.config.hidden_size), **target_fields(model),
+    )
+    try:
+        check_adapter(config, "early-exit")
+    except CheckpointError as e:
+        raise InputError(str(e)) from None
+    return ExitAdapter(config)
+
+
+def adapter_heads(hidden_size: int) -> int:
+    """The adapter's attention heads: 64-wide where the hidden size allows, else one."""
+    return hidden_size // 64 if hidden_size % 64 == 0 and hidden_size >= 64 else 1
 
 
 def resolve_skip_set(
@@ -224,11 +287,20 @@ def resolve_skip_set(
 def _head_drafter(heads: LoadedHeads, target, tree_size: int):
     model, params = target
     check_target(heads.heads.config, model, heads.source)
+    expect_heads_for("medusa", heads)
     embedding = model.output_embedding(params)
     if heads.draft_ids is not None:
         embedding = embedding[heads.draft_ids]
     tree = grow(head_accuracy(heads), int(tree_size))
     return Medusa(heads.heads, tree), (heads.params, embedding, heads.draft_ids)
+
+
+def expect_heads_for(method: str, heads: LoadedHeads) -> None:
+    """Medusa drafts with heads, early exit with an exit adapter; both load as heads directories."""
+    if method == "early-exit" and not isinstance(heads.heads, ExitAdapter):
+        raise InputError(f"{heads.source}: not an exit adapter ({heads.heads.config.kind} heads)")
+    if method in HEAD_METHODS and isinstance(heads.heads, ExitAdapter):
+        raise InputError(f"{heads.source}: an exit adapter, not draft heads (use it with --method early-exit --adapter)")
 
 
 def head_accuracy(heads: LoadedHeads):
@@ -327,10 +399,20 @@ def auto_sizing(
         model, params, batch_size=batch, num_draft_tokens=drafter.num_draft_tokens,
         draft_model=draft_model if method == "draft-model" else None, draft_params=draft_params, progress=progress,
     )
-    if method in SELF_METHODS:
+    if method in SELF_METHODS or method in EXIT_METHODS:
         # A self-draft's token costs the share of the target's weights it reads (its skip set, its draft
-        # vocabulary's rows of the head): the same estimate its skip set was chosen by.
+        # vocabulary's rows of the head): the same estimate its skip set was chosen by; an exit adapter's
+        # weights are added to it.
         from jaxspec.skip_search import draft_cost
 
-        sizing = dataclasses.replace(sizing, draft_cost=draft_cost(model, params, drafter.model.skip, drafter.draft_vocab))
+        cost = draft_cost(model, params, drafter.model.skip, drafter.draft_vocab)
+        if method in EXIT_METHODS:
+            cost += adapter_share(drafter.model.adapter, params)
+        sizing = dataclasses.replace(sizing, draft_cost=cost)
     return sizing
+
+
+def adapter_share(adapter: ExitAdapter, params) -> float:
+    """An exit adapter's weights over the target's."""
+    adapter_size = sum(x.size for x in jax.tree_util.tree_leaves(jax.eval_shape(adapter.init_params, jax.random.key(0))))
+    return adapter_size / sum(x.size for x in jax.tree_util.tree_leaves(params))

@@ -313,16 +313,27 @@ class CausalLM:
         return self.module.init(rng, tokens, tokens, self.init_cache(1, 1))["params"]
 
     def forward(
-        self, params, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None, vocab=None
+        self, params, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None, vocab=None,
+        head=True,
     ) -> ModelOutput:
         """skip / gates: sub-layers left out (models/layer_skip.py); the full model without them. vocab
-        [B, N] token ids: logits [B, T, N] for those ids only, reading N rows of the head instead of V."""
-        if vocab is None:
+        [B, N] token ids: logits [B, T, N] for those ids only, reading N rows of the head instead of V.
+        head=False: no logits (None)."""
+        if vocab is None and head:
             return self.module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates)
         out = self.module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates, False)
-        rows = self.output_embedding(params)[vocab].astype(out.hidden.dtype)  # [B, N, D]
-        logits = jnp.einsum("btd,bnd->btn", out.hidden, rows).astype(jnp.float32)
-        return out._replace(logits=softcap(logits, self.config.final_softcap))
+        return out._replace(logits=self.score(params, out.hidden, vocab) if head else None)
+
+    def score(self, params, hidden, vocab=None) -> jax.Array:
+        """Logits float32 [B, T, V] of normed hidden states [B, T, D] through the head, or [B, T, N] over
+        the ids vocab [B, N] only."""
+        if vocab is None:
+            rows = self.output_embedding(params).astype(hidden.dtype)
+            logits = jnp.einsum("btd,vd->btv", hidden, rows)
+        else:
+            rows = self.output_embedding(params)[vocab].astype(hidden.dtype)  # [B, N, D]
+            logits = jnp.einsum("btd,bnd->btn", hidden, rows)
+        return softcap(logits.astype(jnp.float32), self.config.final_softcap)
 
     def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
         return decoder_only_start(self, params, prompts, prompt_len, new_slots, constrain)

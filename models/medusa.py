@@ -44,6 +44,9 @@ class HeadsConfig:
     # accuracy[k][r]: how often head k's rank-r guess was the target's token, measured after training;
     # the static tree is grown from it (jaxspec/drafters/medusa.py).
     accuracy: tuple[tuple[float, ...], ...] = ()
+    # Kangaroo's exit adapter (models/early_exit.py): the target layers it follows, its attention heads.
+    exit_layer: int | None = None
+    attention_heads: int | None = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)

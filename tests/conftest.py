@@ -8,13 +8,36 @@ from typing import Iterator
 
 import pytest
 
-from tests.test_train_data import make_dataset
+from tests.test_train_data import SCHEDULE, TINY_MODEL, make_dataset
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """A tiny packed dataset (BPE tokenizer, train and eval splits) built from a generated corpus."""
     return make_dataset(tmp_path_factory.mktemp("train_data"))
+
+
+@pytest.fixture(scope="module")
+def target_dir(data_dir, tmp_path_factory) -> Path:
+    """A tiny trained target (a Hugging Face directory) to train heads and exit adapters on."""
+    from train.cli import main
+
+    run = tmp_path_factory.mktemp("target") / "run"
+    argv = ["lm", "--data", str(data_dir), "--out", str(run), *TINY_MODEL, *SCHEDULE, "--lr", "1e-2", "--steps", "60"]
+    assert main(argv) == 0
+    return run / "hf"
+
+
+@pytest.fixture(scope="module")
+def heads_run(data_dir, target_dir, tmp_path_factory) -> Path:
+    """Two Medusa heads trained on target_dir."""
+    from train.cli import main
+
+    run = tmp_path_factory.mktemp("heads") / "run"
+    argv = ["heads", "--model", str(target_dir), "--data", str(data_dir), "--out", str(run), "--num-heads", "2",
+            *SCHEDULE, "--lr", "1e-2", "--steps", "60", "--eval-every", "30"]
+    assert main(argv) == 0
+    return run
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -58,3 +58,11 @@ def noisy_copy(params, seed: int, noise: float = 0.3):
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed), len(leaves))
     return tree.unflatten([x + noise * jnp.std(x) * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def perturbed(params, seed: int, scale: float):
+    """params plus N(0, scale^2) noise everywhere, zero-initialised weights included (an adapter or head
+    that training moved off its identity start)."""
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    return tree.unflatten([x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -37,12 +38,15 @@ from jaxspec import SamplingConfig, decode_loop, generate, row_rng
 from jaxspec.acceptance import _first_false
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters.draft_model import DraftModel
+from jaxspec.drafters.early_exit import EarlyExit
 from jaxspec.drafters.jacobi import Jacobi
 from jaxspec.drafters.layer_skip import LayerSkip
 from jaxspec.drafters.prompt_lookup import PromptLookup
+from jaxspec.methods import untrained_adapter
 from jaxspec.sampling import target_distribution
+from models.early_exit import ExitDraftModel
 from models.layer_skip import SkippedModel, SkipSet
-from tests.random_models import noisy_copy, random_model, random_t5gemma
+from tests.random_models import noisy_copy, perturbed, random_model, random_t5gemma
 
 V, NEW, STOP = 4, 3, 2
 ROWS = 50_000  # per prompt
@@ -124,6 +128,11 @@ def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=None, sizing
     elif method == "layer-skip":
         # A draft vocabulary of 3 of the 4 ids: q is zero on one token, which the residual must restore.
         drafter, dparams = (drafter_cls or LayerSkip)(SkippedModel(model, SkipSet((1,))), 2, cfg, draft_vocab=3), params
+    elif method == "early-exit":
+        # An adapter off zero (attending), drafting over 3 of the 4 ids.
+        adapter = untrained_adapter(model, 1)
+        drafter = EarlyExit(ExitDraftModel(model, adapter), 2, cfg, draft_vocab=3)
+        dparams = {"target": params, "adapter": perturbed(adapter.init_params(jax.random.key(0)), 6, 0.2)}
     elif method == "speculative-jacobi":
         drafter, dparams = (drafter_cls or Jacobi)(2, cfg, sampled=True, vocab=V), None
     else:
@@ -142,6 +151,7 @@ CASES = [
     ("encoder-decoder", "prompt-lookup", SamplingConfig(temperature=0.9, min_p=0.1)),
     ("sliding", "speculative-jacobi", SamplingConfig(temperature=1.0, top_k=3)),
     ("sliding", "layer-skip", SamplingConfig(temperature=0.9, top_p=0.9)),
+    ("global", "early-exit", SamplingConfig(temperature=1.0, min_p=0.05)),
 ]
 
 

@@ -20,7 +20,7 @@ from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.generate import _pad
 from jaxspec.methods import build_drafter
 from models.layer_skip import SkipSet
-from tests.random_models import VOCAB, noisy_copy, random_model
+from tests.random_models import VOCAB, noisy_copy, perturbed, random_model
 from tests.toy_models import ToyModel, random_table
 
 # ---------------------------------------------------------------- greedy exactness
@@ -37,7 +37,7 @@ def scenarios(draw):
     prompt_lengths = draw(st.lists(st.integers(1, 20), min_size=batch, max_size=batch))
     method = draw(st.sampled_from([
         "draft-model", "draft-model-adaptive", "draft-model-small", "prompt-lookup", "jacobi", "speculative-jacobi",
-        "lookahead", "layer-skip",
+        "lookahead", "layer-skip", "early-exit",
     ]))
     k = draw(st.integers(1, 5))
     return seed, layers, hidden, kv_heads, window, prompt_lengths, method, k
@@ -49,8 +49,11 @@ def scenarios(draw):
 @example((3, 2, 32, 2, 4, [9, 3, 14], "lookahead", 4))
 @example((5, 2, 48, 1, 4, [2, 17], "speculative-jacobi", 3))
 @example((6, 3, 32, 2, 4, [12, 1, 7], "layer-skip", 5))
+@example((8, 1, 48, 2, 4, [1, 15], "early-exit", 4))
 def test_greedy_speculative_equals_plain_greedy(scenario):
     seed, layers, hidden, kv_heads, window, prompt_lengths, method, k = scenario
+    if method == "early-exit":
+        layers = max(layers, 2)  # an exit needs a layer after it
     target, params = random_model(seed, layers, hidden, 4, kv_heads, window)
     rs = np.random.RandomState(seed)
     # Prompts that repeat themselves give prompt lookup something to find.
@@ -69,6 +72,10 @@ def test_greedy_speculative_equals_plain_greedy(scenario):
         skip = SkipSet((seed % layers,), ((seed + 1) % layers,) if layers > 1 else ())
         drafter, dparams = build_drafter(method, batch=len(prompts), sampling=SamplingConfig(), target_vocab=VOCAB,
                                          num_draft_tokens=k, target=(target, params), skip=skip)
+    elif method == "early-exit":
+        drafter, dparams = build_drafter(method, batch=len(prompts), sampling=SamplingConfig(), target_vocab=VOCAB,
+                                         num_draft_tokens=k, target=(target, params), exit_layer=1 + seed % (layers - 1))
+        dparams = dict(dparams, adapter=perturbed(dparams["adapter"], seed, 0.1))  # a trained adapter's stand-in
     elif method == "draft-model-small":
         small, small_params = random_model(seed + 1, 1, 32, 2, 1)
         drafter, dparams = DraftModel(small, k, SamplingConfig()), small_params

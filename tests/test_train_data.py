@@ -21,6 +21,8 @@ TINY_VOCAB = 300
 TINY_SEQ = 32
 # hidden 32, 2 layers: compiles and steps in milliseconds.
 TINY_MODEL = ["--hidden", "32", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--intermediate", "64"]
+# A short schedule for tiny runs on a frozen target (heads, exit adapters).
+SCHEDULE = ["--warmup", "4", "--batch-size", "8", "--eval-batches", "4", "--save-every", "1000"]
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -18,27 +18,7 @@ from train.dataset import open_dataset
 from train.heads import most_frequent_ids
 from train.metrics import read_metrics
 
-from tests.test_train_data import TINY_MODEL, one_error_line
-
-SCHEDULE = ["--warmup", "4", "--batch-size", "8", "--eval-batches", "4", "--save-every", "1000"]
-
-
-@pytest.fixture(scope="module")
-def target_dir(data_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("target") / "run"
-    argv = ["lm", "--data", str(data_dir), "--out", str(run), *TINY_MODEL, *SCHEDULE, "--lr", "1e-2", "--steps", "60"]
-    assert main(argv) == 0
-    return run / "hf"
-
-
-@pytest.fixture(scope="module")
-def heads_run(data_dir, target_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("heads") / "run"
-    argv = ["heads", "--model", str(target_dir), "--data", str(data_dir), "--out", str(run), "--num-heads", "2",
-            *SCHEDULE, "--lr", "1e-2", "--steps", "60", "--eval-every", "30"]
-    assert main(argv) == 0
-    return run
-
+from tests.test_train_data import SCHEDULE, one_error_line
 
 def test_training_raises_head_accuracy_and_saves_it(heads_run, target_dir):
     records = read_metrics(heads_run / "metrics.jsonl")

@@ -1,4 +1,5 @@
-"""`jaxspec-train` / `python -m train`: tokenizer, data, lm, distill, prefix-lm, eval and plot subcommands.
+"""`jaxspec-train` / `python -m train`: tokenizer, data, lm, distill, prefix-lm, heads, early-exit, eval and plot
+subcommands.
 
 Every error a user can cause is printed as one line on stderr with exit code 2.
 """
@@ -50,7 +51,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, metrics); resumes if it has checkpoints")
     p.add_argument(
         "--export", type=Path,
-        help="directory for the final params: a Hugging Face model (default: OUT/hf), or heads (default: OUT/heads)",
+        help="directory for the final params: a Hugging Face model (default: OUT/hf), heads (default: OUT/heads) or "
+        "an exit adapter (default: OUT/adapter)",
     )
     p.add_argument("--export-dtype", default="float32", choices=("float32", "bfloat16"))
     g = p.add_argument_group("optimisation")
@@ -124,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--draft-vocab", type=int, metavar="N",
         help="draft from the N most frequent ids of the training data only (cheap heads for large vocabularies)",
     )
+    _train_args(p)
+
+    p = sub.add_parser(
+        "early-exit", help="train an exit adapter (Kangaroo) after a frozen target's first E layers on its own distributions"
+    )
+    p.add_argument("--model", type=Path, required=True, help="the target's model directory (same tokenizer as --data)")
+    p.add_argument("--exit-layer", type=int, required=True, metavar="E", help="target layers run before the adapter")
     _train_args(p)
 
     p = sub.add_parser("eval", help="held-out loss of a saved model (and KL / agreement against a teacher)")
@@ -309,6 +318,31 @@ def _cmd_heads(a) -> None:
     _report(result, export)
 
 
+def _cmd_early_exit(a) -> None:
+    from jaxspec.errors import InputError
+    from jaxspec.loading import load
+    from jaxspec.methods import untrained_adapter
+    from train.dataset import open_dataset
+    from train.early_exit import EarlyExitObjective
+    from train.trainer import train
+
+    plan = _join_and_plan(a)
+    data = open_dataset(a.data)
+    target = load(a.model, dtype="float32")
+    if target.model.is_encoder_decoder or not hasattr(target.model.config, "num_layers"):
+        raise TrainingError(f"{a.model}: an exit adapter trains on a decoder-only target")
+    _check_tokenizer(a.model, data)
+    try:
+        adapter = untrained_adapter(target.model, a.exit_layer)
+    except InputError as e:
+        raise TrainingError(str(e)) from None
+    objective = EarlyExitObjective(adapter.config, str(a.model))
+    export = a.export or a.out / "adapter"
+    result = train(a.out, target.hf_config, data, _run_config(a), export, plan=plan, custom_objective=objective,
+                   frozen_params=target.params)
+    _report(result, export)
+
+
 def _cmd_eval(a) -> None:
     from train.evaluate import evaluate_saved
 
@@ -333,6 +367,7 @@ COMMANDS = {
     "distill": _cmd_distill,
     "prefix-lm": _cmd_prefix_lm,
     "heads": _cmd_heads,
+    "early-exit": _cmd_early_exit,
     "eval": _cmd_eval,
     "plot": _cmd_plot,
 }
