@@ -96,6 +96,33 @@ def test_rows_are_the_packed_token_stream(data_dir):
     np.testing.assert_array_equal(stream[: len(first)], first)
 
 
+def _gemma_style_tokenizer(path: Path, specials=("<pad>", "<eos>", "<bos>")) -> Path:
+    """A word-level tokenizer whose special tokens sit where Gemma's do: pad 0, eos 1, bos 2."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {name: i for i, name in enumerate(specials)}
+    vocab.update({w: len(vocab) + i for i, w in enumerate(["[UNK]", "def", "return", "x", "=", "(", ")", ":"])})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    path.mkdir(parents=True)
+    tok.save(str(path / "tokenizer.json"))
+    return path
+
+
+def test_a_foreign_tokenizer_packs_with_its_own_special_ids(tmp_path, capsys):
+    """Heads and exit adapters train on a frozen target's own tokenization, e.g. Gemma's."""
+    corpus = write_corpus(tmp_path / "corpus", files=6)
+    tok = _gemma_style_tokenizer(tmp_path / "tok")
+    assert main(["data", "--corpus", str(corpus), "--tokenizer", str(tok), "--seq-len", "16", "--out", str(tmp_path / "d")]) == 0
+    data = open_dataset(tmp_path / "d")
+    assert data.special_ids == (2, 1, 0)  # bos, eos, pad
+    assert data.train[0, 0] == 2 and 1 in data.train
+    capsys.readouterr()
+    bare = _gemma_style_tokenizer(tmp_path / "bare", specials=("<pad>", "<end>", "<start>"))
+    assert main(["data", "--corpus", str(corpus), "--tokenizer", str(bare), "--seq-len", "16", "--out", str(tmp_path / "e")]) == 2
+    assert "no begin/end-of-text tokens" in one_error_line(capsys.readouterr().err)
+
+
 def test_batch_stream_resumes_from_its_position():
     rows = np.arange(10)[:, None] * np.ones((1, 3), np.uint16)
     full = BatchStream(rows, batch_rows=4, seed=7)

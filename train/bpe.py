@@ -53,6 +53,26 @@ def train_bpe(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     return tok
 
 
+# Begin- and end-of-text tokens by name: ours first, then those of the families jaxspec loads.
+BOS_NAMES = (BOS, "<bos>", "<|begin_of_text|>", "<|endoftext|>")
+EOS_NAMES = (EOS, "<eos>", "<|end_of_text|>", "<|endoftext|>")
+
+
+def special_ids(tok: Tokenizer, where) -> tuple[int, int, int]:
+    """(pad, bos, eos) ids of a tokenizer: ours (0, 1, 2), or a foreign model's, so that a frozen target
+    (heads, exit adapters) trains on text tokenized as it was; pad falls back to eos."""
+    def first(names):
+        return next((tok.token_to_id(n) for n in names if tok.token_to_id(n) is not None), None)
+
+    bos, eos = first(BOS_NAMES), first(EOS_NAMES)
+    if bos is None or eos is None:
+        raise TrainingError(
+            f"{where}: no begin/end-of-text tokens among {', '.join(BOS_NAMES)} / {', '.join(EOS_NAMES)}"
+        )
+    pad = tok.token_to_id(PAD)
+    return (eos if pad is None else pad), bos, eos
+
+
 def save_tokenizer(tok: Tokenizer, out_dir: Path) -> None:
     with atomic_directory(out_dir) as tmp:
         tok.save(str(tmp / TOKENIZER_FILE))
@@ -69,7 +89,5 @@ def load_tokenizer(path: Path) -> Tokenizer:
         tok = Tokenizer.from_file(str(file))
     except Exception as e:  # the Rust side raises a bare Exception
         raise TrainingError(f"{file}: unreadable tokenizer ({e})") from None
-    for i, name in enumerate(SPECIALS):
-        if tok.token_to_id(name) != i:
-            raise TrainingError(f"{file}: expected special token {name} at id {i}")
+    special_ids(tok, file)
     return tok

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jaxspec.distributed import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
 from jaxspec.errors import JaxspecError
-from train.bpe import BOS_ID, EOS_ID, PAD_ID, load_tokenizer
+from train.bpe import load_tokenizer
 from train.corpus import STDLIB, find_corpus, read_text
 from train.errors import TrainingError
 from train.optimizer import OptimizerConfig
@@ -238,7 +238,7 @@ def _cmd_lm(a) -> None:
 
     plan = _join_and_plan(a)
     data = open_dataset(a.data)
-    cfg = fit_to_data(_model_dict(a), data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
+    cfg = fit_to_data(_model_dict(a), data.vocab_size, *data.special_ids, data.seq_len)
     export = a.export or a.out / "hf"
     _report(train(a.out, cfg, data, _run_config(a), export, plan=plan), export)
 
@@ -264,7 +264,7 @@ def _cmd_distill(a) -> None:
     _check_tokenizer(a.teacher, data)
     base = _model_dict(a)
     base["vocab_size"] = teacher.model.vocab_size  # the KL compares distributions over the same vocabulary
-    cfg = fit_to_data(base, data.vocab_size, BOS_ID, EOS_ID, PAD_ID, data.seq_len)
+    cfg = fit_to_data(base, data.vocab_size, *data.special_ids, data.seq_len)
     export = a.export or a.out / "hf"
     rc = _run_config(a, kl_weight=a.kl_weight, temperature=a.temperature)
     _report(train(a.out, cfg, data, rc, export, teacher=teacher, plan=plan), export)

@@ -36,6 +36,11 @@ class Dataset:
         return self.meta["vocab_size"]
 
     @property
+    def special_ids(self) -> tuple[int, int, int]:
+        """(bos, eos, pad) the rows were packed with (datasets older than the pad field pad with id 0)."""
+        return self.meta["bos_token_id"], self.meta["eos_token_id"], self.meta.get("pad_token_id", 0)
+
+    @property
     def tokenizer_file(self) -> Path:
         return self.directory / TOKENIZER_FILE
 

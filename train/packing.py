@@ -24,7 +24,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from jaxspec.atomic import atomic_directory
-from train.bpe import BOS_ID, EOS_ID, TOKENIZER_FILE
+from train.bpe import TOKENIZER_FILE, special_ids
 from train.corpus import Corpus, read_text
 from train.errors import TrainingError
 
@@ -39,13 +39,13 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.uint32)
 
 
-def encode_files(tok: Tokenizer, files: Sequence[Path], dtype: np.dtype) -> np.ndarray:
-    """One flat stream: <s> ids </s> per file, in the given order."""
+def encode_files(tok: Tokenizer, files: Sequence[Path], dtype: np.dtype, bos: int, eos: int) -> np.ndarray:
+    """One flat stream: bos ids eos per file, in the given order."""
     pieces = []
     for start in range(0, len(files), _ENCODE_CHUNK):
         chunk = files[start : start + _ENCODE_CHUNK]
         for enc in tok.encode_batch([read_text(f) for f in chunk], add_special_tokens=False):
-            pieces.append(np.array([BOS_ID, *enc.ids, EOS_ID], dtype=dtype))
+            pieces.append(np.array([bos, *enc.ids, eos], dtype=dtype))
     return np.concatenate(pieces) if pieces else np.zeros((0,), dtype)
 
 
@@ -62,6 +62,7 @@ def build_dataset(
         raise TrainingError(f"sequence length must be at least 2, got {seq_len}")
     vocab_size = tok.get_vocab_size()
     dtype = token_dtype(vocab_size)
+    pad, bos, eos = special_ids(tok, tokenizer_file)
     row_len = seq_len + 1
     sidecar = {
         "format": FORMAT,
@@ -70,14 +71,15 @@ def build_dataset(
         "row_len": row_len,
         "dtype": dtype.name,
         "vocab_size": vocab_size,
-        "bos_token_id": BOS_ID,
-        "eos_token_id": EOS_ID,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
         "corpus": {"root": str(corpus.root), "python": platform.python_version()},
         "splits": {},
     }
     with atomic_directory(out_dir) as tmp:
         for split, files in zip(SPLITS, (corpus.train_files, corpus.eval_files)):
-            stream = encode_files(tok, files, dtype)
+            stream = encode_files(tok, files, dtype, bos, eos)
             rows = pack_rows(stream, row_len)
             if split == "train" and len(rows) == 0:
                 raise TrainingError(
