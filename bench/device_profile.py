@@ -18,9 +18,9 @@ shape (Gemma 3 270M, the 100M bench Llama, a 1B Llama, random weights in
   sum over 1 GiB);
 - for Gemma 3 270M: the speedup every method measured on CPU on real text
   would reach on this device (bench/summaries/real_text.json,
-  training_free.json, self_speculation.json): its tokens per target call ÷
-  (this device's c(w) at the method's verify width, plus a self-draft's
-  weight share per drafted token). It leaves out the rest of drafting and
+  training_free.json, self_speculation.json, early_exit.json): its tokens
+  per target call ÷ (this device's c(w) at the method's verify width, plus
+  a self-draft's weight share per drafted token). It leaves out the rest of drafting and
   the loop's bookkeeping, which cost little on a device.
 
 Results are written after every measurement, so a run cut short by its
@@ -50,7 +50,7 @@ from models import build_model
 
 GIB = 1 << 30
 # The CPU summaries whose per-category tokens per call are projected onto this device.
-PROJECTED_SUMMARIES = ("real_text", "training_free", "self_speculation")
+PROJECTED_SUMMARIES = ("real_text", "training_free", "self_speculation", "early_exit")
 
 
 def _say(msg: str) -> None:

@@ -2,13 +2,15 @@
 
     python -m bench.training_free --markdown --summary
     python -m bench.training_free --runs layer-skip:4 --summary-name self_speculation --summary
+    python -m bench.training_free --runs early-exit:4 --adapter RUN/adapter --summary-name early_exit --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
 plain decoding and each "method:tree size" of --runs (token recycling, the
 n-gram trie, prompt lookup as a tree of --lookup-branches, Jacobi,
 speculative Jacobi and lookahead with their windows, layer skipping with
-its draft length and the skip set searched on each group's prompts); then all
+its draft length and the skip set searched on each group's prompts, early
+exit with its draft length through --adapter); then all
 categories' prompts together run in batches of --batch (category "all").
 Rows give tokens/s, the speedup over plain decoding and tokens per target
 call, and per batch size the tree `--tree-size auto` chooses from the
@@ -33,22 +35,26 @@ from jaxspec import reference_model
 from jaxspec.bench import run_jaxspec, summarize
 from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
-from jaxspec.methods import SELF_METHODS, JACOBI_METHODS, auto_tree_size, rank_accuracy, training_free_drafting_cost
+from jaxspec.heads_io import load_heads
+from jaxspec.methods import (
+    EXIT_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size, exit_draft_cost, rank_accuracy,
+    training_free_drafting_cost,
+)
 from jaxspec.sampling import SamplingConfig
 
 
 def options(args, batch: int, method: str, size: int | None, skip_file: Path | None = None) -> argparse.Namespace:
     """`size` is a tree's node count; prompt lookup's depth (its tree --lookup-branches wide); Jacobi's and
     lookahead's window (lookahead's levels and pool from --levels and --pool-size); layer skipping's draft
-    length (its searched skip set saved to `skip_file`)."""
+    length (its searched skip set saved to `skip_file`); early exit's draft length (through --adapter)."""
     lookup, windowed = method == "prompt-lookup", method in (*JACOBI_METHODS, "lookahead")
-    chain = lookup or method in SELF_METHODS
+    chain = lookup or method in SELF_METHODS or method in EXIT_METHODS
     return argparse.Namespace(**method_defaults() | dict(
         batch_size=batch, max_new_tokens=args.max_new_tokens, dtype="float32", repeats=args.repeats,
         max_other_load=args.max_other_load, tree_size=None if chain or windowed else size,
         num_draft_tokens=size if chain else None, lookup_branches=args.lookup_branches if lookup else 1,
         window=size if windowed else None, levels=args.levels, pool_size=args.pool_size,
-        save_skip_layers=skip_file,
+        save_skip_layers=skip_file, adapter=args.adapter,
     ))
 
 
@@ -80,8 +86,19 @@ def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
                 found = skip_sets[label]
                 row.update(skip=found["skip"] or "nothing", agreement=found.get("agreement"),
                            draft_cost=found.get("draft_cost"))
+            if method in EXIT_METHODS:
+                row.update(exit_row(args, lm))
             rows.append(row)
     return rows
+
+
+def exit_row(args, lm) -> dict:
+    """What an early-exit row shows beside its speed: the exit, the adapter's held-out agreement with the
+    target, and the draft's weight share."""
+    adapter = load_heads(args.adapter, lm.model).heads
+    accuracy = adapter.config.accuracy[0][0] if adapter.config.accuracy else None
+    return dict(skip=f"exit:{adapter.config.exit_layer} + adapter", agreement=accuracy,
+                draft_cost=exit_draft_cost(lm.model, lm.params, adapter, SELF_DRAFT_VOCAB))
 
 
 def auto_choices(lm, methods, batches) -> dict:
@@ -160,6 +177,7 @@ def main(argv=None) -> None:
     parser.add_argument("--lookup-branches", type=int, default=4)
     parser.add_argument("--levels", type=int, default=3, help="lookahead: n-gram size")
     parser.add_argument("--pool-size", type=int, default=4, help="lookahead: n-grams verified per step")
+    parser.add_argument("--adapter", help="early-exit: the exit adapter directory (jaxspec-train early-exit)")
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--batch", type=int, default=8, help="the batch size of the all-categories rows")
     parser.add_argument("--max-new-tokens", type=int, default=48)

@@ -405,14 +405,18 @@ def auto_sizing(
         # weights are added to it.
         from jaxspec.skip_search import draft_cost
 
-        cost = draft_cost(model, params, drafter.model.skip, drafter.draft_vocab)
         if method in EXIT_METHODS:
-            cost += adapter_share(drafter.model.adapter, params)
+            cost = exit_draft_cost(model, params, drafter.model.adapter, drafter.draft_vocab)
+        else:
+            cost = draft_cost(model, params, drafter.model.skip, drafter.draft_vocab)
         sizing = dataclasses.replace(sizing, draft_cost=cost)
     return sizing
 
 
-def adapter_share(adapter: ExitAdapter, params) -> float:
-    """An exit adapter's weights over the target's."""
+def exit_draft_cost(model, params, adapter: ExitAdapter, draft_vocab: int | None) -> float:
+    """An early-exit draft's weight share: the first E layers, the head's rows it scores, the adapter."""
+    from jaxspec.skip_search import draft_cost
+
+    skip = SkipSet.exit_after(adapter.config.exit_layer, model.config.num_layers)
     adapter_size = sum(x.size for x in jax.tree_util.tree_leaves(jax.eval_shape(adapter.init_params, jax.random.key(0))))
-    return adapter_size / sum(x.size for x in jax.tree_util.tree_leaves(params))
+    return draft_cost(model, params, skip, draft_vocab) + adapter_size / sum(x.size for x in jax.tree_util.tree_leaves(params))

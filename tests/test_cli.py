@@ -105,17 +105,21 @@ def test_bench_prints_a_table_and_writes_spec_bench_jsonl(capsys, model_dir, dra
     prompts.write_text('{"prompt": "import os"}\n{"prompt_ids": [5, 6, 7, 5, 6]}\n{"prompt": "for i in"}\n')
     code, table, _ = _run(
         capsys, "bench", "--model", model_dir, "--draft", draft_dirs[0], "--prompts", prompts,
-        "--methods", "autoregressive,draft-model,prompt-lookup,layer-skip", "--batch-size", "2", "--max-new-tokens", "8",
-        "--out", out, "--repeats", "3", "--max-other-load", "1", "--num-draft-tokens", "3",  # no cost curves
+        "--methods", "autoregressive,draft-model,prompt-lookup,layer-skip,early-exit", "--batch-size", "2",
+        "--max-new-tokens", "8", "--out", out, "--repeats", "3", "--max-other-load", "1",
+        "--num-draft-tokens", "3",  # no cost curves
         "--skip-layers", "m1",  # no search
+        "--exit-layer", "1",  # plain early exit
     )
     assert code == 0
     lines = table.strip().splitlines()
     assert lines[0].split() == ["method", "tokens/s", "speedup", "tokens/call", "others"]
-    assert [line.split()[0] for line in lines[1:]] == ["autoregressive", "draft-model", "prompt-lookup", "layer-skip"]
+    assert [line.split()[0] for line in lines[1:]] == [
+        "autoregressive", "draft-model", "prompt-lookup", "layer-skip", "early-exit"
+    ]
     assert lines[1].split()[2] == "1.00x"
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 12 and all({"new_tokens", "wall_time", "accept_lengths", "other_load"} <= set(r) for r in rows)
+    assert len(rows) == 15 and all({"new_tokens", "wall_time", "accept_lengths", "other_load"} <= set(r) for r in rows)
     # Three timed calls per batch; the median is the one that counts.
     assert all(len(r["wall_times"]) == 3 and r["wall_time"] == sorted(r["wall_times"])[1] for r in rows)
 
