@@ -16,7 +16,7 @@ from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
 from jaxspec.methods import (
     AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, DEFAULT_DRAFT_TOKENS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS,
-    METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, EXIT_METHODS,
+    EXIT_METHODS, METHODS, SELF_DRAFT_VOCAB, SELF_METHODS,
 )
 from jaxspec.skip_search import CONTEXT_WINDOW, DEFAULT_BUDGET
 
@@ -232,9 +232,9 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--draft-vocab", type=int, default=SELF_DRAFT_VOCAB, metavar="N",
-        help="layer-skip, early-exit: each row drafts over N ids from its own text (the prompt's tokens, then what the target "
-        "predicts and emits), so drafting reads N rows of the head instead of the whole vocabulary (exact either "
-        "way); 0: the whole vocabulary",
+        help="layer-skip, early-exit: each row drafts over N ids from its own text (the prompt's tokens, then what "
+        "the target predicts and emits), so drafting reads N rows of the head instead of the whole vocabulary "
+        "(exact either way); 0: the whole vocabulary",
     )
 
 

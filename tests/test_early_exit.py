@@ -12,17 +12,13 @@ import numpy as np
 import pytest
 
 from jaxspec import SamplingConfig, generate
-from jaxspec.drafters import Autoregressive
 from jaxspec.errors import CheckpointError, InputError
 from jaxspec.heads_io import load_heads, save_heads
 from jaxspec.methods import build_drafter, untrained_adapter
 from models.layer_skip import SkipSet
 from tests.random_models import perturbed, random_model
-from tests.test_layer_skip import _with_identity_layers
-from tests.test_speculative import assert_committed_caches_equal, final_decode_state
-
-PROMPTS = [[3, 4, 5, 6, 7, 3, 4, 5, 6], [8, 9], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]]
-
+from tests.test_layer_skip import RAGGED_PROMPTS, _with_identity_layers, assert_self_drafting_is_exact
+from tests.test_speculative import final_decode_state
 
 def _drafter(model, params, exit_layer, batch, draft_vocab=None, k=4, noise=0.2):
     drafter, dparams = build_drafter("early-exit", batch=batch, sampling=SamplingConfig(), target_vocab=model.vocab_size,
@@ -33,20 +29,10 @@ def _drafter(model, params, exit_layer, batch, draft_vocab=None, k=4, noise=0.2)
 
 @pytest.mark.parametrize("exit_layer,draft_vocab", [(1, None), (2, 5)])
 def test_greedy_early_exit_equals_plain_greedy_and_leaves_the_plain_cache(exit_layer, draft_vocab):
-    """Ragged rows, a sliding window shorter than the prompts, a stop token mid-draft and the budget."""
     model, params = random_model(7, 3, 64, 4, 2, window=4, scale=3.0)
-    stop = generate(model, params, PROMPTS, max_new_tokens=20)[0].output_ids[7]
-    plain = generate(model, params, PROMPTS, max_new_tokens=20, stop_ids=[stop])
     drafter, dparams = _drafter(model, params, exit_layer, 3, draft_vocab)
     assert dparams["target"] is params  # the target's own params, not a copy
-    fast = generate(model, params, PROMPTS, max_new_tokens=20, stop_ids=[stop], drafter=drafter, drafter_params=dparams)
-    for a, b in zip(plain, fast):
-        assert b.output_ids == a.output_ids
-        assert sum(b.accept_lengths) == len(b.output_ids) and all(1 <= n <= 5 for n in b.accept_lengths)
-    assert_committed_caches_equal(
-        final_decode_state(model, params, PROMPTS, 12, Autoregressive(), None),
-        final_decode_state(model, params, PROMPTS, 12, drafter, dparams),
-    )
+    assert_self_drafting_is_exact(model, params, drafter, dparams)
 
 
 def test_the_adapter_cache_holds_the_adapters_keys_and_values_of_the_committed_text():
@@ -55,7 +41,7 @@ def test_the_adapter_cache_holds_the_adapters_keys_and_values_of_the_committed_t
     model, params = _with_identity_layers(random_model(2, 3, 64, 4, 2, scale=3.0), (2,))
     drafter, dparams = _drafter(model, params, 2, 3, k=3, noise=0.02)
     drafter = dataclasses.replace(drafter, min_confidence=0.0)
-    state = final_decode_state(model, params, PROMPTS, 12, drafter, dparams)
+    state = final_decode_state(model, params, RAGGED_PROMPTS, 12, drafter, dparams)
     accepted = np.asarray(state.accept_lengths)
     assert (accepted == 4).any() and ((accepted > 0) & (accepted < 4)).any()
     cache = state.drafter_state.adapter_cache
@@ -81,8 +67,8 @@ def test_an_untrained_adapter_drafts_as_plain_early_exit():
     skip_drafter, _ = build_drafter("layer-skip", batch=3, sampling=SamplingConfig(), target_vocab=model.vocab_size,
                                     num_draft_tokens=3, target=(model, params), skip=SkipSet.parse("exit:2", 3))
     skip_drafter = type(skip_drafter)(skip_drafter.model, 3, SamplingConfig(), min_confidence=exit_drafter.min_confidence)
-    a = generate(model, params, PROMPTS, max_new_tokens=16, drafter=exit_drafter, drafter_params=exit_params)
-    b = generate(model, params, PROMPTS, max_new_tokens=16, drafter=skip_drafter, drafter_params=params)
+    a = generate(model, params, RAGGED_PROMPTS, max_new_tokens=16, drafter=exit_drafter, drafter_params=exit_params)
+    b = generate(model, params, RAGGED_PROMPTS, max_new_tokens=16, drafter=skip_drafter, drafter_params=params)
     assert [r.accept_lengths for r in a] == [r.accept_lengths for r in b]
 
 

@@ -85,25 +85,33 @@ def test_gates_score_what_the_static_skip_set_computes():
     np.testing.assert_allclose(np.asarray(static), np.asarray(gated), atol=1e-5, rtol=1e-5)
 
 
+# Ragged rows, longer than the sliding window of random_model(..., window=4) below.
+RAGGED_PROMPTS = [[3, 4, 5, 6, 7, 3, 4, 5, 6], [8, 9], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]]
+
+
+def assert_self_drafting_is_exact(model, params, drafter, dparams, k: int = 4) -> None:
+    """Greedy output equals plain greedy output on RAGGED_PROMPTS with a stop token mid-draft and the
+    budget, and the committed caches equal plain decoding's."""
+    stop = generate(model, params, RAGGED_PROMPTS, max_new_tokens=20)[0].output_ids[7]
+    plain = generate(model, params, RAGGED_PROMPTS, max_new_tokens=20, stop_ids=[stop])
+    fast = generate(model, params, RAGGED_PROMPTS, max_new_tokens=20, stop_ids=[stop], drafter=drafter,
+                    drafter_params=dparams)
+    for a, b in zip(plain, fast):
+        assert b.output_ids == a.output_ids
+        assert sum(b.accept_lengths) == len(b.output_ids) and all(1 <= n <= k + 1 for n in b.accept_lengths)
+    assert_committed_caches_equal(
+        final_decode_state(model, params, RAGGED_PROMPTS, 12, Autoregressive(), None),
+        final_decode_state(model, params, RAGGED_PROMPTS, 12, drafter, dparams),
+    )
+
+
 @pytest.mark.parametrize("spec", ["a1", "a1,m2", "exit:1", "m0,a2,m2"])
 def test_greedy_layer_skip_equals_plain_greedy_and_leaves_the_plain_cache(spec):
-    """Ragged rows, a sliding window shorter than the prompts, a stop token mid-draft and the budget."""
     model, params = random_model(7, 3, 48, 4, 2, window=4, scale=3.0)
-    prompts = [[3, 4, 5, 6, 7, 3, 4, 5, 6], [8, 9], [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]]
-    plain = generate(model, params, prompts, max_new_tokens=20)
-    stop = plain[0].output_ids[7]
-    plain = generate(model, params, prompts, max_new_tokens=20, stop_ids=[stop])
     drafter, dparams = build_drafter("layer-skip", batch=3, sampling=SamplingConfig(), target_vocab=model.vocab_size,
                                      num_draft_tokens=4, target=(model, params), skip=SkipSet.parse(spec, 3))
     assert dparams is params  # the target's own params, not a copy
-    fast = generate(model, params, prompts, max_new_tokens=20, stop_ids=[stop], drafter=drafter, drafter_params=dparams)
-    for a, b in zip(plain, fast):
-        assert b.output_ids == a.output_ids
-        assert sum(b.accept_lengths) == len(b.output_ids) and all(1 <= n <= 5 for n in b.accept_lengths)
-    assert_committed_caches_equal(
-        final_decode_state(model, params, prompts, 12, Autoregressive(), None),
-        final_decode_state(model, params, prompts, 12, drafter, dparams),
-    )
+    assert_self_drafting_is_exact(model, params, drafter, dparams)
 
 
 def test_context_vocab_holds_each_rows_distinct_tokens_in_order():
