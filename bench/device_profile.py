@@ -10,8 +10,10 @@ model took 8 minutes, the 1B Llama 4, so split a run with --models to fit a
 shape (Gemma 3 270M, the 100M bench Llama, a 1B Llama, random weights in
 --dtype), at each batch size,
 
-- c(w) = t(w) / t(1) for one jitted forward of w tokens after 128 cached
-  tokens (jaxspec/cost_model.py), the curve every draft is sized from;
+- c(w) = t(w) / t(1) for one forward of w tokens after 128 cached tokens
+  (jaxspec/cost_model.py), the curve every draft is sized from, timed
+  --per-call forwards at a time inside one compiled loop, as decoding runs
+  them;
 - plain decoding tokens/s (128 random prompt tokens, --new-tokens new ones,
   median of 3 after a warm-up) and its fraction of the streaming roofline,
   weight bytes × steps/s ÷ the read bandwidth this script measures (a jitted
@@ -138,7 +140,7 @@ def run(args, argv=None) -> dict:
     result = dict(
         command=summaries.command("bench.device_profile", argv), machine=summaries.machine(),
         backend=jax.default_backend(), device_kind=device.device_kind, device_count=jax.device_count(),
-        read_bandwidth_gb_s=bandwidth / 1e9, dtype=args.dtype, rows=[], projected=[],
+        read_bandwidth_gb_s=bandwidth / 1e9, dtype=args.dtype, per_call=args.per_call, rows=[], projected=[],
     )
     for name in args.models:
         model, params = random_model(name, args.dtype, args.override)
@@ -146,7 +148,8 @@ def run(args, argv=None) -> dict:
         weight_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(params))
         for batch in args.batches:
             _say(f"[{name}] batch {batch}: forward cost per width")
-            curve = measure_forward_cost(model, params, widths=args.widths, batch_size=batch, repeats=args.repeats)
+            curve = measure_forward_cost(model, params, widths=args.widths, batch_size=batch, repeats=args.repeats,
+                                         per_call=args.per_call)
             _say(f"[{name}] batch {batch}: plain decoding")
             tps = decode_tokens_per_s(model, params, batch, args.new_tokens)
             result["rows"].append(
@@ -193,7 +196,7 @@ def markdown(result: dict) -> str:
     widths = result["rows"][0]["widths"]
     lines = [
         f"{result['backend']} ({result['device_kind']}), {result['dtype']}, read bandwidth "
-        f"{result['read_bandwidth_gb_s']:.0f} GB/s"
+        f"{result['read_bandwidth_gb_s']:.0f} GB/s, {result.get('per_call', 1)} forward(s) per timed call"
         + "".join(f"; measured there by `{c}`" for c in result.get("commands", [])),
         "",
         "| model | batch | 1 token (ms) | " + " | ".join(f"c({w})" for w in widths) + " | plain tokens/s | roofline fraction |",
@@ -272,6 +275,11 @@ def main(argv=None) -> None:
     p.add_argument("--widths", type=lambda s: [int(x) for x in s.split(",")], default=[*DEFAULT_WIDTHS, 33])
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--repeats", type=int, default=20, help="timed forwards per width; the median counts")
+    p.add_argument(
+        "--per-call", type=int, default=16,
+        help="forwards per timed call, in one compiled loop, so the host's dispatch drops out as in decoding "
+        "(1: one forward per call, as the H200 figures of 2026-12-04 were timed)",
+    )
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--bandwidth-gib", type=float, default=1.0, help="size of the array the bandwidth is read from")
     p.add_argument(

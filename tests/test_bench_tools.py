@@ -48,9 +48,10 @@ def test_device_profile_measures_cost_decoding_and_projects_speedups(tmp_path, c
     device_profile.main([
         "--models", "gemma3-270m,llama-100m", "--batches", "1,2", "--widths", "1,2,9", "--repeats", "2",
         "--new-tokens", "4", "--bandwidth-gib", "0.01", "--override", tiny, "--out", str(out), "--markdown",
+        "--per-call", "3",
     ])
     result = json.loads(out.read_text())
-    assert result["backend"] == "cpu" and result["read_bandwidth_gb_s"] > 0
+    assert result["backend"] == "cpu" and result["read_bandwidth_gb_s"] > 0 and result["per_call"] == 3
     assert [(r["model"], r["batch"]) for r in result["rows"]] == [
         ("gemma3-270m", 1), ("gemma3-270m", 2), ("llama-100m", 1), ("llama-100m", 2)
     ]
