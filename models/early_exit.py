@@ -28,12 +28,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from models.config import RopeConfig
 from models.decoder import RMSNorm, attend, window_visibility
 from models.kv_cache import KVCache, write_slots
 from models.layer_skip import SkipSet
 from models.medusa import HeadsConfig
 from models.protocol import ModelOutput
-from models.config import RopeConfig
 from models.rope import apply_rope, inverse_frequencies
 
 KANGAROO = "kangaroo"
