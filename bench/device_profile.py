@@ -247,11 +247,12 @@ def plot(result: dict, out: Path) -> None:
         ax.plot(r["widths"], r["relative"], marker="o", linestyle="-" if r["batch"] == 1 else "--",
                 label=f"{r['model']}, batch {r['batch']}")
     try:
-        cpu = [r for r in summaries.read("forward_cost")["rows"] if r.get("model") == "gemma3-270m"]
+        cpu = [r for r in summaries.read("forward_cost")["rows"]
+               if r.get("model") == "gemma3-270m" and r["batch"] == 1 and r.get("formulation", "xla") != "xla"]
     except FileNotFoundError:
         cpu = []
     for r in cpu[:1]:
-        ax.plot(r["widths"], r["relative"], color="black", marker="x", label="gemma3-270m on the CPU, batch 1")
+        ax.plot(r["widths"], r["relative"], color="black", marker="x", label="gemma3-270m on the CPU (skinny kernel), batch 1")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("window width w (tokens per forward)")
     ax.set_ylabel("c(w) = t(w) / t(1)")

@@ -31,6 +31,7 @@ import numpy as np
 from jaxspec.decode_loop import verify_widths
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.reference_model import cache_root
+from models import skinny_matmul
 
 DEFAULT_WIDTHS = (1, 2, 3, 5, 9, 17)
 DEFAULT_CONTEXT = 128  # cached tokens before the measured window
@@ -110,7 +111,8 @@ def measure_forward_cost(
 
 def curve_key(model, params, *, batch_size: int, widths: Sequence[int], context: int) -> dict:
     """Everything a forward's speed depends on besides the weights' values: the model (architecture and
-    config), the parameters' dtypes, the backend and its devices, the batch, the widths and jax itself."""
+    config), the parameters' dtypes, the backend and its devices, how few-row products run, the batch,
+    the widths and jax itself."""
     device = jax.devices()[0]
     return dict(
         model=repr(model),
@@ -119,6 +121,7 @@ def curve_key(model, params, *, batch_size: int, widths: Sequence[int], context:
         device_kind=device.device_kind,
         device_count=jax.device_count(),
         jax=jax.__version__,
+        formulation=skinny_matmul.formulation(),
         batch_size=batch_size,
         widths=sorted(set(widths)),
         context=context,

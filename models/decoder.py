@@ -20,6 +20,7 @@ from models.config import DecoderConfig
 from models.kv_cache import KVCache, write_slots
 from models.protocol import ModelOutput, Start, decoder_only_start
 from models.rope import apply_rope, inverse_frequencies
+from models.skinny_matmul import dense_dot_general, project_rows
 
 _NEG_INF = float(jnp.finfo(jnp.float32).min)
 _INIT_STD = 0.02
@@ -65,6 +66,7 @@ def _dense(features: int, bias: bool, dtype, name: str | None = None) -> nn.Dens
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=nn.initializers.normal(_INIT_STD),
+        dot_general=dense_dot_general,
         name=name,
     )
 
@@ -239,7 +241,7 @@ class DecoderLM(nn.Module):
         if not head and not self.is_initializing():
             return ModelOutput(None, hidden, cache)
         if c.tie_word_embeddings:
-            logits = embed.attend(hidden)
+            logits = project_rows(hidden, embed.embedding.astype(hidden.dtype))
         else:
             logits = _dense(c.vocab_size, False, self.dtype, "lm_head")(hidden)
         logits = softcap(logits.astype(jnp.float32), c.final_softcap)
@@ -329,7 +331,7 @@ class CausalLM:
         the ids vocab [B, N] only."""
         if vocab is None:
             rows = self.output_embedding(params).astype(hidden.dtype)
-            logits = jnp.einsum("btd,vd->btv", hidden, rows)
+            logits = project_rows(hidden, rows)
         else:
             rows = self.output_embedding(params)[vocab].astype(hidden.dtype)  # [B, N, D]
             logits = jnp.einsum("btd,bnd->btn", hidden, rows)

@@ -148,7 +148,7 @@ def test_a_sizing_for_another_draft_length_is_refused(lm):
         _run(lm, [[1, 2, 3]], drafter=PromptLookup(8), sizing=DraftSizing((1.0,) * 5))
 
 
-def test_measured_curves_are_cached_under_a_key_of_model_dtype_and_backend(lm, tmp_path, monkeypatch):
+def test_measured_curves_are_cached_under_a_key_of_model_dtype_formulation_and_backend(lm, tmp_path, monkeypatch):
     model, params = lm
     measured = []
 
@@ -165,6 +165,8 @@ def test_measured_curves_are_cached_under_a_key_of_model_dtype_and_backend(lm, t
     cost_curve(other_model, other_params, **kw)
     cost_curve(model, jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), params), **kw)
     cost_curve(model, params, **{**kw, "batch_size": 8})
+    monkeypatch.setenv("JAXSPEC_MATMUL", "xla")  # the same model with few-row products through XLA's dot
+    cost_curve(model, params, **kw)
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
     cost_curve(model, params, **kw)
-    assert len(measured) == 5 and len(list(tmp_path.glob("*.json"))) == 5
+    assert len(measured) == 6 and len(list(tmp_path.glob("*.json"))) == 6

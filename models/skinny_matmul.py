@@ -1,0 +1,112 @@
+"""Few-row float32 products on the CPU through a kernel that reads each weight once (models/csrc).
+
+A decoding step multiplies B x T rows by every weight matrix; verifying T drafted tokens should cost
+about what one token costs while the product is bound by reading the weights. XLA's CPU dot does
+not behave so: it packs the weights like a large GEMM, so two rows through Gemma 3 270M's head cost
+2.1x one row. The kernel in models/csrc/skinny_matmul.cc streams the weights once and applies them
+to every row; `project_rows` and `dense_dot_general` route a product to it when it is measured to
+be faster (ROW_RANGE) and fall back to XLA everywhere else: other backends, several devices (a
+custom call has no sharding rule), other dtypes, the kernel not built.
+
+JAXSPEC_MATMUL=xla turns the kernel off (read when a function is traced), for comparisons.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+
+# Rows (batch x tokens) for which the kernel beats XLA's dot, per weight layout, measured on Gemma 3
+# 270M in float32 on a 2-core AVX-512 CPU by `python -m bench.forward_cost --formulations`: one row
+# is a matrix-vector product, which XLA already streams at full bandwidth; from about 32 rows on the
+# product is bound by arithmetic and XLA's packed GEMM is the faster one.
+ROW_RANGE = {"nt": (2, 24), "nn": (2, 24)}
+
+
+@functools.cache
+def _kernels() -> bool:
+    """Registers the FFI targets once; False where the extension was not built."""
+    try:
+        from models import _skinny_matmul
+    except ImportError:
+        return False
+    jax.ffi.register_ffi_target("jaxspec_matmul_nt", _skinny_matmul.matmul_nt, platform="cpu")
+    jax.ffi.register_ffi_target("jaxspec_matmul_nn", _skinny_matmul.matmul_nn, platform="cpu")
+    return True
+
+
+def available() -> bool:
+    return _kernels()
+
+
+def formulation() -> str:
+    """What a CPU product of a few rows runs as now: part of every speed measurement's key."""
+    if os.environ.get("JAXSPEC_MATMUL", "auto") == "xla" or not _kernels():
+        return "xla"
+    return "skinny-kernel " + ",".join(f"{k}:{lo}-{hi}" for k, (lo, hi) in sorted(ROW_RANGE.items()))
+
+
+def _use_kernel(layout: str, rows: int, x: jax.Array, w: jax.Array) -> bool:
+    low, high = ROW_RANGE[layout]
+    return (
+        low <= rows <= high
+        and x.dtype == jnp.float32
+        and w.dtype == jnp.float32
+        and os.environ.get("JAXSPEC_MATMUL", "auto") != "xla"
+        and jax.default_backend() == "cpu"
+        and jax.device_count() == 1
+        and _kernels()
+    )
+
+
+def _xla(layout: str, x: jax.Array, w: jax.Array) -> jax.Array:
+    return x @ w.T if layout == "nt" else x @ w
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _kernel(layout: str, x: jax.Array, w: jax.Array) -> jax.Array:
+    if not _kernels():
+        raise RuntimeError("models._skinny_matmul was not built (no C++ compiler at install?)")
+    n = w.shape[0] if layout == "nt" else w.shape[1]
+    out = jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32)
+    return jax.ffi.ffi_call(f"jaxspec_matmul_{layout}", out, vmap_method="sequential")(x, w)
+
+
+def _kernel_fwd(layout, x, w):
+    return _kernel(layout, x, w), (x, w)
+
+
+def _kernel_bwd(layout, residuals, g):
+    # Training runs many rows through XLA anyway; the gradient of a few-row product is XLA's.
+    x, w = residuals
+    return jax.vjp(functools.partial(_xla, layout), x, w)[1](g)
+
+
+_kernel.defvjp(_kernel_fwd, _kernel_bwd)
+
+
+def _matmul(layout: str, x: jax.Array, w: jax.Array) -> jax.Array:
+    """x [..., K] with w [N, K] (nt) or [K, N] (nn) -> [..., N]."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    if not _use_kernel(layout, x2.shape[0], x2, w):
+        return _xla(layout, x, w)
+    return _kernel(layout, x2, w).reshape(*lead, -1)
+
+
+def project_rows(x: jax.Array, rows: jax.Array) -> jax.Array:
+    """x [..., D] against rows [N, D] (an embedding table or a tied head): [..., N]."""
+    return _matmul("nt", x, rows)
+
+
+def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+    """A drop-in for lax.dot_general in nn.Dense(dot_general=...): the kernel for Dense's own
+    contraction (last axis of the input with the kernel's first), XLA for anything else."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    if tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb and rhs.ndim == 2:
+        if preferred_element_type in (None, jnp.float32):
+            return _matmul("nn", lhs, rhs)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type, **kwargs)

@@ -1,0 +1,89 @@
+"""The CPU kernel for few-row products (models/skinny_matmul.py): built by the install, equal to XLA's dot,
+used exactly where ROW_RANGE says, differentiable, and a model's logits through it equal the plain ones."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from models import skinny_matmul
+from models.skinny_matmul import ROW_RANGE, dense_dot_general, project_rows
+from tests.random_models import random_model
+
+
+def test_the_install_built_the_kernel():
+    assert skinny_matmul.available()
+    assert skinny_matmul.formulation().startswith("skinny-kernel")
+
+
+# Odd sizes on purpose: K not a multiple of the vector width, N not a multiple of the column blocks,
+# M past the row blocks, and a single output column.
+SHAPES = [(1, 640, 1000), (2, 33, 17), (3, 17, 1), (5, 640, 262), (7, 48, 9), (17, 64, 130), (24, 100, 77)]
+
+
+@pytest.mark.parametrize("layout", ["nt", "nn"])
+@pytest.mark.parametrize("m, k, n", SHAPES)
+def test_the_kernel_equals_a_float64_product(layout, m, k, n):
+    rng = np.random.default_rng(m * k + n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    weights = w if layout == "nt" else np.ascontiguousarray(w.T)
+    got = jax.jit(lambda x, w: skinny_matmul._kernel(layout, x, w))(x, weights)
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def _custom_calls(fn, *args) -> str:
+    return " ".join(line for line in jax.jit(fn).lower(*args).as_text().splitlines() if "jaxspec_matmul" in line)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, ROW_RANGE["nt"][1], ROW_RANGE["nt"][1] + 1, 64])
+def test_products_take_the_kernel_only_inside_its_row_range(rows):
+    x = jnp.ones((rows, 32), jnp.float32)
+    table = jnp.ones((50, 32), jnp.float32)
+    low, high = ROW_RANGE["nt"]
+    assert ("jaxspec_matmul_nt" in _custom_calls(project_rows, x, table)) == (low <= rows <= high)
+
+
+def test_other_dtypes_and_the_xla_switch_take_xlas_dot(monkeypatch):
+    x, table = jnp.ones((4, 32)), jnp.ones((50, 32))
+    assert _custom_calls(project_rows, x.astype(jnp.bfloat16), table.astype(jnp.bfloat16)) == ""
+    monkeypatch.setenv("JAXSPEC_MATMUL", "xla")
+    assert _custom_calls(project_rows, x, table) == ""
+    assert skinny_matmul.formulation() == "xla"
+
+
+def test_a_dense_layer_through_the_kernel_has_xlas_value_and_gradient():
+    dense = nn.Dense(24, dot_general=dense_dot_general)
+    plain = nn.Dense(24)
+    x = jax.random.normal(jax.random.key(0), (1, 3, 40))
+    params = plain.init(jax.random.key(1), x)
+    assert "jaxspec_matmul_nn" in _custom_calls(lambda p, x: dense.apply(p, x), params, x)
+
+    def loss(module, p, x):
+        return jnp.sum(jnp.sin(module.apply(p, x)))
+
+    np.testing.assert_allclose(dense.apply(params, x), plain.apply(params, x), rtol=1e-6, atol=1e-6)
+    got = jax.grad(lambda p, x: loss(dense, p, x), argnums=(0, 1))(params, x)
+    want = jax.grad(lambda p, x: loss(plain, p, x), argnums=(0, 1))(params, x)
+    for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [1, 3, 9])
+def test_a_models_logits_through_the_kernel_equal_xlas(width, monkeypatch):
+    """The formulation changes the order of float32 sums only: logits within 1e-5 relative."""
+    model, params = random_model(3, 2, 64, 4, 2)
+    prompts = jnp.asarray(np.random.default_rng(0).integers(0, model.vocab_size, (2, 9)), jnp.int32)
+    start = model.start(params, prompts, jnp.array([9, 6]), width)
+    tokens = prompts[:, :width]
+    positions = start.cache.lengths[:, None] + jnp.arange(width)[None, :]
+
+    def logits():
+        return jax.jit(lambda p, t, c: model.forward(p, t, positions, c).logits)(params, tokens, start.cache)
+
+    fast = logits()
+    monkeypatch.setenv("JAXSPEC_MATMUL", "xla")
+    plain = logits()
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-5 * float(jnp.abs(plain).max()))
