@@ -109,6 +109,7 @@ def plot(rows: list[dict], model: str, out: Path) -> None:
     rel.set_ylabel("c(w) = t(w) / t(1)")
     rel.axhline(1.0, color="grey", linewidth=0.5)
     ms.set_ylabel("ms per forward")
+    ms.set_yscale("log")
     fig.suptitle(f"{model}, float32, forward cost per width: XLA's dot vs the skinny kernel")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,11 @@ import jax
 import jax.numpy as jnp
 
 # Rows (batch x tokens) for which the kernel beats XLA's dot, per weight layout, measured on Gemma 3
-# 270M in float32 on a 2-core AVX-512 CPU by `python -m bench.forward_cost --formulations`: one row
-# is a matrix-vector product, which XLA already streams at full bandwidth; from about 32 rows on the
-# product is bound by arithmetic and XLA's packed GEMM is the faster one.
-ROW_RANGE = {"nt": (2, 24), "nn": (2, 24)}
+# 270M in float32 on a 2-core AVX-512 CPU (bench/forward_cost.py --formulations): one row is a
+# matrix-vector product, which XLA already streams as fast; past the upper ends the product is bound
+# by arithmetic and XLA's packed GEMM is as fast or faster (sooner for the Dense kernels, whose
+# [in, out] layout the kernel reads in column panels).
+ROW_RANGE = {"nt": (2, 24), "nn": (2, 16)}
 
 
 @functools.cache
@@ -88,25 +89,29 @@ def _kernel_bwd(layout, residuals, g):
 _kernel.defvjp(_kernel_fwd, _kernel_bwd)
 
 
-def _matmul(layout: str, x: jax.Array, w: jax.Array) -> jax.Array:
-    """x [..., K] with w [N, K] (nt) or [K, N] (nn) -> [..., N]."""
-    lead = x.shape[:-1]
+def _kernel_rows(layout: str, x: jax.Array, w: jax.Array) -> jax.Array | None:
+    """x [..., K] with w [N, K] (nt) or [K, N] (nn) -> [..., N] through the kernel, or None where
+    ROW_RANGE and the backend say XLA's dot."""
     x2 = x.reshape(-1, x.shape[-1])
     if not _use_kernel(layout, x2.shape[0], x2, w):
-        return _xla(layout, x, w)
-    return _kernel(layout, x2, w).reshape(*lead, -1)
+        return None
+    return _kernel(layout, x2, w).reshape(*x.shape[:-1], -1)
 
 
 def project_rows(x: jax.Array, rows: jax.Array) -> jax.Array:
     """x [..., D] against rows [N, D] (an embedding table or a tied head): [..., N]."""
-    return _matmul("nt", x, rows)
+    out = _kernel_rows("nt", x, rows)
+    return jnp.einsum("...d,nd->...n", x, rows) if out is None else out
 
 
 def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
     """A drop-in for lax.dot_general in nn.Dense(dot_general=...): the kernel for Dense's own
-    contraction (last axis of the input with the kernel's first), XLA for anything else."""
+    contraction (last axis of the input with the kernel's first) where it is faster, else exactly
+    the lax.dot_general call Dense would have made."""
     (lc, rc), (lb, rb) = dimension_numbers
-    if tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb and rhs.ndim == 2:
-        if preferred_element_type in (None, jnp.float32):
-            return _matmul("nn", lhs, rhs)
+    dense = tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb and rhs.ndim == 2
+    if dense and preferred_element_type in (None, jnp.float32):
+        out = _kernel_rows("nn", lhs, rhs)
+        if out is not None:
+            return out
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type, **kwargs)
