@@ -209,19 +209,17 @@ ffi::Error matmul_nn(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxspecMatmulNT, matmul_nt,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+// Both kernels take the same arguments: the pool, x, w, and the result.
+static auto MatmulBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>();
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxspecMatmulNN, matmul_nn,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxspecMatmulNT, matmul_nt, MatmulBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxspecMatmulNN, matmul_nn, MatmulBinding());
 
 // A Python module that hands the two handlers to jax.ffi.register_ffi_target as capsules.
 static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_skinny_matmul", nullptr, -1, nullptr};
