@@ -18,7 +18,8 @@ import json
 import numpy as np
 
 from bench.real_text import CATEGORIES, PROMPTS
-from jaxspec import generate, reference_model
+from jaxspec import reference_model
+from jaxspec.generate import generate
 from jaxspec.cli import resolve_prompts
 from jaxspec.drafters.ngram_trie import NgramTrie
 from jaxspec.drafters.token_recycling import TokenRecycling

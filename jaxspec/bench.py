@@ -19,11 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jaxspec.cli import load_draft, method_drafter, resolve_prompts
+from jaxspec.cli import load_draft, resolve_prompts
 from jaxspec.errors import InputError
 from jaxspec.generate import bucket, generate
 from jaxspec.loading import load, save
 from jaxspec.machine_load import Timing, timed
+from jaxspec.method_setup import MethodOptions, prepare_method
 from jaxspec.methods import DEFAULT_DRAFT_TOKENS, METHODS
 from jaxspec.sampling import SamplingConfig
 
@@ -48,10 +49,11 @@ def run_jaxspec(args, method, lm, draft, prompts, sampling: SamplingConfig = Sam
     records, warmed = [], set()
     for start in range(0, len(prompts), args.batch_size):
         batch = prompts[start : start + args.batch_size]
-        drafter, drafter_params, sizing = method_drafter(args, method, lm, len(batch), sampling, draft, batch)
+        m = prepare_method(method, lm, len(batch), sampling, MethodOptions.from_args(args), draft=draft, prompts=batch,
+                           progress=_progress)
         run = lambda: generate(
             lm.model, lm.params, batch, max_new_tokens=args.max_new_tokens, sampling=sampling, seed=start,
-            stop_ids=lm.eos_ids, drafter=drafter, drafter_params=drafter_params, sizing=sizing,
+            stop_ids=lm.eos_ids, drafter=m.drafter, drafter_params=m.drafter_params, sizing=m.sizing,
         )
         shape = (len(batch), bucket(max(len(p) for p in batch)))
         if shape not in warmed:

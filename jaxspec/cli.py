@@ -12,16 +12,10 @@ import signal
 import sys
 from pathlib import Path
 
-from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError, JaxspecError
-from jaxspec.methods import (
-    AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, DEFAULT_DRAFT_TOKENS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS,
-    EXIT_METHODS, METHODS, SELF_DRAFT_VOCAB, SELF_METHODS,
-)
-from jaxspec.skip_search import CONTEXT_WINDOW, DEFAULT_BUDGET
-
-# The adaptive-draft thresholds --adaptive-draft turns on.
-ADAPTIVE = AdaptiveDraft(min_confidence=0.3, max_reject_prob=0.8)
+from jaxspec.method_setup import ADAPTIVE, MethodOptions
+from jaxspec.methods import AUTO, AUTO_MAX_DRAFTS, AUTO_TREE_SIZES, LOOKAHEAD_DEFAULTS, METHODS
+from jaxspec.skip_search import CONTEXT_WINDOW
 
 EXIT_USER_ERROR = 2
 
@@ -159,9 +153,11 @@ def _int_or_auto(text: str) -> int | str:
 
 
 def _add_method_args(p: argparse.ArgumentParser) -> None:
+    """The method knobs of generate and bench: MethodOptions' fields, with its defaults."""
+    default = MethodOptions()
     p.add_argument("--draft", metavar="PATH", help="draft model for --method draft-model")
     p.add_argument(
-        "--num-draft-tokens", type=_int_or_auto, default=AUTO, metavar="K|auto",
+        "--num-draft-tokens", type=_int_or_auto, default=default.num_draft_tokens, metavar="K|auto",
         help=f"drafts per step; auto (the default): up to {AUTO_MAX_DRAFTS['prompt-lookup']} for prompt lookup and "
         f"{AUTO_MAX_DRAFTS['draft-model']} for a draft model or layer skipping, each step verifying as many as the measured forward cost "
         "(cached per model, dtype, backend and batch size) and the rows' acceptance so far make worthwhile",
@@ -172,16 +168,16 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         help=f"draft model: stop drafting when the draft's top probability < {ADAPTIVE.min_confidence} or its "
         f"estimated rejection chance > {ADAPTIVE.max_reject_prob}, and adapt K between steps",
     )
-    p.add_argument("--ngram", type=int, default=3, help="prompt lookup: longest n-gram to match")
+    p.add_argument("--ngram", type=int, default=default.ngram, help="prompt lookup: longest n-gram to match")
     p.add_argument(
-        "--lookup-branches", type=int, default=1, metavar="M",
+        "--lookup-branches", type=int, default=default.lookup_branches, metavar="M",
         help="prompt lookup: copy after the best M matches, their continuations merged into a tree of M x "
         "--num-draft-tokens nodes (auto: 8 deep, the whole tree verified every step); 1 (the default): a chain "
         "after the best match",
     )
     p.add_argument("--heads", metavar="DIR", help="draft heads for --method medusa (made by jaxspec-train heads)")
     p.add_argument(
-        "--tree-size", type=_int_or_auto, default=AUTO, metavar="N|auto",
+        "--tree-size", type=_int_or_auto, default=default.tree_size, metavar="N|auto",
         help="tree methods (medusa, token-recycling, ngram-trie): nodes of the static draft tree, grown from the "
         "heads' measured accuracies, or for the training-free methods from their hit rates measured on Gemma 3; "
         f"auto (the default): the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best expected speedup given "
@@ -194,29 +190,29 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--reference", metavar="FILE", help="prompt lookup: also copy from this text file")
     p.add_argument(
-        "--window", type=_int_or_auto, default=AUTO, metavar="W|auto",
+        "--window", type=_int_or_auto, default=default.window, metavar="W|auto",
         help=f"jacobi, speculative-jacobi: guesses refined and verified per step; auto (the default): up to "
         f"{AUTO_MAX_DRAFTS['jacobi']}, each step verifying as many as the forward cost makes worthwhile. lookahead: "
         f"columns of the Jacobi window; auto: {LOOKAHEAD_DEFAULTS['window']}, or plain decoding where the tree's "
         "tokens per call measured on Gemma 3 cannot pay for the measured cost of verifying it",
     )
     p.add_argument(
-        "--levels", type=int, default=LOOKAHEAD_DEFAULTS["levels"], metavar="N",
+        "--levels", type=int, default=default.levels, metavar="N",
         help="lookahead: n-gram size; the window keeps the last N - 1 Jacobi iterates",
     )
     p.add_argument(
-        "--pool-size", type=int, default=LOOKAHEAD_DEFAULTS["pool_size"], metavar="G",
+        "--pool-size", type=int, default=default.pool_size, metavar="G",
         help="lookahead: n-grams kept per key and verified per step; the tree has (W + G) x (N - 1) nodes",
     )
     p.add_argument(
-        "--skip-layers", default=AUTO, metavar="SPEC|FILE.json|auto",
+        "--skip-layers", default=default.skip_layers, metavar="SPEC|FILE.json|auto",
         help="layer-skip: the sub-layers the target skips when drafting for itself: a3,m3,... (the attention "
         "or MLP of those layers), exit:E (only the first E layers run), a set saved by --save-skip-layers, or auto "
         f"(the default): searched on the prompts, the last {CONTEXT_WINDOW} tokens of each teacher-forced, for the "
         "best expected speedup (plain decoding where no set pays)",
     )
     p.add_argument(
-        "--search-budget", type=int, default=DEFAULT_BUDGET, metavar="N",
+        "--search-budget", type=int, default=default.search_budget, metavar="N",
         help="layer-skip auto: candidate skip sets the search scores at most",
     )
     p.add_argument("--save-skip-layers", metavar="FILE.json", help="layer-skip: save the skip set used, to reuse it")
@@ -231,7 +227,7 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         "(plain early exit); with one, must be the adapter's",
     )
     p.add_argument(
-        "--draft-vocab", type=int, default=SELF_DRAFT_VOCAB, metavar="N",
+        "--draft-vocab", type=int, default=default.draft_vocab, metavar="N",
         help="layer-skip, early-exit: each row drafts over N ids from its own text (the prompt's tokens, then what "
         "the target predicts and emits), so drafting reads N rows of the head instead of the whole vocabulary "
         "(exact either way); 0: the whole vocabulary",
@@ -323,169 +319,19 @@ def load_draft(args, dtype):
     return load(args.draft, dtype) if args.draft else None
 
 
-def method_drafter(args, method, lm, batch, sampling, draft=None, prompts=None):
-    """(drafter, drafter_params, sizing) for `method` from the shared method flags; `prompts` (token ids)
-    are what layer-skip's search reads."""
-    from jaxspec.methods import auto_sizing, auto_tree_size, build_drafter, drafts_to_build
-
-    if method == "draft-model" and draft is None:
-        draft = load_draft(args, args.dtype)
-    heads, tree_size, successors, plain = None, args.tree_size, None, False
-    if method in HEAD_METHODS and args.heads:
-        from jaxspec.heads_io import load_heads
-        from jaxspec.methods import expect_heads_for, head_accuracy, heads_drafting_cost
-
-        heads = load_heads(args.heads, lm.model)
-        expect_heads_for(method, heads)
-        if tree_size == AUTO:
-            tree_size = auto_tree_size(head_accuracy(heads), heads_drafting_cost(heads, lm.params), lm.model,
-                                       lm.params, batch, "the heads' accuracies", progress=_say)
-            plain = tree_size == 0
-    if method in ("token-recycling", "ngram-trie"):
-        from jaxspec.methods import rank_accuracy, training_free_drafting_cost
-        from jaxspec.successor_table import load_successors
-
-        if method == "token-recycling" and args.successor_table:
-            successors = load_successors(args.successor_table)
-        if tree_size == AUTO:
-            tree_size = auto_tree_size(rank_accuracy(method), training_free_drafting_cost(method, lm.model, lm.params),
-                                       lm.model, lm.params, batch, "the measured hit rates", progress=_say)
-            plain = tree_size == 0
-    if method in EXIT_METHODS and args.adapter:
-        from jaxspec.heads_io import load_heads
-
-        heads = load_heads(args.adapter, lm.model)
-    skip = None
-    if method in SELF_METHODS:
-        skip, plain = _skip_set(args, method, lm, batch, prompts)
-    if plain:
-        method = "autoregressive"
-    reference = None
-    if args.reference:
-        if lm.tokenizer is None:
-            raise InputError("--reference needs a model with a tokenizer.json")
-        try:
-            reference = lm.tokenizer.encode(Path(args.reference).read_text())
-        except OSError as e:
-            raise InputError(f"{args.reference}: cannot read reference ({e.strerror})") from None
-    if method in JACOBI_METHODS:
-        num_draft_tokens = drafts_to_build(method, args.window)
-    elif method == "lookahead":
-        num_draft_tokens = LOOKAHEAD_DEFAULTS["window"] if args.window == AUTO else args.window
-    else:
-        num_draft_tokens = drafts_to_build(method, args.num_draft_tokens, method == "prompt-lookup" and args.lookup_branches > 1)
-    drafter, drafter_params = build_drafter(
-        method,
-        batch=batch,
-        sampling=sampling,
-        target_vocab=lm.model.vocab_size,
-        target_encoder_decoder=lm.model.is_encoder_decoder,
-        num_draft_tokens=num_draft_tokens,
-        draft_model=draft.model if draft else None,
-        draft_params=draft.params if draft else None,
-        adaptive=ADAPTIVE if args.adaptive_draft else None,
-        ngram=args.ngram,
-        lookup_branches=args.lookup_branches,
-        reference_ids=reference,
-        heads=heads,
-        target=(lm.model, lm.params),
-        tree_size=tree_size,
-        successors=successors,
-        levels=args.levels,
-        pool_size=args.pool_size,
-        skip=skip,
-        draft_vocab=_draft_vocab(args, lm),
-        exit_layer=args.exit_layer,
-    )
-    if method == "lookahead" and args.window == AUTO:
-        from jaxspec.methods import auto_lookahead
-
-        if not auto_lookahead(lm.model, lm.params, batch, drafter, progress=_say):
-            method = "autoregressive"
-            drafter, drafter_params = build_drafter(method, batch=batch, sampling=sampling,
-                                                    target_vocab=lm.model.vocab_size)
-    sizing = auto_sizing(
-        method, args.window if method in JACOBI_METHODS else args.num_draft_tokens, drafter, lm.model, lm.params, batch,
-        draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=_say,
-    )
-    return drafter, drafter_params, sizing
-
-
-def _skip_set(args, method, lm, batch, prompts):
-    """(layer-skip's skip set, whether to decode plainly instead) from --skip-layers, saved where asked."""
-    from jaxspec.methods import resolve_skip_set
-    from jaxspec.skip_search import save_skip_set
-
-    if args.search_budget < 1:
-        raise InputError(f"--search-budget must be >= 1, got {args.search_budget}")
-    k = DEFAULT_DRAFT_TOKENS[method] if args.num_draft_tokens == AUTO else args.num_draft_tokens
-    if k < 1:
-        raise InputError(f"num-draft-tokens must be >= 1, got {k}")
-    if args.draft_vocab < 0:
-        raise InputError(f"--draft-vocab must be >= 0, got {args.draft_vocab}")
-    skip, found = resolve_skip_set(args.skip_layers, lm.model, lm.params, prompts or [], num_draft_tokens=k,
-                                   batch=batch, budget=args.search_budget, draft_vocab=_draft_vocab(args, lm),
-                                   progress=_say)
-    if args.save_skip_layers:
-        save_skip_set(args.save_skip_layers, lm.model, skip, found)
-    if found is not None and found.expected_speedup <= 1.0:
-        _say(f"no skip set is expected to pay here (at best {found.expected_speedup:.2f}x): decoding plainly")
-        return skip, True
-    return skip, False
-
-
-def _draft_vocab(args, lm) -> int | None:
-    """--draft-vocab as build_drafter takes it: None for the whole vocabulary."""
-    return None if args.draft_vocab == 0 or args.draft_vocab >= lm.model.vocab_size else args.draft_vocab
-
-
-def _successors_saver(args, drafter):
-    """With --successor-table, what saves token recycling's final table there (None otherwise)."""
-    if not args.successor_table or not hasattr(drafter, "carry"):
-        return None
-    from jaxspec.successor_table import save_successors
-
-    return lambda state: save_successors(args.successor_table, drafter.carry(state))
-
-
 def _cmd_generate(args) -> None:
-    from jaxspec.generate import check_request, generate
+    from jaxspec.api import decode_ids
     from jaxspec.loading import load
     from jaxspec.sampling import SamplingConfig
 
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.min_p)
     lm = load(args.model, args.dtype)
     prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
-    check_request(lm.model, prompts, args.max_new_tokens, lm.model.max_positions)  # before any cost measuring
     draft = load_draft(args, args.dtype) if args.method == "draft-model" else None
-    drafter, drafter_params, sizing = method_drafter(args, args.method, lm, len(prompts), sampling, draft, prompts)
-    params, plan = lm.params, None
-    if args.mesh:
-        from jaxspec.sharding import ShardingPlan, parse_mesh
-
-        if lm.model.is_encoder_decoder:
-            raise InputError("--mesh is not supported for encoder-decoder models yet")
-        plan = ShardingPlan(parse_mesh(args.mesh))
-        params = plan.shard_params(params)
-        if draft is not None:
-            drafter_params = plan.shard_params(drafter_params)
-        c = lm.model.config
-        for note in plan.cache_fallbacks((len(prompts), c.num_kv_heads, c.head_dim, 1)):
-            print(f"jaxspec: KV cache layout: {note}", file=sys.stderr)
-    results = generate(
-        lm.model,
-        params,
-        prompts,
-        max_new_tokens=args.max_new_tokens,
-        sampling=sampling,
-        seed=prompt_seeds(args.prompt_items, args.seed),
-        stop_ids=lm.eos_ids,
-        drafter=drafter,
-        drafter_params=drafter_params,
-        max_positions=lm.model.max_positions,
-        plan=plan,
-        sizing=sizing,
-        drafter_state_to=_successors_saver(args, drafter),
+    results = decode_ids(
+        lm, prompts, max_new_tokens=args.max_new_tokens, method=args.method, draft=draft,
+        options=MethodOptions.from_args(args), sampling=sampling, seed=prompt_seeds(args.prompt_items, args.seed),
+        mesh=args.mesh, progress=_say,
     )
     decode = lm.tokenizer.decode if lm.tokenizer else (lambda ids: None)
     for r in results:

@@ -28,6 +28,7 @@ INDEX_FILE = "model.safetensors.index.json"
 SIDE_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
+    "chat_template.jinja",
     "special_tokens_map.json",
     "generation_config.json",
 )

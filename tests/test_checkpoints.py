@@ -12,7 +12,8 @@ import torch
 import transformers
 from safetensors.numpy import load_file, save_file
 
-from jaxspec import CheckpointError, UnsupportedModelError, generate, load, save
+from jaxspec import CheckpointError, UnsupportedModelError, load, save
+from jaxspec.generate import generate
 from jaxspec import hf_io
 from tests.hf_factory import make_hf_model
 

@@ -224,7 +224,7 @@ def test_convert_and_info_on_both_forms(capsys, model_dir, tmp_path):
         (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "layer-skip", "--skip-layers", "/no/s.json"],
          "/no/s.json: cannot read skip set"),
         (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "layer-skip", "--search-budget", "0"],
-         "--search-budget must be >= 1, got 0"),
+         "search budget must be >= 1, got 0"),
         (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--max-other-load", "2"],
          "max-other-load is a share of the cores, in [0, 1], got 2.0"),
     ],

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from jaxspec import generate, load, score
+from jaxspec import load, score
+from jaxspec.generate import generate
 from jaxspec.cli import main
 from tests.hf_factory import make_hf_model
 from tests.hf_t5gemma_factory import make_t5gemma
@@ -101,7 +102,7 @@ def test_bench_runs_beside_transformers(capsys, dirs, tmp_path):
         ("target", ["generate", "--prompt-ids", "5,6", "--method", "draft-model", "--draft", "DECODER_ONLY"],
          "the draft is a decoder-only model but the target is an encoder-decoder one: both must be of one kind"),
         ("target", ["generate", "--prompt-ids", "5,6", "--mesh", "data=1"],
-         "--mesh is not supported for encoder-decoder models yet"),
+         "sharding over a mesh is not supported for encoder-decoder models yet"),
         ("target", ["generate", "--prompt-ids", "5,6", "--max-new-tokens", "300"],
          "input of 2 tokens or 300 new tokens exceeds the model's 256 positions"),
         ("target", ["score", "--prompt-ids", "5,6", "--target-ids", "7,x"],

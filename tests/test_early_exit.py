@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import SamplingConfig, generate
+from jaxspec import SamplingConfig
+from jaxspec.generate import generate
 from jaxspec.errors import CheckpointError, InputError
 from jaxspec.heads_io import load_heads, save_heads
 from jaxspec.methods import build_drafter, untrained_adapter

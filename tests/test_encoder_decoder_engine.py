@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxspec import SamplingConfig, generate
+from jaxspec import SamplingConfig
+from jaxspec.generate import generate
 from jaxspec.drafters.draft_model import DraftModel
 from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.errors import InputError

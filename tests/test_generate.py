@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from jaxspec import InputError, generate, load
+from jaxspec import InputError, load
 from jaxspec.decode_loop import TRACE_COUNTS
-from jaxspec.generate import bucket
+from jaxspec.generate import bucket, generate
 from tests.hf_factory import make_hf_model
 
 

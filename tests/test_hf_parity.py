@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxspec import generate, load, score
+from jaxspec import load, score
+from jaxspec.generate import generate
 from tests.hf_factory import FAMILIES, VOCAB, make_hf_model
 from tests.hf_oracle import assert_greedy_matches
 

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import SamplingConfig, generate, methods
+from jaxspec import SamplingConfig, methods
+from jaxspec.generate import generate
 from jaxspec.drafters.lookahead import Lookahead, topology
 from jaxspec.methods import build_drafter
 from models import ModelOutput

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxspec import SamplingConfig, generate
+from jaxspec import SamplingConfig
+from jaxspec.generate import generate
 from jaxspec.context_vocab import ContextVocab
 from jaxspec.drafters import Autoregressive
 from jaxspec.errors import InputError

@@ -34,7 +34,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxspec import SamplingConfig, decode_loop, generate, row_rng
+from jaxspec import SamplingConfig, decode_loop, row_rng
+from jaxspec.generate import generate
 from jaxspec.acceptance import _first_false
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters.draft_model import DraftModel

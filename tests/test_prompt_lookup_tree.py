@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import SamplingConfig, generate
+from jaxspec import SamplingConfig
+from jaxspec.generate import generate
 from jaxspec.drafters.base import Context
 from jaxspec.drafters.prompt_lookup import PromptLookup, PromptLookupTree
 from jaxspec.errors import InputError

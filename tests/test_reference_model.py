@@ -17,7 +17,8 @@ import pytest
 import torch
 import transformers
 
-from jaxspec import generate, load, reference_model, score
+from jaxspec import load, reference_model, score
+from jaxspec.generate import generate
 from tests.hf_oracle import assert_greedy_matches
 
 LOGPROB_TOL = 2e-4

@@ -16,7 +16,8 @@ import json
 
 import pytest
 
-from jaxspec import SamplingConfig, generate
+from jaxspec import SamplingConfig
+from jaxspec.generate import generate
 from jaxspec.cli import main
 from jaxspec.drafters.draft_model import DraftModel
 from jaxspec.drafters.prompt_lookup import PromptLookup

@@ -14,7 +14,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from jaxspec import InputError, SamplingConfig, generate, load
+from jaxspec import InputError, SamplingConfig, load
+from jaxspec.generate import generate
 from jaxspec.sampling import filtered_logits, target_distribution
 from tests.hf_factory import make_hf_model
 

@@ -21,7 +21,8 @@ import transformers
 from safetensors.numpy import load_file
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from jaxspec import UnsupportedModelError, generate, load, save
+from jaxspec import UnsupportedModelError, load, save
+from jaxspec.generate import generate
 from jaxspec.decode_loop import decode_jit
 from models import ModelConfigError, T5Model, build_model
 from models.t5 import relative_buckets

@@ -20,7 +20,8 @@ import torch
 import transformers
 from safetensors.numpy import load_file
 
-from jaxspec import UnsupportedModelError, generate, load, save, score
+from jaxspec import UnsupportedModelError, load, save, score
+from jaxspec.generate import generate
 from models import T5Gemma
 from tests.hf_factory import VOCAB
 from tests.hf_t5gemma_factory import EOS, make_t5gemma

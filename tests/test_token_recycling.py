@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec import SamplingConfig, generate
+from jaxspec import SamplingConfig
+from jaxspec.generate import generate
 from jaxspec.cli import main
 from jaxspec.drafters.base import Verified
 from jaxspec.drafters.token_recycling import TokenRecycling

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxspec import generate, load
+from jaxspec import load
+from jaxspec.generate import generate
 from jaxspec.cli import main as cli_main
 from jaxspec.heads_io import load_heads
 from jaxspec.methods import build_drafter

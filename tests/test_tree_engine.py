@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jaxspec import SamplingConfig, generate
+from jaxspec import SamplingConfig
+from jaxspec.generate import generate
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.base import Context, Draft
 from jaxspec.errors import CheckpointError, InputError

@@ -11,7 +11,8 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxspec import SamplingConfig, generate, load
+from jaxspec import SamplingConfig, load
+from jaxspec.generate import generate
 from jaxspec.drafters.draft_model import DraftModel
 from jaxspec.sharding import KEY_AXES, ShardingPlan, parse_mesh
 from tests.hf_factory import make_hf_model
