@@ -1,4 +1,4 @@
-"""The `jaxspec` command line: generate, bench, score, convert, info, profile, adapt, demo.
+"""The `jaxspec` command line: generate, bench, score, convert, info, profile, plan, adapt, demo.
 
 Every user error prints one line on stderr and exits with code 2; there is no
 traceback for anything the user can fix.
@@ -135,6 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a checkpoint")
     i.add_argument("path")
     i.add_argument("--json", action="store_true")
+
+    pl = sub.add_parser(
+        "plan", help="per-device bytes of params, KV cache, optimizer state and activations on a mesh, from config.json alone"
+    )
+    pl.add_argument("--model", required=True, help="a directory with the model's config.json (weights are not read)")
+    pl.add_argument("--mesh", required=True, metavar="data=D,fsdp=F,tensor=T", help="mesh axis sizes; no devices needed")
+    pl.add_argument("--batch-size", type=int, required=True, help="rows decoded at once, and the training batch")
+    pl.add_argument("--max-len", type=int, required=True, help="KV cache slots when decoding; tokens per row when training")
+    pl.add_argument("--prompt-len", type=int, default=None, help="tokens prefilled at once when decoding (default: half of --max-len)")
+    pl.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="params, cache and activations")
+    pl.add_argument("--device-memory", type=float, metavar="GiB", help="also say whether each total fits in this much per device")
+    pl.add_argument("--json", action="store_true")
 
     a = sub.add_parser("adapt", help="decoder-only Gemma 2 → encoder-decoder T5Gemma, to continue pretraining from")
     a.add_argument("src")
@@ -427,6 +439,34 @@ def _cmd_profile(args) -> None:
         print(f"{r['width']:>6} {r['ms']:>9.2f} {r['cost']:>6.2f}  {'#' * round(10 * r['cost'])}")
 
 
+def _cmd_plan(args) -> None:
+    from jaxspec.loading import read_model_config
+    from jaxspec.memory_plan import plan_memory
+
+    _, model = read_model_config(Path(args.model), args.dtype)
+    plan = plan_memory(model, args.mesh, args.batch_size, args.max_len, args.prompt_len)
+    if args.json:
+        print(json.dumps(plan.as_dict()))
+        return
+    gib = lambda n: f"{n / 2**30:10.3f} GiB"
+    print(f"{args.model} on {args.mesh}, {args.dtype}, batch {args.batch_size}, {args.max_len} tokens: bytes per device")
+    rows = [
+        ("decoding", [("params", plan.params), ("KV cache", plan.kv_cache),
+                      ("activations (estimate)", plan.decode_activations)], plan.decode_total),
+        ("training", [("params", plan.train_params), ("optimizer state", plan.optimizer), ("gradients", plan.gradients),
+                      ("activations (estimate)", plan.train_activations)], plan.train_total),
+    ]
+    for what, parts, total in rows:
+        print(f"{what}:")
+        for name, n in parts:
+            print(f"  {name:<24}{gib(n)}")
+        fits = "" if args.device_memory is None else (
+            "  fits" if total <= args.device_memory * 2**30 else f"  does not fit in {args.device_memory:g} GiB")
+        print(f"  {'total':<24}{gib(total)}{fits}")
+    for note in plan.fallbacks:
+        print(f"replicated: {note}")
+
+
 def _cmd_demo(args) -> None:
     from jaxspec.demo import PROMPTS, run_demo
 
@@ -448,6 +488,7 @@ COMMANDS = {
     "info": _cmd_info,
     "profile": _cmd_profile,
     "adapt": _cmd_adapt,
+    "plan": _cmd_plan,
     "demo": _cmd_demo,
 }
 

@@ -89,9 +89,8 @@ def logical_param_axes(path: tuple[str, ...], ndim: int) -> tuple[str, ...]:
     return axes
 
 
-def parse_mesh(spec: str, devices=None) -> Mesh:
-    """'data=2,tensor=4' → a Mesh with Auto axes over all (or the given) devices."""
-    devices = list(devices if devices is not None else jax.devices())
+def parse_mesh_sizes(spec: str) -> dict[str, int]:
+    """'data=2,tensor=4' → {"data": 2, "tensor": 4}, checked (axes from MESH_AXES, each once, sizes >= 1)."""
     sizes: dict[str, int] = {}
     for part in spec.split(","):
         match = re.fullmatch(r"\s*(\w+)\s*=\s*(\d+)\s*", part)
@@ -103,6 +102,13 @@ def parse_mesh(spec: str, devices=None) -> Mesh:
         if name in sizes or size < 1:
             raise InputError(f"bad mesh {spec!r}: repeated axis or size < 1")
         sizes[name] = size
+    return sizes
+
+
+def parse_mesh(spec: str, devices=None) -> Mesh:
+    """'data=2,tensor=4' → a Mesh with Auto axes over all (or the given) devices."""
+    devices = list(devices if devices is not None else jax.devices())
+    sizes = parse_mesh_sizes(spec)
     if math.prod(sizes.values()) != len(devices):
         raise InputError(f"mesh {spec} has {math.prod(sizes.values())} devices, but {len(devices)} are available")
     names = tuple(a for a in MESH_AXES if a in sizes)
