@@ -35,4 +35,16 @@ HF_CONFIGS = {
         num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256, rope_theta=500_000.0,
         max_position_embeddings=131072, tie_word_embeddings=True, rms_norm_eps=1e-5,
     ),
+    # Gemma 3 27B's text decoder and Llama 3 70B's shapes, for the memory plans of docs (bench/memory_plan.py).
+    "gemma3-27b": dict(
+        architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", hidden_size=5376, intermediate_size=21504,
+        num_hidden_layers=62, num_attention_heads=32, num_key_value_heads=16, head_dim=128, query_pre_attn_scalar=168,
+        rms_norm_eps=1e-6, rope_theta=1_000_000.0, rope_local_base_freq=10_000.0, sliding_window=1024,
+        sliding_window_pattern=6, max_position_embeddings=131072, vocab_size=262208, tie_word_embeddings=True,
+    ),
+    "llama3-70b": dict(
+        architectures=["LlamaForCausalLM"], hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+        num_attention_heads=64, num_key_value_heads=8, head_dim=128, vocab_size=128256, rope_theta=500_000.0,
+        max_position_embeddings=8192, tie_word_embeddings=False, rms_norm_eps=1e-5,
+    ),
 }
