@@ -105,7 +105,7 @@ def test_bench_prints_a_table_and_writes_spec_bench_jsonl(capsys, model_dir, dra
     prompts.write_text('{"prompt": "import os"}\n{"prompt_ids": [5, 6, 7, 5, 6]}\n{"prompt": "for i in"}\n')
     code, table, _ = _run(
         capsys, "bench", "--model", model_dir, "--draft", draft_dirs[0], "--prompts", prompts,
-        "--methods", "autoregressive,draft-model,prompt-lookup,layer-skip,early-exit", "--batch-size", "2",
+        "--methods", "autoregressive,draft-model,prompt-lookup,layer-skip,early-exit", "--batch-size", "3",
         "--max-new-tokens", "8", "--out", out, "--repeats", "3", "--max-other-load", "1",
         "--num-draft-tokens", "3",  # no cost curves
         "--skip-layers", "m1",  # no search

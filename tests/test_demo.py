@@ -14,7 +14,8 @@ FIGURES = re.compile(
 
 def test_demo_on_the_reference_model(reference_dir, capsys):
     """The default model is Gemma 3 270M from the cache the fixture converted into; it writes real text."""
-    assert main(["demo", "--max-new-tokens", "12"]) == 0
+    # A fixed K: the default's cost-curve measuring is tested on small models (tests/test_cli.py).
+    assert main(["demo", "--max-new-tokens", "12", "--num-draft-tokens", "8"]) == 0
     out = capsys.readouterr().out
     assert [m.group(1) for m in FIGURES.finditer(out)] == ["prompt lookup"] * 3
     for label in ("code", "prose", "quote"):
@@ -24,7 +25,8 @@ def test_demo_on_the_reference_model(reference_dir, capsys):
 
 
 def test_demo_with_a_draft_model(capsys):
-    assert main(["demo", "--model", "demo/target", "--draft", "demo/draft", "--prompt", "import os\n", "--max-new-tokens", "16"]) == 0
+    assert main(["demo", "--model", "demo/target", "--draft", "demo/draft", "--prompt", "import os\n", "--max-new-tokens", "16",
+                 "--num-draft-tokens", "4"]) == 0
     assert [m.group(1) for m in FIGURES.finditer(capsys.readouterr().out)] == ["draft model"]
 
 

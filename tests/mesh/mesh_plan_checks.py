@@ -42,9 +42,13 @@ def _only(held: dict) -> int:
     return next(iter(held.values()))
 
 
-@pytest.mark.parametrize("mesh", ["data=2,tensor=4", "fsdp=8", "data=2,fsdp=2,tensor=2", "tensor=8"])
-@pytest.mark.parametrize("name, dtype", [("gqa2", "float32"), ("gqa4", "float32"), ("gemma3", "bfloat16")])
-def test_plan_equals_the_bytes_of_the_placed_arrays(dirs, mesh, name, dtype):
+@pytest.mark.parametrize("name, dtype, mesh", [
+    ("gqa2", "float32", "data=2,tensor=4"),  # the cache's heads replicated over tensor
+    ("gqa4", "float32", "fsdp=8"),
+    ("gqa4", "float32", "tensor=8"),  # 4 KV heads, 8 shards: replicated; 4 query heads too
+    ("gemma3", "bfloat16", "data=2,fsdp=2,tensor=2"),
+])
+def test_plan_equals_the_bytes_of_the_placed_arrays(dirs, name, dtype, mesh):
     lm = load(dirs / name, dtype)
     plan = plan_memory(lm.model, mesh, BATCH, MAX_LEN)
     sharding = ShardingPlan(parse_mesh(mesh))
