@@ -64,10 +64,10 @@ def decode_ids(
     if mesh is not None:
         if model.is_encoder_decoder:
             raise InputError("sharding over a mesh is not supported for encoder-decoder models yet")
-        plan = mesh if isinstance(mesh, ShardingPlan) else ShardingPlan(parse_mesh(mesh))
+        plan = (mesh if isinstance(mesh, ShardingPlan) else ShardingPlan(parse_mesh(mesh))).for_model(model)
         params = plan.shard_params(params)
         if prepared.method == "draft-model":
-            drafter_params = plan.shard_params(drafter_params)
+            drafter_params = plan.for_model(draft.model).shard_params(drafter_params)
         c = model.config
         for note in plan.cache_fallbacks((len(prompt_ids), c.num_kv_heads, c.head_dim, 1)):
             progress(f"KV cache layout: {note}")

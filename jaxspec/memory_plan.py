@@ -127,7 +127,7 @@ def plan_memory(model, mesh: str, batch_size: int, max_len: int, prompt_len: int
     prompt_len = max_len // 2 if prompt_len is None else prompt_len
     if not 1 <= prompt_len <= max_len:
         raise InputError(f"prompt length must be in [1, max length = {max_len}], got {prompt_len}")
-    plan = abstract_plan(mesh)
+    plan = abstract_plan(mesh).for_model(model)
     params = jax.eval_shape(model.init_params, jax.random.key(0))
     # Loading casts every tensor to the model's dtype (jaxspec.loading.load); training keeps init's dtypes.
     loaded = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, model.dtype), params)

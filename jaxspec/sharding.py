@@ -121,16 +121,32 @@ def parse_mesh(spec: str, devices=None) -> Mesh:
 class ShardingPlan:
     mesh: Mesh
     rules: ShardingRules = ShardingRules()
+    # Whole units per logical axis whose dimension packs several (a projection's heads x head_dim): a mesh
+    # axis splits such a dimension only between units, so no head straddles two devices, and the k/v
+    # projections shard exactly as the KV cache does (replicated with it when the KV heads do not divide
+    # the tensor axis, rather than sharded and regathered every layer). Set by for_model.
+    units: tuple[tuple[str, int], ...] = ()
+
+    def for_model(self, model) -> ShardingPlan:
+        """This plan with the model's head counts as units (a model without them keeps the plan as it is)."""
+        c = getattr(model, "config", None)
+        if not (hasattr(c, "num_heads") and hasattr(c, "num_kv_heads")):
+            return self
+        return dataclasses.replace(self, units=(("heads", c.num_heads), ("kv_heads", c.num_kv_heads)))
 
     def spec(self, logical_axes: tuple[str, ...], shape: tuple[int, ...]) -> tuple[PartitionSpec, list[str]]:
-        """PartitionSpec for an array; mesh axes that do not divide a dimension are dropped (and reported)."""
+        """PartitionSpec for an array; mesh axes that do not divide a dimension (or its units) are dropped
+        (and reported)."""
         used: set[str] = set()
         entries, fallbacks = [], []
+        units = dict(self.units)
         for name, dim in zip(logical_axes, shape):
             axes = tuple(a for a in self.rules.mesh_axes(name) if a in self.mesh.shape and a not in used)
             size = math.prod(self.mesh.shape[a] for a in axes)
-            if axes and dim % size:
-                fallbacks.append(f"{name}={dim} does not divide over {'x'.join(axes)}={size}: replicated")
+            count = units.get(name, dim)
+            if axes and (dim % size or count % size):
+                what = f"{name}={dim}" if count == dim else f"{name}={count} ({dim} wide)"
+                fallbacks.append(f"{what} does not divide over {'x'.join(axes)}={size}: replicated")
                 axes = ()
             used.update(axes)
             entries.append(axes[0] if len(axes) == 1 else (axes or None))

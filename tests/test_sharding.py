@@ -35,6 +35,30 @@ def test_generation_on_a_2x4_mesh():
     run_on_eight_devices("tests/mesh/mesh_generate_checks.py")
 
 
+def test_projections_split_only_between_whole_heads():
+    """A projection packs heads x head_dim into one dimension: it splits over tensor only where the heads
+    divide, so no head straddles two devices and the k/v projections follow the KV cache's layout."""
+    from jaxspec.memory_plan import abstract_plan
+    from jaxspec.sharding import KEY_AXES, describe
+
+    hf_config = {**FAMILIES["qwen3"][0](**{**BASE, **FAMILIES["qwen3"][2]}).to_dict(), "architectures": ["Qwen3ForCausalLM"]}
+    model = CausalLM(from_hf_config(hf_config))  # 4 query heads, 2 KV heads, head_dim 32
+    params = jax.eval_shape(model.init_params, jax.random.key(0))
+
+    def layout(mesh):
+        plan = abstract_plan(mesh).for_model(model)
+        d = describe(params, plan)
+        return d["layers_0/self_attn/q_proj/kernel"], d["layers_0/self_attn/k_proj/kernel"], str(
+            plan.spec(KEY_AXES, (1, 2, 32, 8))[0])
+
+    assert layout("tensor=2") == ("P(None, 'tensor')", "P(None, 'tensor')", "P(None, 'tensor', None, None)")
+    # 64 k_proj columns divide over 4 shards, 2 KV heads do not: the projection stays whole, like the cache.
+    assert layout("tensor=4") == ("P(None, 'tensor')", "P(None, None)", "P(None, None, None, None)")
+    assert layout("tensor=8") == ("P(None, None)", "P(None, None)", "P(None, None, None, None)")
+    # Without the model's head counts only the width is checked (what a plan for arrays alone does).
+    assert describe(params, abstract_plan("tensor=4"))["layers_0/self_attn/k_proj/kernel"] == "P(None, 'tensor')"
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

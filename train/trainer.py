@@ -173,7 +173,7 @@ def train(
     if plan is None:
         placement = SingleDevice()
     else:
-        placement = OnMesh(plan, abstract_state, frozen, rc.batch_size, rc.accum, dataset.seq_len + 1)
+        placement = OnMesh(plan.for_model(model), abstract_state, frozen, rc.batch_size, rc.accum, dataset.seq_len + 1)
     record = _run_record(
         objective, hf_config, dataset, rc, teacher and str(teacher.source), custom_objective, init and str(init.source)
     )

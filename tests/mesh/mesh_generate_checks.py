@@ -36,11 +36,14 @@ def test_eight_devices():
 @pytest.mark.parametrize("name", ["gqa2", "gqa4"])
 def test_generate_on_mesh_equals_one_device(dirs, name):
     lm = load(dirs / name)
-    plan = ShardingPlan(parse_mesh("data=2,tensor=4"))
+    plan = ShardingPlan(parse_mesh("data=2,tensor=4")).for_model(lm.model)
     params = plan.shard_params(lm.params)
     q = params["layers_0"]["self_attn"]["q_proj"]["kernel"]
     assert q.sharding.spec == P(None, "tensor") and len(q.sharding.device_set) == 8
     assert q.addressable_shards[0].data.shape == (q.shape[0], q.shape[1] // 4)  # really split
+    # The k/v projections split as the cache does: by whole KV heads, or not at all where 2 heads meet 4 shards.
+    k = params["layers_0"]["self_attn"]["k_proj"]["kernel"]
+    assert k.sharding.spec == (P(None, None) if name == "gqa2" else P(None, "tensor"))
     assert params["embed_tokens"]["embedding"].sharding.spec == P("tensor", None)
     for cfg in (SamplingConfig(), SamplingConfig(temperature=1.0, top_k=20)):
         one = generate(lm.model, lm.params, PROMPTS, max_new_tokens=12, sampling=cfg, seed=4)
@@ -54,8 +57,8 @@ def test_speculative_on_mesh_equals_one_device(dirs):
     drafter = DraftModel(draft.model, 3, SamplingConfig())
     one = generate(lm.model, lm.params, PROMPTS, max_new_tokens=12, drafter=drafter, drafter_params=draft.params)
     many = generate(
-        lm.model, plan.shard_params(lm.params), PROMPTS, max_new_tokens=12, drafter=drafter,
-        drafter_params=plan.shard_params(draft.params), plan=plan,
+        lm.model, plan.for_model(lm.model).shard_params(lm.params), PROMPTS, max_new_tokens=12, drafter=drafter,
+        drafter_params=plan.for_model(draft.model).shard_params(draft.params), plan=plan,
     )
     assert [r.output_ids for r in one] == [r.output_ids for r in many]
 

@@ -51,7 +51,7 @@ def _only(held: dict) -> int:
 def test_plan_equals_the_bytes_of_the_placed_arrays(dirs, name, dtype, mesh):
     lm = load(dirs / name, dtype)
     plan = plan_memory(lm.model, mesh, BATCH, MAX_LEN)
-    sharding = ShardingPlan(parse_mesh(mesh))
+    sharding = ShardingPlan(parse_mesh(mesh)).for_model(lm.model)  # as generate and the trainer shard it
 
     assert _only(_per_device(sharding.shard_params(lm.params))) == plan.params
     cache = jax.jit(lambda: sharding.constrain_cache(lm.model.init_cache(BATCH, MAX_LEN)))()
