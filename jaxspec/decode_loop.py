@@ -209,7 +209,7 @@ def run_decode(
     b = prompts.shape[0]
     new_slots = spec.max_new_tokens + drafter.num_draft_tokens + 1
     constrain = spec.plan.constrain_cache if spec.plan is not None else None
-    start = model.start(params, prompts, prompt_len, new_slots, constrain)
+    start = model.start(params, prompts, prompt_len, new_slots, constrain)._replace(constrain=constrain)
     p = start.tokens.shape[1]
     history = jnp.zeros((b, p + new_slots), jnp.int32).at[:, :p].set(start.tokens)
     state = DecodeState(

@@ -48,6 +48,9 @@ class Start(NamedTuple):
     # [B, P, D] the final hidden state at each prefilled decoder position (a head drafter's first input);
     # None where nothing was prefilled (an encoder-decoder's decoder starts from its start token alone).
     hidden: jax.Array | None = None
+    # What pinned the target's cache layout (a sharding constraint on a mesh), for drafters that start caches
+    # of their own (a draft model's) to pin theirs alike; None off a mesh. Set by the engine, not the model.
+    constrain: Callable | None = None
 
 
 def decoder_only_start(

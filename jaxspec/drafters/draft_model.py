@@ -56,7 +56,8 @@ class DraftModel:
 
     def init(self, params, prompts, prompt_len, new_slots, start):
         b = prompts.shape[0]
-        cache = self.model.start(params, prompts, prompt_len, new_slots).cache
+        # On a mesh the draft cache is pinned as the target's is: rows over the batch axes, KV heads over tensor.
+        cache = self.model.start(params, prompts, prompt_len, new_slots, start.constrain).cache
         return DraftModelState(
             cache=cache,
             pending=jnp.zeros((b,), bool),

@@ -26,6 +26,7 @@ def dirs(tmp_path_factory):
     make_hf_model("llama", root / "gqa2", num_key_value_heads=2)  # kv_heads 2 < tensor 4
     make_hf_model("qwen3", root / "gqa4", num_key_value_heads=4)
     make_hf_model("llama", root / "draft", num_hidden_layers=1, seed=5)
+    make_hf_model("llama", root / "draft4", num_hidden_layers=1, num_key_value_heads=4, seed=6)
     return root
 
 
@@ -51,16 +52,24 @@ def test_generate_on_mesh_equals_one_device(dirs, name):
         assert [r.output_ids for r in one] == [r.output_ids for r in many]
 
 
-def test_speculative_on_mesh_equals_one_device(dirs):
-    lm, draft = load(dirs / "gqa2"), load(dirs / "draft")
+@pytest.mark.parametrize("target, draft, cache_spec", [
+    ("gqa2", "draft", P("data")),  # the draft's 2 KV heads replicated over tensor=4, as the target's are
+    ("gqa4", "draft4", P("data", "tensor")),
+])
+def test_speculative_on_mesh_equals_one_device(dirs, target, draft, cache_spec):
+    lm, draft = load(dirs / target), load(dirs / draft)
     plan = ShardingPlan(parse_mesh("data=2,tensor=4"))
     drafter = DraftModel(draft.model, 3, SamplingConfig())
     one = generate(lm.model, lm.params, PROMPTS, max_new_tokens=12, drafter=drafter, drafter_params=draft.params)
+    final = []
     many = generate(
         lm.model, plan.for_model(lm.model).shard_params(lm.params), PROMPTS, max_new_tokens=12, drafter=drafter,
-        drafter_params=plan.for_model(draft.model).shard_params(draft.params), plan=plan,
+        drafter_params=plan.for_model(draft.model).shard_params(draft.params), plan=plan, drafter_state_to=final.append,
     )
     assert [r.output_ids for r in one] == [r.output_ids for r in many]
+    # The draft cache is pinned as the target's is: rows over data, KV heads over tensor where they divide.
+    cache = final[0].cache
+    assert cache.keys[0].sharding.spec == cache.values[0].sharding.spec == cache_spec
 
 
 def test_cache_layout_falls_back_when_kv_heads_do_not_divide(dirs):
