@@ -337,7 +337,7 @@ def _cmd_generate(args) -> None:
     from jaxspec.sampling import SamplingConfig
 
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p, args.min_p)
-    lm = load(args.model, args.dtype)
+    lm = load(args.model, args.dtype, mesh=args.mesh)  # on a mesh, read straight into the shards
     prompts = resolve_prompts(args.prompt_items, lm.tokenizer)
     draft = load_draft(args, args.dtype) if args.method == "draft-model" else None
     results = decode_ids(

@@ -128,6 +128,37 @@ def load_params(directory: Path, model, abstract_params, dtype=None) -> dict:
     return place_tensors(str(directory), model, abstract_params, set(files), lambda names: _read_tensors(files, names), dtype)
 
 
+def load_params_sharded(directory: Path, model, abstract_params, shardings, dtype=None) -> dict:
+    """As load_params, but each tensor goes straight into its sharding (a tree of NamedSharding matching the
+    params): every device's block is read as a slice of the safetensors file, so a process reads only what
+    its own devices hold and never the whole tensor (a kernel's block is the transpose of a slice of the
+    stored [out, in] tensor)."""
+    files = _weight_files(directory)
+    where = str(directory)
+    expected = _expected_names(where, model, abstract_params, set(files))
+    abstract, placement = flatten(abstract_params), flatten(shardings)
+    flat = {}
+    for name in sorted(expected):
+        path = expected[name]
+        want, kernel = tuple(abstract[path].shape), _is_kernel(path)
+        try:
+            with safe_open(str(files[name]), framework="flax") as f:
+                stored = f.get_slice(name)
+                if tuple(stored.get_shape()) != (tuple(reversed(want)) if kernel else want):
+                    raise CheckpointError(f"{where}: tensor {name} has shape {list(stored.get_shape())}, expected "
+                                          f"{list(reversed(want)) if kernel else list(want)}")
+
+                def block(index, stored=stored, kernel=kernel):
+                    value = stored[tuple(reversed(index)) if kernel else index]
+                    value = np.asarray(value.T if kernel else value)
+                    return value.astype(dtype) if dtype is not None else value
+
+                flat[path] = jax.make_array_from_callback(want, placement[path], block)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{files[name]}: corrupted safetensors file ({e})") from None
+    return unflatten(flat)
+
+
 def check_tensor_names(where, *, missing: set[str], extra: set[str]) -> None:
     """One line naming the first few missing (then unexpected) tensors, if any."""
     for what, names in (("missing", missing), ("unexpected", extra)):
@@ -137,16 +168,21 @@ def check_tensor_names(where, *, missing: set[str], extra: set[str]) -> None:
             raise CheckpointError(f"{where}: {what} tensor(s) {', '.join(names[:3])}{more}")
 
 
+def _expected_names(where: str, model, abstract_params, present: set[str]) -> dict[str, tuple[str, ...]]:
+    """Hugging Face tensor name -> param path, after checking that `present` holds those and nothing else."""
+    expected = {model.hf_tensor_name(p): p for p in flatten(abstract_params)}
+    check_tensor_names(where, missing=set(expected) - present,
+                       extra={n for n in present - set(expected) if n not in model.hf_aliases and not _IGNORED.match(n)})
+    return expected
+
+
 def place_tensors(where: str, model, abstract_params, present: set[str], read, dtype=None) -> dict:
     """The param tree from tensors stored under their Hugging Face names, in Hugging Face layout.
 
     `present` names what the source holds; `read(names)` yields (name, array) for those names.
     Names what is missing, extra or misshapen, whatever the source format.
     """
-    expected = {model.hf_tensor_name(p): p for p in flatten(abstract_params)}
-    check_tensor_names(where, missing=set(expected) - present,
-                       extra={n for n in present - set(expected) if n not in model.hf_aliases and not _IGNORED.match(n)})
-
+    expected = _expected_names(where, model, abstract_params, present)
     abstract = flatten(abstract_params)
     flat = {}
     for name, tensor in read(sorted(expected)):

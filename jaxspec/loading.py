@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxspec import gguf, hf_io, orbax_io
-from jaxspec.errors import CheckpointError, UnsupportedModelError
+from jaxspec.errors import CheckpointError, InputError, UnsupportedModelError
+from jaxspec.sharding import ShardingPlan, parse_mesh
 from jaxspec.tokenizer import Tokenizer
 from models import ModelConfigError, build_model
 
@@ -60,28 +61,52 @@ def _eos_ids(path: Path, model, side_files: dict[str, bytes]) -> tuple[int, ...]
     return tuple(sorted(ids))
 
 
-def load(path: str | Path, dtype: str | None = "float32") -> LoadedModel:
+def load(path: str | Path, dtype: str | None = "float32", mesh: str | ShardingPlan | None = None) -> LoadedModel:
     """Loads a model. `dtype` sets the compute and parameter dtype; None keeps the stored one
-    (float32 for a GGUF file, whose quantized tensors are dequantized)."""
+    (float32 for a GGUF file, whose quantized tensors are dequantized).
+
+    `mesh` ("data=2,tensor=4" or a ShardingPlan) places the params on a device mesh as they load. A
+    safetensors checkpoint (single file or sharded index) is read slice by slice, each process reading
+    only the blocks its own devices hold; a GGUF file or a jaxspec checkpoint is still read whole, then
+    placed."""
     _check_dtype(dtype)
     path = Path(path)
     if gguf.is_gguf(path):
         hf_config, model, params, side = gguf.load_gguf(path, dtype or "float32")
-        return _loaded(model, params, hf_config, path, "gguf", side)
+        return _loaded(model, _placed(model, params, mesh), hf_config, path, "gguf", side)
     hf_config, model = read_model_config(path, dtype or "float32")
+    plan = _plan(model, mesh)
     cast = jnp.dtype(dtype) if dtype is not None else None
     # What the checkpoint holds can settle what the config leaves open (a T5's tied head).
     if orbax_io.is_jaxspec_dir(path):
         restored, fmt = orbax_io.restore_params(path), "jaxspec"
         model = model.for_checkpoint({model.hf_tensor_name(p) for p in hf_io.flat_paths(restored)})
         params = orbax_io.checked_params(path, restored, jax.eval_shape(model.init_params, jax.random.PRNGKey(0)), cast)
+        params = _placed(model, params, plan)
     else:
         fmt = "hf"
         model = model.for_checkpoint(hf_io.tensor_names(path))
-        params = hf_io.load_params(path, model, jax.eval_shape(model.init_params, jax.random.PRNGKey(0)), cast)
+        abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+        if plan is None:
+            params = hf_io.load_params(path, model, abstract, cast)
+        else:
+            params = hf_io.load_params_sharded(path, model, abstract, plan.param_shardings(abstract), cast)
     if dtype is None:
         model = dataclasses.replace(model, dtype=hf_io.dtype_name(params))
     return _loaded(model, params, hf_config, path, fmt, hf_io.read_side_files(path))
+
+
+def _plan(model, mesh: str | ShardingPlan | None) -> ShardingPlan | None:
+    if mesh is None:
+        return None
+    if model.is_encoder_decoder:
+        raise InputError("sharding over a mesh is not supported for encoder-decoder models yet")
+    return (mesh if isinstance(mesh, ShardingPlan) else ShardingPlan(parse_mesh(mesh))).for_model(model)
+
+
+def _placed(model, params, mesh: str | ShardingPlan | None):
+    plan = _plan(model, mesh)
+    return params if plan is None else plan.shard_params(params)
 
 
 def _loaded(model, params, hf_config: dict, path: Path, fmt: str, side: dict[str, bytes]) -> LoadedModel:

@@ -35,6 +35,10 @@ def test_generation_on_a_2x4_mesh():
     run_on_eight_devices("tests/mesh/mesh_generate_checks.py")
 
 
+def test_loading_straight_into_shards_on_a_2x4_mesh():
+    run_on_eight_devices("tests/mesh/mesh_load_checks.py")
+
+
 def test_projections_split_only_between_whole_heads():
     """A projection packs heads x head_dim into one dimension: it splits over tensor only where the heads
     divide, so no head straddles two devices and the k/v projections follow the KV cache's layout."""
