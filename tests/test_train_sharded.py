@@ -25,6 +25,7 @@ from safetensors.numpy import load_file
 from train.cli import main
 from train.metrics import read_metrics
 
+from tests.hf_factory import make_hf_model
 from tests.test_train_data import REPO, TINY_MODEL, one_error_line
 
 RTOL = 1e-5
@@ -96,6 +97,20 @@ def test_each_process_reads_only_its_rows_of_each_batch(tmp_path):
 
     outs = _two_processes(command, tmp_path, dict(os.environ))
     assert outs[0].splitlines()[-1] == "ok" and outs[2].splitlines()[-1] == "ok"
+
+
+def test_each_process_loads_only_its_shards(tmp_path):
+    make_hf_model("llama", tmp_path / "model", num_key_value_heads=4)
+
+    def command(coordinator: str, pid: int) -> list[str]:
+        return [sys.executable, "-m", "tests.mesh.two_process_loading", coordinator, str(pid), str(tmp_path / "model")]
+
+    outs = _two_processes(command, tmp_path / "logs", dict(os.environ))
+    for out in (outs[0], outs[2]):
+        word, read, total = out.splitlines()[-1].split()
+        # fsdp=2 splits every tensor with an embedding dimension (all of them here, the norms' scales too)
+        # between the processes, and tensor=4 splits the rest among each process's devices: half each.
+        assert word == "ok" and int(read) <= 0.55 * int(total), out
 
 
 def _numbers(run: Path) -> list[dict]:

@@ -1,0 +1,73 @@
+"""Loading straight into shards across two processes: each reads only the blocks its own devices hold.
+
+Run by tests/test_train_sharded.py as `python -m tests.mesh.two_process_loading COORDINATOR PROCESS_ID MODEL_DIR`,
+twice at once, with 4 CPU devices per process, on an fsdp=2 x tensor=4 mesh whose fsdp rows are the two
+processes: every parameter with an embedding dimension is split between them. Each process checks its
+devices' blocks against the same slices of the whole tensors and counts the bytes it read. Prints
+"ok <bytes read> <bytes of the checkpoint>".
+"""
+
+from __future__ import annotations
+
+import sys
+
+from jaxspec.distributed import ClusterSpec, initialize
+
+
+def main(coordinator: str, process_id: int, model_dir: str) -> None:
+    initialize(ClusterSpec(coordinator, 2, process_id))
+
+    import jax
+    import numpy as np
+    from safetensors import safe_open
+
+    from jaxspec import hf_io, load
+    from jaxspec.sharding import ShardingPlan, parse_mesh
+
+    read = []
+
+    class Counting:
+        """safe_open, counting the bytes of every slice read."""
+
+        def __init__(self, *args, **kwargs):
+            self.f = safe_open(*args, **kwargs)
+
+        def __enter__(self):
+            self.f.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def get_slice(self, name):
+            stored = self.f.get_slice(name)
+
+            class Slice:
+                get_shape = stored.get_shape
+
+                def __getitem__(self, index):
+                    block = stored[index]
+                    read.append(block.nbytes)
+                    return block
+
+            return Slice()
+
+    hf_io.safe_open = Counting
+    plan = ShardingPlan(parse_mesh("fsdp=2,tensor=4"))
+    assert [d.process_index for d in plan.mesh.devices[0]] == [0] * 4  # fsdp row 0 is process 0
+    sharded = load(model_dir, mesh=plan).params
+    hf_io.safe_open = safe_open
+    whole = load(model_dir).params  # this process's own full read, to compare with
+    for (path, array), full in zip(jax.tree_util.tree_leaves_with_path(sharded), jax.tree_util.tree_leaves(whole)):
+        assert not array.is_fully_addressable, path  # a global array: the other process holds the rest
+        for shard in array.addressable_shards:
+            np.testing.assert_array_equal(np.asarray(shard.data), np.asarray(full)[shard.index], err_msg=str(path))
+    total = sum(x.nbytes for x in jax.tree_util.tree_leaves(whole))
+    print("ok", sum(read), total)  # every block read by this process's 4 devices, a block held twice read twice
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
