@@ -66,9 +66,9 @@ def load(path: str | Path, dtype: str | None = "float32", mesh: str | ShardingPl
     (float32 for a GGUF file, whose quantized tensors are dequantized).
 
     `mesh` ("data=2,tensor=4" or a ShardingPlan) places the params on a device mesh as they load. A
-    safetensors checkpoint (single file or sharded index) is read slice by slice, each process reading
-    only the blocks its own devices hold; a GGUF file or a jaxspec checkpoint is still read whole, then
-    placed."""
+    safetensors checkpoint (single file or sharded index) is read slice by slice and a jaxspec checkpoint
+    restored shard by shard, each process reading only the blocks its own devices hold; a GGUF file is
+    read whole (dequantized), then placed."""
     _check_dtype(dtype)
     path = Path(path)
     if gguf.is_gguf(path):
@@ -79,10 +79,16 @@ def load(path: str | Path, dtype: str | None = "float32", mesh: str | ShardingPl
     cast = jnp.dtype(dtype) if dtype is not None else None
     # What the checkpoint holds can settle what the config leaves open (a T5's tied head).
     if orbax_io.is_jaxspec_dir(path):
-        restored, fmt = orbax_io.restore_params(path), "jaxspec"
-        model = model.for_checkpoint({model.hf_tensor_name(p) for p in hf_io.flat_paths(restored)})
-        params = orbax_io.checked_params(path, restored, jax.eval_shape(model.init_params, jax.random.PRNGKey(0)), cast)
-        params = _placed(model, params, plan)
+        fmt = "jaxspec"
+        # On a mesh, the names and shapes come from orbax's metadata and each process restores its shards.
+        stored = orbax_io.restore_params(path) if plan is None else orbax_io.stored_shapes(path)
+        model = model.for_checkpoint({model.hf_tensor_name(p) for p in hf_io.flat_paths(stored)})
+        abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
+        if plan is None:
+            params = orbax_io.checked_params(path, stored, abstract, cast)
+        else:
+            orbax_io.check_params(path, stored, abstract)
+            params = orbax_io.restore_sharded(path, stored, plan.param_shardings(stored), cast)
     else:
         fmt = "hf"
         model = model.for_checkpoint(hf_io.tensor_names(path))

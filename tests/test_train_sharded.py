@@ -100,10 +100,14 @@ def test_each_process_reads_only_its_rows_of_each_batch(tmp_path):
 
 
 def test_each_process_loads_only_its_shards(tmp_path):
+    from jaxspec import load, save
+
     make_hf_model("llama", tmp_path / "model", num_key_value_heads=4)
+    save(load(tmp_path / "model"), tmp_path / "orbax")
 
     def command(coordinator: str, pid: int) -> list[str]:
-        return [sys.executable, "-m", "tests.mesh.two_process_loading", coordinator, str(pid), str(tmp_path / "model")]
+        return [sys.executable, "-m", "tests.mesh.two_process_loading", coordinator, str(pid), str(tmp_path / "model"),
+                str(tmp_path / "orbax")]
 
     outs = _two_processes(command, tmp_path / "logs", dict(os.environ))
     for out in (outs[0], outs[2]):
