@@ -176,14 +176,17 @@ def _expected_names(where: str, model, abstract_params, present: set[str]) -> di
     return expected
 
 
-def place_tensors(where: str, model, abstract_params, present: set[str], read, dtype=None) -> dict:
+def place_tensors(where: str, model, abstract_params, present: set[str], read, dtype=None, shardings=None) -> dict:
     """The param tree from tensors stored under their Hugging Face names, in Hugging Face layout.
 
     `present` names what the source holds; `read(names)` yields (name, array) for those names.
-    Names what is missing, extra or misshapen, whatever the source format.
+    Names what is missing, extra or misshapen, whatever the source format. With `shardings` (a tree like
+    the params) each tensor is placed as soon as it is read, so no more than one whole tensor is held
+    besides the shards.
     """
     expected = _expected_names(where, model, abstract_params, present)
     abstract = flatten(abstract_params)
+    placement = None if shardings is None else flatten(shardings)
     flat = {}
     for name, tensor in read(sorted(expected)):
         path = expected[name]
@@ -192,7 +195,10 @@ def place_tensors(where: str, model, abstract_params, present: set[str], read, d
         if tuple(tensor.shape) != hf_shape:
             raise CheckpointError(f"{where}: tensor {name} has shape {list(tensor.shape)}, expected {list(hf_shape)}")
         value = tensor.T if _is_kernel(path) else tensor
-        flat[path] = value.astype(dtype) if dtype is not None else value
+        value = value.astype(dtype) if dtype is not None else value
+        # Each device's block cut from this process's copy: no cross-process transfer, unlike device_put.
+        flat[path] = value if shardings is None else jax.make_array_from_callback(
+            value.shape, placement[path], lambda index, value=np.asarray(value): value[index])
     return unflatten(flat)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,14 @@ def load(path: str | Path, dtype: str | None = "float32", mesh: str | ShardingPl
 
     `mesh` ("data=2,tensor=4" or a ShardingPlan) places the params on a device mesh as they load. A
     safetensors checkpoint (single file or sharded index) is read slice by slice and a jaxspec checkpoint
-    restored shard by shard, each process reading only the blocks its own devices hold; a GGUF file is
-    read whole (dequantized), then placed."""
+    restored shard by shard, each process reading only the blocks its own devices hold; a GGUF file's
+    tensors are dequantized one at a time, each placed at once (at most one whole tensor held besides the
+    shards)."""
     _check_dtype(dtype)
     path = Path(path)
     if gguf.is_gguf(path):
-        hf_config, model, params, side = gguf.load_gguf(path, dtype or "float32")
-        return _loaded(model, _placed(model, params, mesh), hf_config, path, "gguf", side)
+        hf_config, model, params, side = gguf.load_gguf(path, dtype or "float32", functools.partial(_shardings, mesh))
+        return _loaded(model, params, hf_config, path, "gguf", side)
     hf_config, model = read_model_config(path, dtype or "float32")
     plan = _plan(model, mesh)
     cast = jnp.dtype(dtype) if dtype is not None else None
@@ -110,9 +112,9 @@ def _plan(model, mesh: str | ShardingPlan | None) -> ShardingPlan | None:
     return (mesh if isinstance(mesh, ShardingPlan) else ShardingPlan(parse_mesh(mesh))).for_model(model)
 
 
-def _placed(model, params, mesh: str | ShardingPlan | None):
+def _shardings(mesh: str | ShardingPlan | None, model, abstract_params):
     plan = _plan(model, mesh)
-    return params if plan is None else plan.shard_params(params)
+    return None if plan is None else plan.param_shardings(abstract_params)
 
 
 def _loaded(model, params, hf_config: dict, path: Path, fmt: str, side: dict[str, bytes]) -> LoadedModel:

@@ -101,13 +101,16 @@ def test_each_process_reads_only_its_rows_of_each_batch(tmp_path):
 
 def test_each_process_loads_only_its_shards(tmp_path):
     from jaxspec import load, save
+    from tests.gguf_factory import tokenizer_vocab_size, write_gguf_model
 
-    make_hf_model("llama", tmp_path / "model", num_key_value_heads=4)
+    make_hf_model("llama", tmp_path / "model", num_key_value_heads=4)  # 96 ids: the vocabulary splits 4 ways
     save(load(tmp_path / "model"), tmp_path / "orbax")
+    hf = make_hf_model("llama", tmp_path / "for_gguf", num_key_value_heads=4, vocab_size=tokenizer_vocab_size())
+    write_gguf_model(hf, "llama", tmp_path / "m.gguf", "Q8_0")
 
     def command(coordinator: str, pid: int) -> list[str]:
         return [sys.executable, "-m", "tests.mesh.two_process_loading", coordinator, str(pid), str(tmp_path / "model"),
-                str(tmp_path / "orbax")]
+                str(tmp_path / "orbax"), str(tmp_path / "m.gguf")]
 
     outs = _two_processes(command, tmp_path / "logs", dict(os.environ))
     for out in (outs[0], outs[2]):

@@ -44,7 +44,7 @@ def _gguf_names(f: GGUFFile, model, abstract) -> dict[str, str]:
     return out
 
 
-def _params(f: GGUFFile, cfg: dict, model, dtype) -> dict:
+def _params(f: GGUFFile, cfg: dict, model, dtype, shardings_for) -> dict:
     fam = family(f)
     abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
     names = _gguf_names(f, model, abstract)
@@ -56,7 +56,7 @@ def _params(f: GGUFFile, cfg: dict, model, dtype) -> dict:
             g = names[hf_name]
             yield hf_name, jnp.asarray(undo_conventions(fam, cfg, g, f.tensors[g].dequantize()))
 
-    return hf_io.place_tensors(str(f.path), model, abstract, set(names), read, dtype)
+    return hf_io.place_tensors(str(f.path), model, abstract, set(names), read, dtype, shardings_for(model, abstract))
 
 
 def _side_files(f: GGUFFile, cfg: dict) -> dict[str, bytes]:
@@ -71,10 +71,12 @@ def _side_files(f: GGUFFile, cfg: dict) -> dict[str, bytes]:
     }
 
 
-def load_gguf(path: Path, dtype: str) -> tuple[dict, object, dict, dict[str, bytes]]:
+def load_gguf(path: Path, dtype: str, shardings_for=lambda model, abstract: None) -> tuple[dict, object, dict, dict[str, bytes]]:
     """(config.json dict, model object, params in `dtype`, side files) of a GGUF file.
 
-    Quantized tensors are dequantized with the `gguf` package's own dequantizers."""
+    Quantized tensors are dequantized with the `gguf` package's own dequantizers, one at a time;
+    `shardings_for(model, abstract_params)` gives the shardings each is placed into as soon as it is
+    dequantized (None: the default device)."""
     f = read_gguf(path)
     cfg = hf_config(f)
     try:
@@ -82,4 +84,4 @@ def load_gguf(path: Path, dtype: str) -> tuple[dict, object, dict, dict[str, byt
     except ModelConfigError as e:
         raise UnsupportedModelError(f"{path}: {e}") from None
     side = _side_files(f, cfg)
-    return cfg, model, _params(f, cfg, model, jnp.dtype(dtype)), side
+    return cfg, model, _params(f, cfg, model, jnp.dtype(dtype), shardings_for), side
