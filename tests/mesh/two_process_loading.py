@@ -25,39 +25,10 @@ def main(coordinator: str, process_id: int, model_dir: str, orbax_dir: str, gguf
 
     from jaxspec import hf_io, load
     from jaxspec.sharding import ShardingPlan, parse_mesh
+    from tests.mesh.slice_reads import recording_safe_open
 
-    read = []
-
-    class Counting:
-        """safe_open, counting the bytes of every slice read."""
-
-        def __init__(self, *args, **kwargs):
-            self.f = safe_open(*args, **kwargs)
-
-        def __enter__(self):
-            self.f.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self.f.__exit__(*exc)
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
-
-        def get_slice(self, name):
-            stored = self.f.get_slice(name)
-
-            class Slice:
-                get_shape = stored.get_shape
-
-                def __getitem__(self, index):
-                    block = stored[index]
-                    read.append(block.nbytes)
-                    return block
-
-            return Slice()
-
-    hf_io.safe_open = Counting
+    reads = []
+    hf_io.safe_open = recording_safe_open(reads)
     plan = ShardingPlan(parse_mesh("fsdp=2,tensor=4"))
     assert [d.process_index for d in plan.mesh.devices[0]] == [0] * 4  # fsdp row 0 is process 0
     sharded = load(model_dir, mesh=plan).params
@@ -75,7 +46,8 @@ def main(coordinator: str, process_id: int, model_dir: str, orbax_dir: str, gguf
             for shard in array.addressable_shards:
                 np.testing.assert_array_equal(np.asarray(shard.data), np.asarray(full)[shard.index], err_msg=str(path))
     total = sum(x.nbytes for x in jax.tree_util.tree_leaves(whole))
-    print("ok", sum(read), total)  # every block read by this process's 4 devices, a block held twice read twice
+    # Every block this process's 4 devices read (a block two of them hold is read twice).
+    print("ok", sum(nbytes for _, _, nbytes in reads), total)
 
 
 if __name__ == "__main__":
