@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     g.add_argument(
-        "--mesh", metavar="data=2,tensor=4", help="shard over a device mesh; axes data, fsdp, tensor multiply to the device count"
+        "--mesh", metavar="data=2,tensor=4",
+        help="shard over a device mesh (the checkpoint is read straight into its shards); axes data, fsdp, tensor "
+        "multiply to the device count"
     )
     g.add_argument("--method", choices=METHODS, default="autoregressive")
     _add_method_args(g)
