@@ -22,11 +22,11 @@ from jaxspec import chat_template
 from jaxspec.errors import InputError
 from jaxspec.generate import Generation, check_request
 from jaxspec.generate import generate as generate_ids
-from jaxspec.loading import LoadedModel, load
+from jaxspec.loading import LoadedModel, load, mesh_plan
 from jaxspec.method_setup import MethodOptions, prepare_method
 from jaxspec.methods import METHODS
 from jaxspec.sampling import SamplingConfig
-from jaxspec.sharding import ShardingPlan, parse_mesh
+from jaxspec.sharding import ShardingPlan
 
 
 @dataclasses.dataclass
@@ -62,10 +62,8 @@ def decode_ids(
                               progress=progress)
     params, drafter_params, plan = target.params, prepared.drafter_params, None
     if mesh is not None:
-        if model.is_encoder_decoder:
-            raise InputError("sharding over a mesh is not supported for encoder-decoder models yet")
-        plan = (mesh if isinstance(mesh, ShardingPlan) else ShardingPlan(parse_mesh(mesh))).for_model(model)
-        params = plan.shard_params(params)
+        plan = mesh_plan(model, mesh)
+        params = plan.shard_params(params)  # nothing moves where load(..., mesh=) placed them already
         if prepared.method == "draft-model":
             drafter_params = plan.for_model(draft.model).shard_params(drafter_params)
         c = model.config

@@ -77,7 +77,7 @@ def load(path: str | Path, dtype: str | None = "float32", mesh: str | ShardingPl
         hf_config, model, params, side = gguf.load_gguf(path, dtype or "float32", functools.partial(_shardings, mesh))
         return _loaded(model, params, hf_config, path, "gguf", side)
     hf_config, model = read_model_config(path, dtype or "float32")
-    plan = _plan(model, mesh)
+    plan = mesh_plan(model, mesh)
     cast = jnp.dtype(dtype) if dtype is not None else None
     # What the checkpoint holds can settle what the config leaves open (a T5's tied head).
     if orbax_io.is_jaxspec_dir(path):
@@ -104,7 +104,9 @@ def load(path: str | Path, dtype: str | None = "float32", mesh: str | ShardingPl
     return _loaded(model, params, hf_config, path, fmt, hf_io.read_side_files(path))
 
 
-def _plan(model, mesh: str | ShardingPlan | None) -> ShardingPlan | None:
+def mesh_plan(model, mesh: str | ShardingPlan | None) -> ShardingPlan | None:
+    """The plan that places `model` on `mesh` ("data=2,tensor=4" or a ShardingPlan), with its head counts;
+    None for no mesh. InputError for a model jaxspec cannot shard yet."""
     if mesh is None:
         return None
     if model.is_encoder_decoder:
@@ -113,7 +115,7 @@ def _plan(model, mesh: str | ShardingPlan | None) -> ShardingPlan | None:
 
 
 def _shardings(mesh: str | ShardingPlan | None, model, abstract_params):
-    plan = _plan(model, mesh)
+    plan = mesh_plan(model, mesh)
     return None if plan is None else plan.param_shardings(abstract_params)
 
 
