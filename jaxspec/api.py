@@ -58,19 +58,20 @@ def decode_ids(
     _check_method(method, draft)
     model = target.model
     check_request(model, prompt_ids, max_new_tokens, model.max_positions)  # before any cost measuring
+    plan = mesh_plan(model, mesh)
+    if plan is not None:
+        # The target goes on the mesh first (nothing moves where load(..., mesh=) placed it already), so what
+        # a drafter takes from it (self-speculation's layers, the heads' embedding) is already in place.
+        target = dataclasses.replace(target, params=plan.shard_params(target.params))
+        if draft is not None:
+            draft = dataclasses.replace(draft, params=plan.for_model(draft.model).shard_params(draft.params))
+        for note in plan.cache_fallbacks(len(prompt_ids)):
+            progress(f"KV cache layout: {note}")
     prepared = prepare_method(method, target, len(prompt_ids), sampling, options, draft=draft, prompts=prompt_ids,
                               progress=progress)
-    params, drafter_params, plan = target.params, prepared.drafter_params, None
-    if mesh is not None:
-        plan = mesh_plan(model, mesh)
-        params = plan.shard_params(params)  # nothing moves where load(..., mesh=) placed them already
-        if prepared.method == "draft-model":
-            drafter_params = plan.for_model(draft.model).shard_params(drafter_params)
-        c = model.config
-        for note in plan.cache_fallbacks((len(prompt_ids), c.num_kv_heads, c.head_dim, 1)):
-            progress(f"KV cache layout: {note}")
+    drafter_params = prepared.drafter_params if plan is None else plan.place(prepared.drafter_params)
     return generate_ids(
-        model, params, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed,
+        model, target.params, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed,
         stop_ids=target.eos_ids, drafter=prepared.drafter, drafter_params=drafter_params,
         max_positions=model.max_positions, plan=plan, sizing=prepared.sizing,
         drafter_state_to=prepared.drafter_state_to,

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxspec import gguf, hf_io, orbax_io
-from jaxspec.errors import CheckpointError, InputError, UnsupportedModelError
+from jaxspec.errors import CheckpointError, UnsupportedModelError
 from jaxspec.sharding import ShardingPlan, parse_mesh
 from jaxspec.tokenizer import Tokenizer
 from models import ModelConfigError, build_model
@@ -106,11 +106,9 @@ def load(path: str | Path, dtype: str | None = "float32", mesh: str | ShardingPl
 
 def mesh_plan(model, mesh: str | ShardingPlan | None) -> ShardingPlan | None:
     """The plan that places `model` on `mesh` ("data=2,tensor=4" or a ShardingPlan), with its head counts;
-    None for no mesh. InputError for a model jaxspec cannot shard yet."""
+    None for no mesh."""
     if mesh is None:
         return None
-    if model.is_encoder_decoder:
-        raise InputError("sharding over a mesh is not supported for encoder-decoder models yet")
     return (mesh if isinstance(mesh, ShardingPlan) else ShardingPlan(parse_mesh(mesh))).for_model(model)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import AbstractMesh, AxisType, NamedSharding
 
 from jaxspec.errors import InputError
-from jaxspec.sharding import KEY_AXES, MESH_AXES, VALUE_AXES, ShardingPlan, logical_param_axes, parse_mesh_sizes
+from jaxspec.sharding import KEY_AXES, MESH_AXES, ShardingPlan, logical_param_axes, parse_mesh_sizes
 
 # The widest window a decoding step verifies by default: the largest auto tree (32 nodes) plus its root.
 VERIFY_WIDTH = 33
@@ -36,15 +36,6 @@ def device_bytes(tree, shardings) -> int:
     specs = jax.tree_util.tree_leaves(shardings, is_leaf=lambda s: isinstance(s, NamedSharding))
     # x.dtype.itemsize, not np.dtype: a PRNG key (the train state's rng) has a jax dtype of its own.
     return sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize for x, s in zip(leaves, specs))
-
-
-def cache_shardings(plan: ShardingPlan, cache):
-    """The KV cache's layout, as ShardingPlan.constrain_cache pins it."""
-    return cache.replace(
-        keys=tuple(plan.sharding(KEY_AXES, k.shape) for k in cache.keys),
-        values=tuple(plan.sharding(VALUE_AXES, v.shape) for v in cache.values),
-        lengths=plan.sharding(("batch",), cache.lengths.shape),
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +140,7 @@ def plan_memory(model, mesh: str, batch_size: int, max_len: int, prompt_len: int
     return MemoryPlan(
         mesh=mesh, batch_size=batch_size, max_len=max_len, dtype=str(model.dtype),
         params=device_bytes(loaded, plan.param_shardings(loaded)),
-        kv_cache=device_bytes(cache, cache_shardings(plan, cache)),
+        kv_cache=device_bytes(cache, plan.cache_shardings(cache)),
         decode_activations=max(acts.forward(prompt_len, max_len, logits=False), acts.forward(VERIFY_WIDTH, max_len, logits=True)),
         train_params=train_param_bytes,
         optimizer=device_bytes(state, plan.state_shardings(state)) - train_param_bytes,

@@ -6,7 +6,10 @@ each name to mesh axes (data, fsdp, tensor); `ShardingPlan` applies it to
 concrete arrays. A dimension the mapped mesh axes do not divide is replicated
 instead of failing, and the plan records each such fallback — notably a KV
 cache whose kv_heads do not divide the tensor axis is then sharded over batch
-only, with its heads replicated.
+only, with its heads replicated. Caches name their arrays' logical axes
+themselves (`logical_axes()`, models/kv_cache.py), so any cache a model
+defines (an encoder-decoder's cross K/V, a drafter's own) is laid out by the
+same rules.
 
 Meshes use Auto axes (compiler-propagated GSPMD sharding). jax 0.10's
 `make_mesh` defaults to Explicit axes, under which a matmul whose contracting
@@ -25,6 +28,7 @@ import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxspec.errors import InputError
+from models.kv_cache import KEY_AXES
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -48,13 +52,26 @@ _PARAM_AXES = {
     ("q_norm", "scale"): ("head_dim",),
     ("k_norm", "scale"): ("head_dim",),
     ("lm_head", "kernel"): ("embed", "vocab"),
+    # T5 (models/t5.py): attention q/k/v/o, the MLP's wi (wi_0, wi_1 where gated) and wo, the shared
+    # embedding, per-head relative position biases over buckets. T5 has no grouped KV heads.
+    ("q", "kernel"): ("embed", "heads"),
+    ("k", "kernel"): ("embed", "kv_heads"),
+    ("v", "kernel"): ("embed", "kv_heads"),
+    ("o", "kernel"): ("heads", "embed"),
+    ("wi", "kernel"): ("embed", "mlp"),
+    ("wi_0", "kernel"): ("embed", "mlp"),
+    ("wi_1", "kernel"): ("embed", "mlp"),
+    ("wo", "kernel"): ("mlp", "embed"),
+    ("shared", "embedding"): ("vocab", "embed"),
+    ("relative_attention_bias", "embedding"): ("buckets", "heads"),
+    # T5Gemma's untied head (models/t5gemma.py).
+    ("out_proj", "kernel"): ("embed", "vocab"),
     # Medusa's ResBlocks (models/medusa.py): D -> D, the output side like an MLP's hidden.
     ("res_block", "kernel"): ("embed", "mlp"),
     ("res_block", "bias"): ("mlp",),
 }
-# The KV cache's layouts (models/kv_cache.py): keys [B, KVH, Dh, S], values [B, KVH, S, Dh].
-KEY_AXES = ("batch", "kv_heads", "head_dim", "length")
-VALUE_AXES = ("batch", "kv_heads", "length", "head_dim")
+# Norm scales: RMSNorm's `scale`, T5's LayerNorm `weight`, one entry per channel.
+_NORM_LEAVES = ("scale", "weight")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +98,17 @@ def logical_param_axes(path: tuple[str, ...], ndim: int) -> tuple[str, ...]:
     """Logical axes of the parameter at `path` (module names..., leaf)."""
     if len(path) < 2:
         raise ValueError(f"no logical axes known for parameter {'/'.join(path)}")
-    if path[-1] == "scale" and path[-2] not in ("q_norm", "k_norm"):
+    if path[-1] in _NORM_LEAVES and path[-2] not in ("q_norm", "k_norm") and ndim == 1:
         return ("embed",)
     axes = _PARAM_AXES.get((path[-2], path[-1]))
     if axes is None or len(axes) != ndim:
         raise ValueError(f"no logical axes known for parameter {'/'.join(path)}")
     return axes
+
+
+def _names(path) -> tuple[str, ...]:
+    """The module and leaf names along a tree path (list and tuple indices, as in optimizer states, skipped)."""
+    return tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey) and isinstance(k.key, str))
 
 
 def parse_mesh_sizes(spec: str) -> dict[str, int]:
@@ -128,11 +150,13 @@ class ShardingPlan:
     units: tuple[tuple[str, int], ...] = ()
 
     def for_model(self, model) -> ShardingPlan:
-        """This plan with the model's head counts as units (a model without them keeps the plan as it is)."""
-        c = getattr(model, "config", None)
-        if not (hasattr(c, "num_heads") and hasattr(c, "num_kv_heads")):
+        """This plan with the model's head counts (its config's `head_counts`) as units; a model without
+        them keeps the plan as it is."""
+        counts = getattr(getattr(model, "config", None), "head_counts", None)
+        if counts is None:
             return self
-        return dataclasses.replace(self, units=(("heads", c.num_heads), ("kv_heads", c.num_kv_heads)))
+        heads, kv_heads = counts
+        return dataclasses.replace(self, units=(("heads", heads), ("kv_heads", kv_heads)))
 
     def spec(self, logical_axes: tuple[str, ...], shape: tuple[int, ...]) -> tuple[PartitionSpec, list[str]]:
         """PartitionSpec for an array; mesh axes that do not divide a dimension (or its units) are dropped
@@ -164,16 +188,39 @@ class ShardingPlan:
         return jax.device_put(params, self.param_shardings(params))
 
     def state_shardings(self, tree) -> Any:
-        """Shardings for any tree holding parameter-shaped leaves (a train state: params, optimizer
-        moments that mirror the parameter paths, scalars): a leaf whose path ends like a parameter's
-        is sharded like it; everything else is replicated."""
+        """Shardings for a train state {"params": ..., ...}: params by their logical axes (an unknown
+        parameter is an error, never silently replicated); in the rest (optimizer moments that mirror the
+        parameter paths, scalars) a leaf whose path ends like a parameter's is sharded like it and
+        everything else is replicated."""
 
         def one(path, x):
-            names = tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey) and isinstance(k.key, str))
+            names = _names(path)
             try:
                 return self.sharding(logical_param_axes(names, x.ndim), x.shape)
-            except (ValueError, IndexError):
-                return NamedSharding(self.mesh, PartitionSpec())
+            except ValueError:
+                if names[:1] == ("params",):
+                    raise
+                return self.replicated
+
+        return jax.tree_util.tree_map_with_path(one, tree)
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, PartitionSpec())
+
+    def place(self, tree):
+        """Puts a drafter's params on the mesh: arrays already on it stay as they are (the target's own
+        params, or arrays computed from them), floating arrays are sharded by their logical axes (an unknown
+        one is an error), and index arrays (a draft vocabulary's ids) are replicated."""
+
+        def one(path, x):
+            if x is None:
+                return None
+            if isinstance(getattr(x, "sharding", None), NamedSharding) and x.sharding.mesh == self.mesh:
+                return x
+            if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating):
+                return jax.device_put(x, self.replicated)
+            return jax.device_put(x, self.sharding(logical_param_axes(_names(path), x.ndim), x.shape))
 
         return jax.tree_util.tree_map_with_path(one, tree)
 
@@ -181,18 +228,19 @@ class ShardingPlan:
         """Token arrays [B, T] (or [B])."""
         return self.sharding(("batch", "length")[: len(shape)], shape)
 
-    def cache_fallbacks(self, key_shape) -> list[str]:
-        """What the key arrays of this shape could not shard as the rules ask (values have the same dims)."""
-        return self.spec(KEY_AXES, tuple(key_shape))[1]
+    def cache_fallbacks(self, batch: int) -> list[str]:
+        """What a KV cache of `batch` rows could not shard as the rules ask (its rows, or its KV heads: the
+        model's units, see for_model)."""
+        kv_heads = dict(self.units).get("kv_heads", 1)
+        return self.spec(KEY_AXES, (batch, kv_heads, 1, 1))[1]
+
+    def cache_shardings(self, cache) -> Any:
+        """Shardings of any cache (an object with `logical_axes()`, models/kv_cache.py), leaf by leaf."""
+        return jax.tree_util.tree_map(lambda x, axes: self.sharding(axes, x.shape), cache, cache.logical_axes())
 
     def constrain_cache(self, cache):
-        """Pins a KV cache's layout inside jit: keys, values and lengths by their logical axes."""
-        pin = lambda axes: lambda x: jax.lax.with_sharding_constraint(x, self.sharding(axes, x.shape))
-        return cache.replace(
-            keys=tuple(map(pin(KEY_AXES), cache.keys)),
-            values=tuple(map(pin(VALUE_AXES), cache.values)),
-            lengths=pin(("batch",))(cache.lengths),
-        )
+        """Pins a cache's layout inside jit, every array by its logical axes."""
+        return jax.tree_util.tree_map(jax.lax.with_sharding_constraint, cache, self.cache_shardings(cache))
 
 
 def describe(params, plan: ShardingPlan) -> dict[str, str]:

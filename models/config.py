@@ -65,6 +65,11 @@ class DecoderConfig:
     pad_token_id: int | None = None
 
     @property
+    def head_counts(self) -> tuple[int, int]:
+        """(query heads, KV heads): the whole units a mesh may split projections into (jaxspec/sharding.py)."""
+        return self.num_heads, self.num_kv_heads
+
+    @property
     def num_params(self) -> int:
         d, f, v = self.hidden_size, self.intermediate_size, self.vocab_size
         q = self.num_heads * self.head_dim

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 from flax import struct
 
-from models.kv_cache import KVCache
+from models.kv_cache import KEY_AXES, VALUE_AXES, KVCache
 
 
 @struct.dataclass
@@ -34,6 +34,15 @@ class CrossCache:
     @property
     def max_len(self) -> int:
         return self.self_attn.max_len
+
+    def logical_axes(self) -> "CrossCache":
+        """This cache's structure with each array replaced by its logical axes (models/kv_cache.py)."""
+        return self.replace(
+            self_attn=self.self_attn.logical_axes(),
+            cross_keys=(KEY_AXES,) * len(self.cross_keys),
+            cross_values=(VALUE_AXES,) * len(self.cross_values),
+            source_mask=("batch", "length"),
+        )
 
     def with_lengths(self, lengths: jax.Array) -> "CrossCache":
         return self.replace(self_attn=self.self_attn.with_lengths(lengths))

@@ -1,6 +1,6 @@
 """A static-shape KV cache with per-row lengths.
 
-Every layer owns one K and one V array of shape [B, S, KVH, Dh]. Row b holds
+Every layer owns one K and one V array (layouts below). Row b holds
 its committed tokens in slots [0, lengths[b]). A forward pass writes the K/V of
 its T window tokens at [lengths[b], lengths[b] + T) without moving `lengths`;
 the caller then commits how many of them to keep. Rejected entries are never
@@ -14,6 +14,9 @@ batched matmuls with no per-step transpose of the cache:
     keys   [B, KVH, Dh, S]   scores = q[B, KVH, G*T, Dh] @ keys
     values [B, KVH, S, Dh]   out    = probs[B, KVH, G*T, S] @ values
 On CPU this cut attention time per layer about three-fold against [B, S, KVH, Dh].
+
+Each cache names the logical axes of its arrays (`logical_axes`), so the engine
+can lay any cache out on a device mesh without knowing its structure.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import struct
+
+# Logical axes of the per-layer arrays, by the names jaxspec/sharding.py maps to mesh axes.
+KEY_AXES = ("batch", "kv_heads", "head_dim", "length")
+VALUE_AXES = ("batch", "kv_heads", "length", "head_dim")
 
 
 @struct.dataclass
@@ -43,6 +50,12 @@ class KVCache:
     @property
     def max_len(self) -> int:
         return self.keys[0].shape[self.KEY_SLOT_AXIS]
+
+    def logical_axes(self) -> "KVCache":
+        """This cache's structure with each array replaced by its logical axes."""
+        return self.replace(
+            keys=(KEY_AXES,) * len(self.keys), values=(VALUE_AXES,) * len(self.values), lengths=("batch",)
+        )
 
     def with_lengths(self, lengths: jax.Array) -> "KVCache":
         """The same slots with `lengths` committed (a drafter rolling its own cache back or forward)."""

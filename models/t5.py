@@ -402,10 +402,12 @@ class T5Model:
 
     def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
         """Runs the encoder once and fills every decoder layer's cross K/V; the decoder starts from its start
-        token alone (models/protocol.py). `constrain` (mesh layouts) is not supported for T5 yet."""
+        token alone (models/protocol.py). `constrain` pins the whole cache's layout (a mesh's)."""
         b = prompts.shape[0]
         encoded = self.encode(params, prompts, prompt_len)
         cache = self.module.apply({"params": params}, encoded, prompt_len, 1 + new_slots, method=T5.cross_cache)
+        if constrain is not None:
+            cache = constrain(cache)
         tokens = jnp.full((b, 1), self.config.decoder_start_token_id, jnp.int32)
         return Start(cache, tokens, jnp.ones((b,), jnp.int32), (prompts, prompt_len))
 

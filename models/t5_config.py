@@ -46,6 +46,11 @@ class T5Config:
     decoder_start_token_id: int
 
     @property
+    def head_counts(self) -> tuple[int, int]:
+        """(query heads, KV heads), as DecoderConfig.head_counts: T5 attention has no grouped KV heads."""
+        return self.num_heads, self.num_heads
+
+    @property
     def inner_dim(self) -> int:
         return self.num_heads * self.d_kv
 

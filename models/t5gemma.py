@@ -21,6 +21,7 @@ encoder once and computes every decoder layer's cross K/V once into the
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -58,6 +59,13 @@ class T5GemmaConfig:
     @property
     def vocab_size(self) -> int:
         return self.decoder.vocab_size
+
+    @property
+    def head_counts(self) -> tuple[int, int]:
+        """(query heads, KV heads) that divide both stacks' counts: a mesh axis that splits these whole
+        splits every projection of either stack (and the cross-attention K/V) between whole heads."""
+        (eq, ekv), (dq, dkv) = self.encoder.head_counts, self.decoder.head_counts
+        return math.gcd(eq, dq), math.gcd(ekv, dkv)
 
 
 def _stack_config(sub: Mapping[str, Any], which: str) -> DecoderConfig:
@@ -378,10 +386,9 @@ class T5Gemma:
     def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
         """Encodes the prompts once, fills every layer's cross K/V, and starts the decoder at its start token."""
         b = prompts.shape[0]
-        self_attn = self._self_cache(b, 1 + new_slots, jnp.dtype(self.dtype))
-        if constrain is not None:
-            self_attn = constrain(self_attn)
-        cache = self._cross_cache(params, prompts, prompt_len, self_attn)
+        cache = self._cross_cache(params, prompts, prompt_len, self._self_cache(b, 1 + new_slots, jnp.dtype(self.dtype)))
+        if constrain is not None:  # the whole cache, cross K/V included, laid out on the mesh
+            cache = constrain(cache)
         tokens = jnp.full((b, 1), self.config.decoder_start_token_id, jnp.int32)
         return Start(cache, tokens, jnp.ones((b,), jnp.int32), (prompts, prompt_len))
 

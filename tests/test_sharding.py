@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import jax
+import pytest
+import transformers
 
 from jaxspec import InputError
 from jaxspec.sharding import logical_param_axes, parse_mesh
-from models import ARCHITECTURES, CausalLM, from_hf_config
+from models import ARCHITECTURES, CausalLM, build_model, from_hf_config
 from tests.hf_factory import BASE, FAMILIES
 
 ARCH_BY_FAMILY = {v: k for k, v in ARCHITECTURES.items()}
@@ -77,16 +78,71 @@ def test_bad_mesh_specs(spec, message):
         parse_mesh(spec)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_parameter_of_every_family_has_logical_axes(family):
+def _decoder_only(family):
     config_cls, _, opts = FAMILIES[family]
     hf_config = config_cls(**{**BASE, **opts}).to_dict()
     hf_config["architectures"] = [ARCH_BY_FAMILY[hf_config["model_type"]]]
-    model = CausalLM(from_hf_config(hf_config))
+    return build_model(hf_config, "float32")
+
+
+def _t5(family):
+    from tests import hf_seq2seq_factory as t5
+
+    options = t5.FAMILIES[family][0]
+    return build_model({**transformers.T5Config(**t5.BASE, **options).to_dict(),
+                        "architectures": ["T5ForConditionalGeneration"]}, "float32")
+
+
+def _t5gemma(tie):
+    from tests import hf_t5gemma_factory as tg
+
+    config = transformers.T5GemmaConfig(encoder=transformers.T5GemmaModuleConfig(**tg.ENCODER),
+                                        decoder=transformers.T5GemmaModuleConfig(**tg.DECODER),
+                                        vocab_size=tg.VOCAB, tie_word_embeddings=tie)
+    return build_model({**config.to_dict(), "architectures": ["T5GemmaForConditionalGeneration"]}, "float32")
+
+
+def _heads(kind):
+    from jaxspec.heads_io import target_fields
+    from jaxspec.methods import untrained_adapter
+    from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
+
+    target = _decoder_only("llama")
+    if kind == "exit-adapter":
+        return untrained_adapter(target, 1)
+    return MedusaHeads(HeadsConfig(kind=MEDUSA, num_heads=2, num_layers=2, **target_fields(target)))
+
+
+MODEL_KINDS = {
+    **{family: functools.partial(_decoder_only, family) for family in sorted(FAMILIES)},
+    **{family: functools.partial(_t5, family) for family in ("t5_v1_0", "t5_v1_1")},
+    "t5gemma": functools.partial(_t5gemma, True),
+    "t5gemma-untied": functools.partial(_t5gemma, False),
+    "medusa-heads": functools.partial(_heads, "medusa"),
+    "exit-adapter": functools.partial(_heads, "exit-adapter"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MODEL_KINDS))
+def test_every_parameter_of_every_model_kind_is_sharded_where_a_mesh_axis_applies(kind):
+    """No silent replication: every parameter has logical axes (an unknown one is an error), and on an
+    fsdp x tensor mesh each is split over some mesh axis unless none of its axes is mapped to one or the
+    mapped ones do not divide it (a fallback the plan reports)."""
+    from jaxspec.memory_plan import abstract_plan
+
+    model = MODEL_KINDS[kind]()
     abstract = jax.eval_shape(model.init_params, jax.random.key(0))
+    plan = abstract_plan("fsdp=2,tensor=4").for_model(model)
+    plan.param_shardings(abstract)  # raises on a parameter without logical axes
     for path, leaf in jax.tree_util.tree_leaves_with_path(abstract):
-        axes = logical_param_axes(tuple(k.key for k in path), leaf.ndim)
-        assert len(axes) == leaf.ndim
+        names = tuple(k.key for k in path)
+        axes = logical_param_axes(names, leaf.ndim)
+        spec, fallbacks = plan.spec(axes, leaf.shape)
+        unmapped = all(not plan.rules.mesh_axes(a) for a in axes)
+        assert any(spec) or fallbacks or unmapped, f"{'/'.join(names)} {axes} {leaf.shape} left whole"
+    # A train state's params are held to the same rule: an unknown parameter fails, it is not replicated.
+    with pytest.raises(ValueError, match="no logical axes"):
+        plan.state_shardings({"params": {**abstract, "extra": {"kernel": jax.ShapeDtypeStruct((8, 8), "float32")}}})
 
 
 def test_logical_axes_by_name():

@@ -57,7 +57,10 @@ class EarlyExit(LayerSkip):
         target = self.model.target
         hidden = self.model.exit_hidden(params["target"], start.tokens, positions, target.init_cache(b, p)).hidden
         adapter = self.model.adapter
-        _, cache = adapter.apply(params["adapter"], hidden, positions, adapter.init_cache(b, start.cache.max_len))
+        cache = adapter.init_cache(b, start.cache.max_len)
+        if start.constrain is not None:  # on a mesh, laid out as the target's cache is
+            cache = start.constrain(cache)
+        _, cache = adapter.apply(params["adapter"], hidden, positions, cache)
         return EarlyExitState(base.n_valid, base.length, base.vocab, cache.with_lengths(start.cache.lengths))
 
     def propose(self, params, state: EarlyExitState, ctx: Context):

@@ -11,11 +11,17 @@ import jax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+import jaxspec
 from jaxspec import SamplingConfig, load
 from jaxspec.generate import generate
 from jaxspec.drafters.draft_model import DraftModel
+from jaxspec.heads_io import save_heads, target_fields
 from jaxspec.sharding import KEY_AXES, ShardingPlan, parse_mesh
+from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
 from tests.hf_factory import make_hf_model
+from tests.hf_seq2seq_factory import make_t5
+from tests.hf_t5gemma_factory import make_t5gemma
+from tests.random_models import perturbed
 
 PROMPTS = [[5, 6, 7], [8], [9, 10, 11, 12], [13, 14], [1, 2], [3], [4, 5, 6], [7, 8]]
 
@@ -27,6 +33,16 @@ def dirs(tmp_path_factory):
     make_hf_model("qwen3", root / "gqa4", num_key_value_heads=4)
     make_hf_model("llama", root / "draft", num_hidden_layers=1, seed=5)
     make_hf_model("llama", root / "draft4", num_hidden_layers=1, num_key_value_heads=4, seed=6)
+    return root
+
+
+@pytest.fixture(scope="module")
+def seq2seq_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seq2seq")
+    make_t5("t5_v1_1", root / "t5")  # 4 heads: its caches split over tensor=4
+    make_t5("t5_v1_1", root / "t5-draft", seed=3)
+    make_t5gemma(root / "t5gemma")  # 2 KV heads: its caches replicated over tensor=4, rows still split
+    make_t5gemma(root / "t5gemma-draft", seed=3)
     return root
 
 
@@ -96,3 +112,51 @@ def test_cli_mesh_flag(dirs):
     bad = _cli(*base, "--mesh", "data=3")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "jaxspec: error: mesh data=3 has 3 devices, but 8 are available"
+
+
+@pytest.mark.parametrize("name, cache_spec", [("t5", P("data", "tensor")), ("t5gemma", P("data"))])
+def test_encoder_decoder_models_on_mesh_equal_one_device(seq2seq_dirs, name, cache_spec):
+    """Loaded straight into shards, plain (sampled) and draft-model (greedy) decoding give what one device
+    gives; the whole cross cache (self-attention K/V, cross K/V, source mask) is laid out on the mesh."""
+    plan = ShardingPlan(parse_mesh("data=2,tensor=4"))
+    one, one_draft = load(seq2seq_dirs / name), load(seq2seq_dirs / f"{name}-draft")
+    lm, draft = load(seq2seq_dirs / name, mesh=plan), load(seq2seq_dirs / f"{name}-draft", mesh=plan)
+    queries = [x for path, x in jax.tree_util.tree_leaves_with_path(lm.params) if path[-2].key in ("q", "q_proj")]
+    assert queries and all(x.sharding.spec == P(None, "tensor") for x in queries)  # 4 heads over tensor=4
+    for method, temperature in [("autoregressive", 1.0), ("draft-model", 0.0)]:
+        kw = dict(method=method, max_new_tokens=10, temperature=temperature, seed=4, num_draft_tokens=3)
+        a = jaxspec.generate(one, PROMPTS, draft=one_draft if method == "draft-model" else None, **kw)
+        b = jaxspec.generate(lm, PROMPTS, draft=draft if method == "draft-model" else None, mesh=plan, **kw)
+        assert [r.output_ids for r in a] == [r.output_ids for r in b], (method, temperature)
+    final = []
+    generate(lm.model, lm.params, PROMPTS, max_new_tokens=4, drafter=DraftModel(draft.model, 2, SamplingConfig()),
+             drafter_params=draft.params, plan=plan.for_model(lm.model), drafter_state_to=final.append)
+    cache = final[0].cache
+    assert cache.self_attn.keys[0].sharding.spec == cache.cross_keys[0].sharding.spec == cache_spec
+    assert cache.cross_values[0].sharding.spec == cache_spec and cache.source_mask.sharding.spec == P("data")
+
+
+@pytest.fixture(scope="module")
+def heads_dir(dirs):
+    lm = load(dirs / "gqa4")
+    heads = MedusaHeads(HeadsConfig(kind=MEDUSA, num_heads=2, num_layers=1, **target_fields(lm.model)))
+    save_heads(dirs / "heads", heads, perturbed(heads.init_params(jax.random.key(0)), 1, 0.5))
+    return dirs / "heads"
+
+
+@pytest.mark.parametrize("method, temperature, options", [
+    ("medusa", 1.0, {"tree_size": 6}),
+    ("early-exit", 0.0, {"exit_layer": 1, "num_draft_tokens": 3}),
+    ("layer-skip", 1.0, {"skip_layers": "a1", "num_draft_tokens": 3}),
+])
+def test_self_and_head_drafting_on_mesh_equal_one_device(dirs, heads_dir, method, temperature, options):
+    """Draft heads, an exit adapter and the target's own skipped layers draft from the target's sharded
+    params (nothing copied back to one device), with their own params placed on the mesh."""
+    if method == "medusa":
+        options = {**options, "heads": str(heads_dir)}
+    one, lm = load(dirs / "gqa4"), load(dirs / "gqa4", mesh="data=2,tensor=4")
+    kw = dict(method=method, max_new_tokens=10, temperature=temperature, seed=4, **options)
+    a = jaxspec.generate(one, PROMPTS, **kw)
+    b = jaxspec.generate(lm, PROMPTS, mesh="data=2,tensor=4", **kw)
+    assert [r.output_ids for r in a] == [r.output_ids for r in b]
+    assert max(n for r in b for n in r.accept_lengths) > 1  # drafts were accepted, so the drafter really ran

@@ -13,10 +13,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+import transformers
 from jax.sharding import PartitionSpec as P
 
 from jaxspec.sharding import ShardingPlan, parse_mesh
-from models import CausalLM, from_hf_config
+from models import CausalLM, build_model, from_hf_config
 from train.cli import main
 from train.dataset import BatchStream, open_dataset
 from train.metrics import read_metrics
@@ -24,6 +25,7 @@ from train.bpe import BOS_ID, EOS_ID, PAD_ID
 from train.model_config import fit_to_data, llama_config
 from train.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from train.placement import OnMesh
+from train.seq2seq import PrefixLM
 from train.step import init_state, lm_objective, make_train_step
 
 from tests.test_train_data import TINY_MODEL, TINY_VOCAB, one_error_line
@@ -44,15 +46,16 @@ def _allclose(a, b, **tol):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
 
 
-def test_sharded_steps_equal_one_device_steps_and_keep_the_state_sharded(data_dir):
+def _steps_on_mesh_equal_one_device(data_dir, model, objective, mesh: str):
+    """STEPS AdamW steps of `objective` on one device and on `mesh`, batch by batch: metrics to LOSS_RTOL,
+    params and optimizer state to PARAM_ATOL. Returns the mesh's final state."""
     dataset = open_dataset(data_dir)
-    cfg = fit_to_data(llama_config(32, 2, 4, 2, 64, 2048), TINY_VOCAB, BOS_ID, EOS_ID, PAD_ID, dataset.seq_len)
-    model = CausalLM(from_hf_config(cfg))
     opt_cfg = OptimizerConfig(lr=LR, warmup_steps=WARMUP, total_steps=STEPS)
-    optimizer, loss_fn = make_optimizer(opt_cfg), lm_objective(model, 0.0)
+    optimizer, loss_fn = make_optimizer(opt_cfg), objective(model, 0.0)
     state = init_state(model.init_params(jax.random.PRNGKey(0)), optimizer, jax.random.PRNGKey(1))
 
-    on_mesh = OnMesh(ShardingPlan(parse_mesh("data=2,tensor=4")), state, None, BATCH, ACCUM, dataset.seq_len + 1)
+    plan = ShardingPlan(parse_mesh(mesh)).for_model(model)
+    on_mesh = OnMesh(plan, state, None, BATCH, ACCUM, dataset.seq_len + 1)
     one_step = make_train_step(loss_fn, optimizer, make_schedule(opt_cfg))
     mesh_step = make_train_step(loss_fn, optimizer, make_schedule(opt_cfg), on_mesh.shardings)
     one, many = state, jax.device_put(state, on_mesh.shardings.state)
@@ -61,7 +64,8 @@ def test_sharded_steps_equal_one_device_steps_and_keep_the_state_sharded(data_di
         index = stream.next_index().reshape(ACCUM, BATCH // ACCUM)
         rows = dataset.train[index.ravel()].astype(np.int32).reshape(ACCUM, BATCH // ACCUM, -1)
         batch = on_mesh.train_batch(dataset.train, index)
-        assert batch.sharding.spec == P(None, "data", None)  # micro-batch rows over data, accumulation whole
+        spec = batch.sharding.spec
+        assert spec[0] is None and spec[1] is not None  # micro-batch rows over the batch axes, accumulation whole
         np.testing.assert_array_equal(np.asarray(batch), rows)
         one, m_one = one_step(one, rows, None)
         many, m_many = mesh_step(many, batch, None)
@@ -69,6 +73,13 @@ def test_sharded_steps_equal_one_device_steps_and_keep_the_state_sharded(data_di
             assert float(m_many[k]) == pytest.approx(float(m_one[k]), rel=LOSS_RTOL)
     _allclose(many["params"], one["params"], atol=PARAM_ATOL, rtol=0)
     _allclose(many["opt_state"], one["opt_state"], atol=PARAM_ATOL, rtol=0)
+    return many
+
+
+def test_sharded_steps_equal_one_device_steps_and_keep_the_state_sharded(data_dir):
+    seq_len = open_dataset(data_dir).seq_len
+    cfg = fit_to_data(llama_config(32, 2, 4, 2, 64, 2048), TINY_VOCAB, BOS_ID, EOS_ID, PAD_ID, seq_len)
+    many = _steps_on_mesh_equal_one_device(data_dir, CausalLM(from_hf_config(cfg)), lm_objective, "data=2,tensor=4")
 
     # The state left the steps as sharded as it entered: split over tensor, not gathered.
     q = many["params"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
@@ -80,6 +91,24 @@ def test_sharded_steps_equal_one_device_steps_and_keep_the_state_sharded(data_di
     mu = many["opt_state"][1][0].mu["layers_0"]["mlp"]["down_proj"]["kernel"]  # AdamW's first moment
     assert mu.sharding.spec == P("tensor", None) and mu.addressable_shards[0].data.shape[0] == mu.shape[0] // 4
     assert many["rng"].sharding.spec == P() and many["step"].sharding.spec == P()
+
+
+def test_t5gemma_prefix_lm_steps_on_a_mesh_equal_one_device(data_dir):
+    """The encoder-decoder trains sharded too: every parameter of both stacks (cross-attention included)
+    split by its logical axes, the prefix-LM steps equal to one device's."""
+    stack = dict(vocab_size=TINY_VOCAB, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+                 head_dim=8, num_hidden_layers=2, max_position_embeddings=256, bos_token_id=BOS_ID,
+                 eos_token_id=EOS_ID, pad_token_id=PAD_ID)
+    config = transformers.T5GemmaConfig(encoder=transformers.T5GemmaModuleConfig(**stack, hidden_size=40),
+                                        decoder=transformers.T5GemmaModuleConfig(**stack, hidden_size=32),
+                                        vocab_size=TINY_VOCAB)
+    model = build_model({**config.to_dict(), "architectures": ["T5GemmaForConditionalGeneration"]}, "float32")
+    many = _steps_on_mesh_equal_one_device(data_dir, model, PrefixLM().loss_fn, "fsdp=2,tensor=4")
+    cross_q = many["params"]["decoder"]["layers_0"]["cross_attn"]["q_proj"]["kernel"]
+    assert cross_q.sharding.spec == P("fsdp", "tensor")
+    assert cross_q.addressable_shards[0].data.shape == (cross_q.shape[0] // 2, cross_q.shape[1] // 4)
+    emb = many["params"]["encoder"]["embed_tokens"]["embedding"]
+    assert emb.sharding.spec == P("tensor", "fsdp")
 
 
 def _numbers(run) -> list[dict]:
