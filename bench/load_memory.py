@@ -29,7 +29,7 @@ CASES = (
 MIB = 2**20
 
 
-def _peak() -> int:
+def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
@@ -44,10 +44,10 @@ def worker(model: str, mesh: str | None, coordinator: str | None, process_id: in
     from jaxspec import load
 
     jax.devices()
-    before = _peak()
+    before = peak_rss()
     params = load(model, mesh=mesh).params
     held = sum(s.data.nbytes for x in jax.tree_util.tree_leaves(params) for s in x.addressable_shards)
-    print(json.dumps(dict(before=before, after=_peak(), held=held)))
+    print(json.dumps(dict(before=before, after=peak_rss(), held=held)))
 
 
 def _free_port() -> int:

@@ -104,11 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     s.add_argument("--json", action="store_true", help="one JSON line per prompt (the only output form)")
 
-    c = sub.add_parser("convert", help="Hugging Face directory ↔ jaxspec checkpoint")
+    c = sub.add_parser(
+        "convert", help="Hugging Face directory, jaxspec checkpoint or GGUF file → Hugging Face directory or jaxspec "
+        "checkpoint, one tensor at a time"
+    )
     c.add_argument("src")
     c.add_argument("out")
     c.add_argument("--to", choices=("jaxspec", "hf"), default="jaxspec")
     c.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="default: keep the stored dtype")
+    c.add_argument(
+        "--max-shard-size", default="5GB", metavar="SIZE",
+        help="--to hf: safetensors shards of at most SIZE (KB, MB, GB), with model.safetensors.index.json when "
+        "there are several (default: 5GB)",
+    )
 
     d = sub.add_parser(
         "demo", help="a real model (Gemma 3 270M, from the jaxspec[demo] extra) writes code and prose, plainly and speculatively"
@@ -384,11 +392,11 @@ def _cmd_score(args) -> None:
 
 
 def _cmd_convert(args) -> None:
-    from jaxspec.loading import load, save
+    from jaxspec.convert import convert
+    from jaxspec.safetensors_out import parse_size
 
-    lm = load(args.src, dtype=None)
-    save(lm, args.out, to=args.to, dtype=args.dtype)
-    print(f"wrote {args.to} checkpoint to {args.out}", file=sys.stderr)
+    source = convert(args.src, args.out, to=args.to, dtype=args.dtype, max_shard_bytes=parse_size(args.max_shard_size))
+    print(f"wrote {args.to} checkpoint to {args.out} ({len(source.shapes)} tensors, one at a time)", file=sys.stderr)
 
 
 def _cmd_adapt(args) -> None:

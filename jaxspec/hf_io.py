@@ -14,16 +14,14 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.flax import save_file
 
 from jaxspec.atomic import atomic_directory
 from jaxspec.errors import CheckpointError
-
-WEIGHTS_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
+from jaxspec.safetensors_out import (
+    DEFAULT_MAX_SHARD_BYTES, INDEX_FILE, WEIGHTS_FILE, Entry, stored_dtype, write_safetensors,
+)
 # Files copied along with the weights when a checkpoint is converted.
 SIDE_FILES = (
     "tokenizer.json",
@@ -104,17 +102,44 @@ def _tensor_names(file: Path) -> list[str]:
         raise CheckpointError(f"{file}: corrupted safetensors file ({e})") from None
 
 
-def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[str, jax.Array]]:
+def _by_file(files: dict[str, Path], names: list[str]) -> dict[Path, list[str]]:
     by_file: dict[Path, list[str]] = {}
     for n in names:
         by_file.setdefault(files[n], []).append(n)
-    for file, file_names in by_file.items():
+    return by_file
+
+
+def _read_tensors(files: dict[str, Path], names: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """Each tensor read from a file opened for it alone: closing the file unmaps the pages the read touched,
+    so a stream over a checkpoint larger than memory holds one tensor's pages, not the whole file's."""
+    for n in names:
+        try:
+            with safe_open(str(files[n]), framework="numpy") as f:
+                tensor = f.get_tensor(n)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"{files[n]}: corrupted safetensors file ({e})") from None
+        yield n, tensor
+
+
+def weight_reader(directory: Path):
+    """(the tensor names a safetensors checkpoint holds, read(names) yielding (name, tensor) one at a time)."""
+    files = _weight_files(directory)
+    return set(files), lambda names: _read_tensors(files, names)
+
+
+def stored_dtypes(directory: Path) -> dict[str, np.dtype]:
+    """Tensor name → its stored dtype, from the safetensors headers alone."""
+    files, out = _weight_files(directory), {}
+    for file, names in _by_file(files, sorted(files)).items():
         try:
             with safe_open(str(file), framework="flax") as f:
-                for n in file_names:
-                    yield n, f.get_tensor(n)
+                out.update({n: f.get_slice(n).get_dtype() for n in names})
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{file}: corrupted safetensors file ({e})") from None
+    try:
+        return {n: stored_dtype(code) for n, code in out.items()}
+    except ValueError as e:
+        raise CheckpointError(f"{directory}: {e}") from None
 
 
 def tensor_names(directory: Path) -> set[str]:
@@ -124,8 +149,7 @@ def tensor_names(directory: Path) -> set[str]:
 
 def load_params(directory: Path, model, abstract_params, dtype=None) -> dict:
     """Reads and checks every tensor the model expects from a safetensors checkpoint."""
-    files = _weight_files(directory)
-    return place_tensors(str(directory), model, abstract_params, set(files), lambda names: _read_tensors(files, names), dtype)
+    return place_tensors(str(directory), model, abstract_params, *weight_reader(directory), dtype)
 
 
 def load_params_sharded(directory: Path, model, abstract_params, shardings, dtype=None) -> dict:
@@ -176,18 +200,14 @@ def _expected_names(where: str, model, abstract_params, present: set[str]) -> di
     return expected
 
 
-def place_tensors(where: str, model, abstract_params, present: set[str], read, dtype=None, shardings=None) -> dict:
-    """The param tree from tensors stored under their Hugging Face names, in Hugging Face layout.
+def checked_tensors(where: str, model, abstract_params, present: set[str], read, dtype=None):
+    """(param path, tensor in the param's layout) for every tensor the model expects, one at a time.
 
-    `present` names what the source holds; `read(names)` yields (name, array) for those names.
-    Names what is missing, extra or misshapen, whatever the source format. With `shardings` (a tree like
-    the params) each tensor is placed as soon as it is read, so no more than one whole tensor is held
-    besides the shards.
-    """
+    `present` names what the source holds; `read(names)` yields (name, array) for those names, in any
+    order, as numpy arrays (a kernel's transpose is then a view, not a copy). Names what is missing,
+    extra or misshapen, whatever the source format."""
     expected = _expected_names(where, model, abstract_params, present)
     abstract = flatten(abstract_params)
-    placement = None if shardings is None else flatten(shardings)
-    flat = {}
     for name, tensor in read(sorted(expected)):
         path = expected[name]
         want = abstract[path].shape
@@ -195,25 +215,46 @@ def place_tensors(where: str, model, abstract_params, present: set[str], read, d
         if tuple(tensor.shape) != hf_shape:
             raise CheckpointError(f"{where}: tensor {name} has shape {list(tensor.shape)}, expected {list(hf_shape)}")
         value = tensor.T if _is_kernel(path) else tensor
-        value = value.astype(dtype) if dtype is not None else value
+        yield path, (value.astype(dtype) if dtype is not None else value)
+
+
+def place_tensors(where: str, model, abstract_params, present: set[str], read, dtype=None, shardings=None) -> dict:
+    """The param tree from tensors stored under their Hugging Face names, in Hugging Face layout
+    (checked_tensors). With `shardings` (a tree like the params) each tensor is placed as soon as it is
+    read, so no more than one whole tensor is held besides the shards."""
+    placement = None if shardings is None else flatten(shardings)
+    flat = {}
+    for path, value in checked_tensors(where, model, abstract_params, present, read, dtype):
         # Each device's block cut from this process's copy: no cross-process transfer, unlike device_put.
-        flat[path] = value if shardings is None else jax.make_array_from_callback(
+        flat[path] = jax.numpy.asarray(value) if shardings is None else jax.make_array_from_callback(
             value.shape, placement[path], lambda index, value=np.asarray(value): value[index])
     return unflatten(flat)
 
 
-def save_hf(out_dir: Path, model, params, hf_config: dict, side_files: Mapping[str, bytes], dtype_name: str) -> None:
+def save_hf(out_dir: Path, model, params, hf_config: dict, side_files: Mapping[str, bytes], dtype_name: str,
+            max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
     """Writes a directory that transformers' from_pretrained loads (atomically), with `side_files`
     (file name → content: tokenizer, generation config) beside the weights."""
-    tensors = {}
-    for path, leaf in flatten(params).items():
-        value = jnp.asarray(leaf)
-        tensors[model.hf_tensor_name(path)] = jnp.asarray(value.T if _is_kernel(path) else value)
+    flat = flatten(params)
+    write_hf(out_dir, model, {p: jax.ShapeDtypeStruct(x.shape, x.dtype) for p, x in flat.items()}, flat.items(),
+             hf_config, side_files, dtype_name, max_shard_bytes)
+
+
+def write_hf(out_dir: Path, model, shapes: Mapping[tuple[str, ...], Any], tensors, hf_config: dict,
+             side_files: Mapping[str, bytes], dtype_name: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> None:
+    """save_hf from a stream: `shapes` gives every param path's shape and dtype, `tensors` yields (path,
+    array in the param's layout) in any order, and each is written as it comes (jaxspec/safetensors_out.py),
+    so a conversion holds one tensor at a time. Several shards and an index past max_shard_bytes."""
+    entries = [
+        Entry(model.hf_tensor_name(p), np.dtype(x.dtype), tuple(reversed(x.shape)) if _is_kernel(p) else tuple(x.shape))
+        for p, x in shapes.items()
+    ]
+    hf_tensors = ((model.hf_tensor_name(p), np.asarray(v).T if _is_kernel(p) else np.asarray(v)) for p, v in tensors)
     config = dict(hf_config)
     config["dtype"] = dtype_name
     config.pop("torch_dtype", None)
     with atomic_directory(out_dir) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        write_safetensors(tmp, entries, hf_tensors, max_shard_bytes)
         with open(tmp / "config.json", "w") as f:
             json.dump(config, f, indent=2, sort_keys=True)
         write_side_files(side_files, tmp)

@@ -76,6 +76,24 @@ def stored_shapes(directory: Path):
                                   is_leaf=lambda x: hasattr(x, "shape"))
 
 
+def restore_one(directory: Path, path: tuple[str, ...]) -> np.ndarray:
+    """One stored tensor (its param path), read alone: orbax's partial restore touches only its chunks."""
+    item: dict = {}
+    node = item
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
+    try:
+        restored = ocp.PyTreeCheckpointer().restore(
+            _params_dir(directory), args=ocp.args.PyTreeRestore(item=item, restore_args=item, partial_restore=True)
+        )
+    except Exception as e:
+        raise _unreadable(directory, e) from None
+    for key in path:
+        restored = restored[key]
+    return restored
+
+
 def restore_sharded(directory: Path, stored, shardings, dtype=None):
     """The params restored straight into `shardings` (a tree of NamedSharding like `stored`, which
     check_params has checked): each process reads only the shards its devices hold; cast to dtype."""

@@ -62,7 +62,7 @@ def gguf_path() -> Path:
 def converted_dir(progress: Callable[[str], None] = lambda msg: None) -> Path:
     """A Hugging Face directory (float32 safetensors, config.json, tokenizer.json) converted from the GGUF
     once; later calls return it at once."""
-    from jaxspec.loading import load, save
+    from jaxspec.convert import convert
 
     pkg = _package()
     out = cache_root() / NAME
@@ -76,5 +76,5 @@ def converted_dir(progress: Callable[[str], None] = lambda msg: None) -> Path:
         if marker.exists() and json.loads(marker.read_text()) == source:
             return out
         progress(f"converting {path.name} to a Hugging Face directory in {out} (once, about a minute) ...")
-        save(load(path), out, to="hf", extra_files={_MARKER: json.dumps(source).encode()})
+        convert(path, out, to="hf", extra_files={_MARKER: json.dumps(source).encode()})
     return out

@@ -155,10 +155,19 @@ def test_corrupted_orbax_checkpoint(tmp_path, hf_dir):
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path, hf_dir, monkeypatch):
-    def boom(*args, **kwargs):
-        raise OSError("disk full")
+    """The disk fills after two tensors: the headers and the tensors written so far go with the rest."""
+    real = hf_io.write_safetensors
 
-    monkeypatch.setattr(hf_io, "save_file", boom)
+    def two_then_boom(out_dir, entries, tensors, *args):
+        def stream():
+            for i, item in enumerate(tensors):
+                if i == 2:
+                    raise OSError("disk full")
+                yield item
+
+        return real(out_dir, entries, stream(), *args)
+
+    monkeypatch.setattr(hf_io, "write_safetensors", two_then_boom)
     with pytest.raises(OSError, match="disk full"):
         save(load(hf_dir), tmp_path / "out", to="hf")
     assert list(tmp_path.iterdir()) == []

@@ -24,7 +24,7 @@ from models import ModelConfigError, build_model
 # already turned into the config's rope_scaling).
 _DERIVED = frozenset({"rope_freqs.weight"})
 
-__all__ = ["is_gguf", "load_gguf", "read_gguf"]
+__all__ = ["is_gguf", "load_gguf", "open_gguf", "read_gguf"]
 
 
 def _gguf_names(f: GGUFFile, model, abstract) -> dict[str, str]:
@@ -44,7 +44,8 @@ def _gguf_names(f: GGUFFile, model, abstract) -> dict[str, str]:
     return out
 
 
-def _params(f: GGUFFile, cfg: dict, model, dtype, shardings_for) -> dict:
+def _reader(f: GGUFFile, cfg: dict, model):
+    """(abstract params, the Hugging Face names present, read(names) yielding dequantized tensors one at a time)."""
     fam = family(f)
     abstract = jax.eval_shape(model.init_params, jax.random.PRNGKey(0))
     names = _gguf_names(f, model, abstract)
@@ -54,9 +55,9 @@ def _params(f: GGUFFile, cfg: dict, model, dtype, shardings_for) -> dict:
     def read(hf_names):
         for hf_name in hf_names:
             g = names[hf_name]
-            yield hf_name, jnp.asarray(undo_conventions(fam, cfg, g, f.tensors[g].dequantize()))
+            yield hf_name, undo_conventions(fam, cfg, g, f.tensors[g].dequantize())
 
-    return hf_io.place_tensors(str(f.path), model, abstract, set(names), read, dtype, shardings_for(model, abstract))
+    return abstract, set(names), read
 
 
 def _side_files(f: GGUFFile, cfg: dict) -> dict[str, bytes]:
@@ -71,17 +72,24 @@ def _side_files(f: GGUFFile, cfg: dict) -> dict[str, bytes]:
     }
 
 
-def load_gguf(path: Path, dtype: str, shardings_for=lambda model, abstract: None) -> tuple[dict, object, dict, dict[str, bytes]]:
-    """(config.json dict, model object, params in `dtype`, side files) of a GGUF file.
-
-    Quantized tensors are dequantized with the `gguf` package's own dequantizers, one at a time;
-    `shardings_for(model, abstract_params)` gives the shardings each is placed into as soon as it is
-    dequantized (None: the default device)."""
+def open_gguf(path: Path, dtype: str = "float32"):
+    """(config.json dict, model object, side files, abstract params, names present, read) of a GGUF file:
+    what load_gguf places and `jaxspec convert` streams (hf_io.checked_tensors)."""
     f = read_gguf(path)
     cfg = hf_config(f)
     try:
         model = build_model(cfg, dtype)
     except ModelConfigError as e:
         raise UnsupportedModelError(f"{path}: {e}") from None
-    side = _side_files(f, cfg)
-    return cfg, model, _params(f, cfg, model, jnp.dtype(dtype), shardings_for), side
+    return cfg, model, _side_files(f, cfg), *_reader(f, cfg, model)
+
+
+def load_gguf(path: Path, dtype: str, shardings_for=lambda model, abstract: None) -> tuple[dict, object, dict, dict[str, bytes]]:
+    """(config.json dict, model object, params in `dtype`, side files) of a GGUF file.
+
+    Quantized tensors are dequantized with the `gguf` package's own dequantizers, one at a time;
+    `shardings_for(model, abstract_params)` gives the shardings each is placed into as soon as it is
+    dequantized (None: the default device)."""
+    cfg, model, side, abstract, present, read = open_gguf(path, dtype)
+    params = hf_io.place_tensors(str(path), model, abstract, present, read, jnp.dtype(dtype), shardings_for(model, abstract))
+    return cfg, model, params, side
