@@ -145,6 +145,15 @@ def test_cli_distill_on_a_mesh_equals_one_device(data_dir, lm_runs):
     _agree(_numbers(lm_runs / "d_mesh"), _numbers(lm_runs / "d_one"))
 
 
+def test_cli_heads_on_a_mesh_equal_one_device(data_dir, lm_runs):
+    """Draft heads train sharded over the frozen target's sharded params, as on one device."""
+    base = ["heads", "--model", str(lm_runs / "one" / "hf"), "--data", str(data_dir), "--num-heads", "2",
+            *COMMON[len(TINY_MODEL):]]
+    assert main([*base, "--out", str(lm_runs / "h_one")]) == 0
+    assert main([*base, "--out", str(lm_runs / "h_mesh"), "--mesh", "data=2,tensor=4"]) == 0
+    _agree(_numbers(lm_runs / "h_mesh"), _numbers(lm_runs / "h_one"))
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
