@@ -3,6 +3,7 @@
     python -m bench.training_free --markdown --summary
     python -m bench.training_free --runs layer-skip:4 --summary-name self_speculation --summary
     python -m bench.training_free --runs early-exit:4 --adapter RUN/adapter --summary-name early_exit --summary
+    python -m bench.training_free --runs dynamic-exit:4 --summary-name dynamic_exit --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
@@ -10,7 +11,8 @@ plain decoding and each "method:tree size" of --runs (token recycling, the
 n-gram trie, prompt lookup as a tree of --lookup-branches, Jacobi,
 speculative Jacobi and lookahead with their windows, layer skipping with
 its draft length and the skip set searched on each group's prompts, early
-exit with its draft length through --adapter); then all
+exit with its draft length through --adapter, dynamic exit with its most
+drafts per step and the share of steps each exit took); then all
 categories' prompts together run in batches of --batch (category "all").
 Rows give tokens/s, the speedup over plain decoding and tokens per target
 call, and per batch size the tree `--tree-size auto` chooses from the
@@ -21,6 +23,7 @@ excluded, median of --repeats, calls disturbed by other processes redone).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 import tempfile
@@ -37,7 +40,7 @@ from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
 from jaxspec.heads_io import load_heads
 from jaxspec.methods import (
-    EXIT_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size, exit_draft_cost, rank_accuracy,
+    DYNAMIC_EXIT_METHODS, EXIT_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size, exit_draft_cost, rank_accuracy,
     training_free_drafting_cost,
 )
 from jaxspec.sampling import SamplingConfig
@@ -48,7 +51,7 @@ def options(args, batch: int, method: str, size: int | None, skip_file: Path | N
     lookahead's window (lookahead's levels and pool from --levels and --pool-size); layer skipping's draft
     length (its searched skip set saved to `skip_file`); early exit's draft length (through --adapter)."""
     lookup, windowed = method == "prompt-lookup", method in (*JACOBI_METHODS, "lookahead")
-    chain = lookup or method in SELF_METHODS or method in EXIT_METHODS
+    chain = lookup or method in (*SELF_METHODS, *EXIT_METHODS, *DYNAMIC_EXIT_METHODS)
     return argparse.Namespace(**method_defaults() | dict(
         batch_size=batch, max_new_tokens=args.max_new_tokens, dtype="float32", repeats=args.repeats,
         max_other_load=args.max_other_load, tree_size=None if chain or windowed else size,
@@ -88,6 +91,8 @@ def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
                            draft_cost=found.get("draft_cost"))
             if method in EXIT_METHODS:
                 row.update(exit_row(args, lm))
+            if method in DYNAMIC_EXIT_METHODS:
+                row.update(dynamic_exit_row([r for r in records if r["method"] == label]))
             rows.append(row)
     return rows
 
@@ -99,6 +104,16 @@ def exit_row(args, lm) -> dict:
     accuracy = adapter.config.accuracy[0][0] if adapter.config.accuracy else None
     return dict(skip=f"exit:{adapter.config.exit_layer} + adapter", agreement=accuracy,
                 draft_cost=exit_draft_cost(lm.model, lm.params, adapter, SELF_DRAFT_VOCAB))
+
+
+def dynamic_exit_row(records: list[dict]) -> dict:
+    """What a dynamic-exit row shows beside its speed: the share of steps each exit drafted (and plain)."""
+    steps = collections.Counter()
+    for per_exit in {r["batch"]: r["drafter"]["steps_per_exit"] for r in records}.values():
+        steps.update(per_exit)
+    total = sum(steps.values())
+    shares = ", ".join(f"{k if k == 'plain' else 'exit:' + k} {n / total:.0%}" for k, n in steps.items() if n)
+    return dict(skip=shares, agreement=None, draft_cost=None)
 
 
 def auto_choices(lm, methods, batches) -> dict:
@@ -123,7 +138,9 @@ def markdown(rows: list[dict], auto: dict) -> str:
         line = (f"| {r['prompts']} | {r['batch']} | {r['temperature']} | {r['method']} | {r['tokens_per_s']:.1f} | "
                 f"{r['speedup']:.2f}x | {r['tokens_per_call']:.2f} |")
         if searched:
-            line += (f" {r['skip']} | {r['agreement']:.2f} | {r['draft_cost']:.2f} |" if "skip" in r else " – | – | – |")
+            number = lambda x: "–" if x is None else f"{x:.2f}"
+            line += (f" {r['skip']} | {number(r['agreement'])} | {number(r['draft_cost'])} |" if "skip" in r
+                     else " – | – | – |")
         lines.append(line)
     if not auto:
         return "\n".join(lines)

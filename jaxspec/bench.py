@@ -51,15 +51,18 @@ def run_jaxspec(args, method, lm, draft, prompts, sampling: SamplingConfig = Sam
         batch = prompts[start : start + args.batch_size]
         m = prepare_method(method, lm, len(batch), sampling, MethodOptions.from_args(args), draft=draft, prompts=batch,
                            progress=_progress)
+        states = []  # the drafter's final state per call: what a drafter with describe() reports
         run = lambda: generate(
             lm.model, lm.params, batch, max_new_tokens=args.max_new_tokens, sampling=sampling, seed=start,
             stop_ids=lm.eos_ids, drafter=m.drafter, drafter_params=m.drafter_params, sizing=m.sizing,
+            drafter_state_to=states.append,
         )
         shape = (len(batch), bucket(max(len(p) for p in batch)))
         if shape not in warmed:
             run()
             warmed.add(shape)
         timings = _repeat(run, args)
+        described = {"drafter": m.drafter.describe(states[-1])} if hasattr(m.drafter, "describe") else {}
         # Greedy and seeded sampling give the same tokens every time, so any call's results stand for all.
         for i, r in enumerate(timings[0].value):
             records.append(
@@ -71,6 +74,7 @@ def run_jaxspec(args, method, lm, draft, prompts, sampling: SamplingConfig = Sam
                     **_timing_fields(timings),
                     "accept_lengths": r.accept_lengths,
                     "target_calls": r.target_calls,
+                    **described,
                 }
             )
         _progress(f"  {method}: {min(start + args.batch_size, len(prompts))}/{len(prompts)} prompts")

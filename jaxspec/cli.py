@@ -249,8 +249,14 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         "(plain early exit); with one, must be the adapter's",
     )
     p.add_argument(
+        "--exit-layers", default=default.exit_layers, metavar="E1,E2,...|auto",
+        help="dynamic-exit: the exits the target may draft through, each step choosing the exit and draft length "
+        "of most expected tokens per measured cost (or plain decoding); auto (the default): a quarter, half and "
+        "three quarters of its layers",
+    )
+    p.add_argument(
         "--draft-vocab", type=int, default=default.draft_vocab, metavar="N",
-        help="layer-skip, early-exit: each row drafts over N ids from its own text (the prompt's tokens, then what "
+        help="layer-skip, early-exit, dynamic-exit: each row drafts over N ids from its own text (the prompt's tokens, then what "
         "the target predicts and emits), so drafting reads N rows of the head instead of the whole vocabulary "
         "(exact either way); 0: the whole vocabulary",
     )

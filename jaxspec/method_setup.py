@@ -15,9 +15,10 @@ from typing import Any, Callable
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError
 from jaxspec.methods import (
-    AUTO, DEFAULT_DRAFT_TOKENS, EXIT_METHODS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS, SELF_DRAFT_VOCAB,
-    SELF_METHODS, auto_lookahead, auto_sizing, auto_tree_size, build_drafter, drafts_to_build, expect_heads_for,
-    head_accuracy, heads_drafting_cost, rank_accuracy, resolve_skip_set, training_free_drafting_cost,
+    AUTO, DEFAULT_DRAFT_TOKENS, DYNAMIC_EXIT_METHODS, EXIT_METHODS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS,
+    SELF_DRAFT_VOCAB, SELF_METHODS, auto_lookahead, auto_sizing, auto_tree_size, build_drafter, drafts_to_build,
+    expect_heads_for, head_accuracy, heads_drafting_cost, prompt_agreement, rank_accuracy, resolve_skip_set,
+    training_free_drafting_cost,
 )
 from jaxspec.skip_search import DEFAULT_BUDGET
 
@@ -46,6 +47,7 @@ class MethodOptions:
     save_skip_layers: str | None = None
     adapter: str | None = None  # an exit adapter directory (jaxspec-train early-exit)
     exit_layer: int | None = None
+    exit_layers: str = AUTO  # dynamic exit's candidates: "4,9,14", or auto (default_exit_layers)
     draft_vocab: int = SELF_DRAFT_VOCAB
 
     @classmethod
@@ -148,10 +150,21 @@ def prepare_method(
         skip=skip,
         draft_vocab=_draft_vocab(o, lm),
         exit_layer=o.exit_layer,
+        exit_layers=_exit_layers(o.exit_layers),
     )
     if method == "lookahead" and o.window == AUTO and not auto_lookahead(lm.model, lm.params, batch, drafter, progress):
         method = "autoregressive"
         drafter, drafter_params = build_drafter(method, batch=batch, sampling=sampling, target_vocab=lm.model.vocab_size)
+    if method in DYNAMIC_EXIT_METHODS:
+        # The drafter weighs each exit's drafts against the target's measured verify cost per width, starting
+        # from each exit's agreement with the full model on the prompts.
+        from jaxspec.cost_model import draft_sizing
+
+        verify = draft_sizing(lm.model, lm.params, batch_size=batch, num_draft_tokens=drafter.num_draft_tokens,
+                              progress=progress).verify_cost
+        agreement = prompt_agreement(lm.model, lm.params, prompts or [], drafter.exits, progress)
+        drafter = dataclasses.replace(drafter, verify_cost=verify, prior_acceptance=agreement)
+        return PreparedMethod(method, drafter, drafter_params, None, None)
     sizing = auto_sizing(
         method, o.window if method in JACOBI_METHODS else o.num_draft_tokens, drafter, lm.model, lm.params, batch,
         draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=progress,
@@ -179,6 +192,16 @@ def _skip_set(o: MethodOptions, method, lm, batch, prompts, progress):
         progress(f"no skip set is expected to pay here (at best {found.expected_speedup:.2f}x): decoding plainly")
         return skip, True
     return skip, False
+
+
+def _exit_layers(spec: str) -> tuple[int, ...] | None:
+    """--exit-layers: "4,9,14" as a tuple, auto as None (the method's defaults)."""
+    if spec == AUTO:
+        return None
+    try:
+        return tuple(int(x) for x in spec.split(","))
+    except ValueError:
+        raise InputError(f"--exit-layers expects comma-separated layer counts or auto, got {spec!r}") from None
 
 
 def _draft_vocab(o: MethodOptions, lm) -> int | None:

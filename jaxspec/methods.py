@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
+from jaxspec.drafters.dynamic_exit import DynamicExit
 from jaxspec.drafters.early_exit import EarlyExit
 from jaxspec.drafters.jacobi import Jacobi
 from jaxspec.drafters.layer_skip import LayerSkip
@@ -30,7 +31,7 @@ from models.medusa import HeadsConfig
 
 METHODS = (
     "autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling", "ngram-trie", "jacobi",
-    "speculative-jacobi", "lookahead", "layer-skip", "early-exit",
+    "speculative-jacobi", "lookahead", "layer-skip", "early-exit", "dynamic-exit",
 )
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
 TREE_METHODS = ("medusa", "token-recycling", "ngram-trie")
@@ -59,16 +60,21 @@ AUTO_TREE_SIZES = (1, 2, 4, 8, 16, 32)
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
 DEFAULT_DRAFT_TOKENS = {
     "draft-model": 4, "prompt-lookup": 8, "jacobi": 4, "speculative-jacobi": 4, "layer-skip": 4, "early-exit": 4,
+    "dynamic-exit": 4,
 }
 # num_draft_tokens="auto": the most drafts a step may verify; the cost model picks fewer per row and step.
 AUTO = "auto"
 AUTO_MAX_DRAFTS = {
     "draft-model": 8, "prompt-lookup": 16, "jacobi": 8, "speculative-jacobi": 8, "layer-skip": 8, "early-exit": 8,
+    "dynamic-exit": 8,
 }
 # Self-speculation drafts with the target's own layers: these methods need the target's params. Layer
 # skipping's set is searched (--skip-layers); early exit's layer comes with its adapter or --exit-layer.
 SELF_METHODS = ("layer-skip",)
 EXIT_METHODS = ("early-exit",)
+# Dynamic exit chooses among exits (--exit-layers) and its own draft length every step: it is sized by the
+# target's measured verify cost inside the drafter, not by the loop's draft sizing.
+DYNAMIC_EXIT_METHODS = ("dynamic-exit",)
 # Ids per row a self-drafter drafts over, from its context (jaxspec/context_vocab.py): room for a long
 # prompt's distinct tokens and what follows them.
 SELF_DRAFT_VOCAB = 2048
@@ -98,6 +104,7 @@ def build_drafter(
     skip: SkipSet | None = None,
     draft_vocab: int | None = None,
     exit_layer: int | None = None,
+    exit_layers: Sequence[int] | None = None,
 ):
     """Returns (drafter, drafter_params) for generate(). A head method needs `heads` (jaxspec.heads_io) and
     `target` = (model, params): the heads project through the target's output embedding. Token recycling
@@ -107,7 +114,8 @@ def build_drafter(
     skipping drafts with `target` through `skip` (resolve_skip_set) and takes the target's params as its own;
     `draft_vocab` = N: each row drafts over N ids of its context (None or >= V: the whole vocabulary). Early
     exit drafts with `target` through the exit adapter `heads` (jaxspec.heads_io), or without one through an
-    untrained adapter after `exit_layer` layers (plain early exit), on params {"target", "adapter"}."""
+    untrained adapter after `exit_layer` layers (plain early exit), on params {"target", "adapter"}. Dynamic
+    exit drafts through whichever of `exit_layers` (None: default_exit_layers) pays best each step."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method == "autoregressive":
@@ -136,6 +144,8 @@ def build_drafter(
         return _self_drafter(target, skip, int(k), sampling, draft_vocab)
     if method in EXIT_METHODS:
         return _exit_drafter(target, heads, exit_layer, int(k), sampling, draft_vocab)
+    if method in DYNAMIC_EXIT_METHODS:
+        return _dynamic_exit_drafter(target, exit_layers, int(k), sampling, draft_vocab)
     if method == "draft-model":
         if draft_model is None:
             raise InputError("method draft-model needs a draft model (--draft PATH)")
@@ -238,6 +248,46 @@ def _exit_drafter(target, heads: LoadedHeads | None, exit_layer: int | None, k: 
             )
     drafter = EarlyExit(ExitDraftModel(model, adapter), k, sampling, draft_vocab=_draft_subset(model, draft_vocab))
     return drafter, {"target": params, "adapter": adapter_params}
+
+
+def default_exit_layers(num_layers: int) -> tuple[int, ...]:
+    """Dynamic exit's candidates: the quarter, half and three-quarter depths (those in [1, L))."""
+    return tuple(sorted({min(max(round(num_layers * f), 1), num_layers - 1) for f in (0.25, 0.5, 0.75)}))
+
+
+def _dynamic_exit_drafter(target, exit_layers, k: int, sampling: SamplingConfig, draft_vocab: int | None):
+    from jaxspec.skip_search import draft_cost
+
+    model, params = _decoder_target("dynamic-exit", target)
+    n = model.config.num_layers
+    if n < 2:
+        raise InputError("dynamic-exit needs a model of at least 2 layers to exit early from")
+    exits = default_exit_layers(n) if exit_layers is None else tuple(sorted(set(exit_layers)))
+    try:
+        skips = [SkipSet.exit_after(e, n) for e in exits]
+    except SkipSetError as e:
+        raise InputError(str(e)) from None
+    subset = _draft_subset(model, draft_vocab)
+    drafters = tuple(LayerSkip(SkippedModel(model, skip), k, sampling, draft_vocab=subset) for skip in skips)
+    costs = tuple(draft_cost(model, params, skip, subset) for skip in skips)
+    return DynamicExit(drafters, exits, costs), params
+
+
+def prompt_agreement(model, params, prompts, exits, progress=lambda msg: None):
+    """Per exit, how often its argmax over the whole vocabulary agrees with the full model's over the
+    prompts' last tokens (teacher-forced, skip_search.agreement_scorer); None where no prompt has 2 tokens.
+    Scored over the whole vocabulary, not a context vocabulary: the scorer builds that from the tokens
+    before its window, which for a prompt shorter than the window is almost nothing; the whole vocabulary
+    holds more wrong guesses, so this errs low."""
+    from jaxspec.skip_search import agreement_scorer
+
+    if not any(len(p) >= 2 for p in prompts):
+        return None
+    n = model.config.num_layers
+    score = agreement_scorer(model, params, prompts)
+    agreement = tuple(score(SkipSet.exit_after(e, n).gates(n)) for e in exits)
+    progress("dynamic exit: agreement on the prompts " + ", ".join(f"exit:{e} {a:.2f}" for e, a in zip(exits, agreement)))
+    return agreement
 
 
 def untrained_adapter(model, exit_layer: int) -> ExitAdapter:

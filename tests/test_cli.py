@@ -68,7 +68,7 @@ def test_sampling_flags_are_used(capsys, model_dir):
     assert sample(1)["output_ids"] != sample(2)["output_ids"]
 
 
-@pytest.mark.parametrize("method", ["draft-model", "prompt-lookup", "lookahead"])
+@pytest.mark.parametrize("method", ["draft-model", "prompt-lookup", "lookahead", "dynamic-exit"])
 def test_speculative_methods_give_the_greedy_output(capsys, model_dir, draft_dirs, tmp_path, method):
     ref = tmp_path / "ref.txt"
     ref.write_text("def add(a, b):\n    return a + b\n")
@@ -78,6 +78,7 @@ def test_speculative_methods_give_the_greedy_output(capsys, model_dir, draft_dir
         "draft-model": ["--draft", draft_dirs[0], "--adaptive-draft"],
         "prompt-lookup": ["--reference", ref, "--ngram", "2"],
         "lookahead": [],  # --window auto: the default tree, or plain decoding where it cannot pay
+        "dynamic-exit": ["--exit-layers", "1,2"],
     }[method]
     code, out, _ = _run(capsys, *common, "--method", method, "--num-draft-tokens", "3", *extra)
     fast = json.loads(out)
@@ -225,6 +226,10 @@ def test_convert_and_info_on_both_forms(capsys, model_dir, tmp_path):
          "/no/s.json: cannot read skip set"),
         (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "layer-skip", "--search-budget", "0"],
          "search budget must be >= 1, got 0"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "dynamic-exit", "--exit-layers", "1,3"],
+         "exit layer must be in [1, 3) for a 3-layer model, got 3"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5,6", "--method", "dynamic-exit", "--exit-layers", "x"],
+         "--exit-layers expects comma-separated layer counts or auto, got 'x'"),
         (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--max-other-load", "2"],
          "max-other-load is a share of the cores, in [0, 1], got 2.0"),
     ],

@@ -43,7 +43,7 @@ from jaxspec.drafters.early_exit import EarlyExit
 from jaxspec.drafters.jacobi import Jacobi
 from jaxspec.drafters.layer_skip import LayerSkip
 from jaxspec.drafters.prompt_lookup import PromptLookup
-from jaxspec.methods import untrained_adapter
+from jaxspec.methods import build_drafter, untrained_adapter
 from jaxspec.sampling import target_distribution
 from models.early_exit import ExitDraftModel
 from models.layer_skip import SkippedModel, SkipSet
@@ -58,7 +58,8 @@ PROMPTS = ([0, 1, 3, 0, 1, 3, 0, 1, 3, 1, 0, 3, 1], [3, 1, 0, 3, 1])  # ragged; 
 def _model(kind: str):
     if kind == "encoder-decoder":
         return random_t5gemma(3, 2, scale=2.0, vocab=V)
-    return random_model(3, 2, 32, 4, 2, window=4 if kind == "sliding" else None, scale=2.0, vocab=V)
+    layers = 3 if kind == "three-layer" else 2  # dynamic exit chooses between exits 1 and 2
+    return random_model(3, layers, 32, 4, 2, window=4 if kind == "sliding" else None, scale=2.0, vocab=V)
 
 
 def _dist(model, params, prompt, cfg) -> dict[tuple[int, ...], float]:
@@ -134,6 +135,9 @@ def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=None, sizing
         adapter = untrained_adapter(model, 1)
         drafter = EarlyExit(ExitDraftModel(model, adapter), 2, cfg, draft_vocab=3)
         dparams = {"target": params, "adapter": perturbed(adapter.init_params(jax.random.key(0)), 6, 0.2)}
+    elif method == "dynamic-exit":
+        drafter, dparams = build_drafter(method, batch=2 * ROWS, sampling=cfg, target_vocab=V, num_draft_tokens=2,
+                                         target=(model, params), draft_vocab=3)
     elif method == "speculative-jacobi":
         drafter, dparams = (drafter_cls or Jacobi)(2, cfg, sampled=True, vocab=V), None
     else:
@@ -153,6 +157,7 @@ CASES = [
     ("sliding", "speculative-jacobi", SamplingConfig(temperature=1.0, top_k=3)),
     ("sliding", "layer-skip", SamplingConfig(temperature=0.9, top_p=0.9)),
     ("global", "early-exit", SamplingConfig(temperature=1.0, min_p=0.05)),
+    ("three-layer", "dynamic-exit", SamplingConfig(temperature=0.9, top_k=3)),
 ]
 
 
