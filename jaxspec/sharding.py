@@ -214,8 +214,6 @@ class ShardingPlan:
         one is an error), and index arrays (a draft vocabulary's ids) are replicated."""
 
         def one(path, x):
-            if x is None:
-                return None
             if isinstance(getattr(x, "sharding", None), NamedSharding) and x.sharding.mesh == self.mesh:
                 return x
             if not jax.numpy.issubdtype(x.dtype, jax.numpy.floating):
