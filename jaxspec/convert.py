@@ -6,8 +6,9 @@ files, every tensor's shape and stored dtype (headers and metadata only), and a 
 and yields one tensor at a time: a safetensors tensor read alone, an orbax tensor restored alone, a GGUF
 tensor dequantized alone. A Hugging Face output writes each tensor into its place in the safetensors
 shards as it arrives (jaxspec/safetensors_out.py), so the conversion holds one tensor, whatever the model's
-size. A jaxspec output collects the tensors (cast one by one) into the tree orbax writes: one copy of the
-parameters, never two.
+size. A jaxspec output collects the tensors (cast one by one) into the tree orbax writes, and orbax copies
+that tree once more while serializing it (bench/convert_memory.py): for a model larger than memory,
+convert to a Hugging Face directory.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ import jax
 import numpy as np
 
 from jaxspec import gguf, hf_io, orbax_io
-from jaxspec.errors import CheckpointError
-from jaxspec.loading import DTYPES, read_model_config
+from jaxspec.loading import check_output, read_model_config
 from jaxspec.safetensors_out import DEFAULT_MAX_SHARD_BYTES
 
 ParamPath = tuple[str, ...]
@@ -67,12 +67,7 @@ def convert(src: str | Path, out: str | Path, to: str = "jaxspec", dtype: str | 
     """Writes the checkpoint at `src` to `out` as `to` ("jaxspec" or "hf"), in `dtype` (None: as stored),
     atomically, with the source's side files and `extra_files` (name → content); a Hugging Face output
     splits into shards of at most max_shard_bytes. Returns the source."""
-    if dtype is not None and dtype not in DTYPES:
-        raise CheckpointError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
-    if to not in ("hf", "jaxspec"):
-        raise CheckpointError(f"unknown output format {to!r} (choose hf or jaxspec)")
-    if Path(out).resolve() == Path(src).resolve():
-        raise CheckpointError(f"{out}: output would overwrite the source checkpoint")
+    check_output(Path(src), Path(out), to, dtype)
     source = open_source(src)
     cast = (lambda x: x) if dtype is None else (lambda x: np.asarray(x).astype(dtype))
     shapes = {p: jax.ShapeDtypeStruct(x.shape, dtype or x.dtype) for p, x in source.shapes.items()}

@@ -41,6 +41,16 @@ def _check_dtype(dtype: str | None) -> None:
         raise CheckpointError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
 
 
+def check_output(source: Path, out: Path, to: str, dtype: str | None) -> None:
+    """What a writer of `source` to `out` refuses before it reads anything: an unknown dtype or format, or an
+    output that would overwrite the source."""
+    _check_dtype(dtype)
+    if to not in ("hf", "jaxspec"):
+        raise CheckpointError(f"unknown output format {to!r} (choose hf or jaxspec)")
+    if Path(out).resolve() == Path(source).resolve():
+        raise CheckpointError(f"{out}: output would overwrite the source checkpoint")
+
+
 def read_model_config(path: Path, dtype: str = "float32"):
     """(config.json as a dict, the model object it describes)."""
     if not path.exists():
@@ -128,17 +138,13 @@ def save(
 ) -> None:
     """Writes `loaded` as a jaxspec checkpoint (to="jaxspec") or a Hugging Face directory (to="hf"), with its
     side files and `extra_files` (name → content) written inside the same atomic rename."""
-    _check_dtype(dtype)
+    out = Path(out)
+    check_output(loaded.source, out, to, dtype)
     side = {**loaded.side_files, **(extra_files or {})}
     params = loaded.params
     if dtype is not None:
         params = jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)), params)
-    out = Path(out)
-    if out.resolve() == loaded.source.resolve():
-        raise CheckpointError(f"{out}: output would overwrite the source checkpoint")
     if to == "hf":
         hf_io.save_hf(out, loaded.model, params, loaded.hf_config, side, hf_io.dtype_name(params))
-    elif to == "jaxspec":
-        orbax_io.save_jaxspec(out, params, loaded.hf_config, side)
     else:
-        raise CheckpointError(f"unknown output format {to!r} (choose hf or jaxspec)")
+        orbax_io.save_jaxspec(out, params, loaded.hf_config, side)

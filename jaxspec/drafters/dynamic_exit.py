@@ -18,18 +18,18 @@ rows it scores). The step takes the (E, k) of most tokens per cost; k = 0,
 a plain step of one token at cost 1, wins where no exit pays.
 
 S_E comes from decayed counts of how often draft j at exit E was reached in
-a verify and accepted, per depth as jaxspec/draft_sizing.py estimates them,
-starting from a prior centred on how often exit E's argmax agrees with the
-full model's over the prompts (teacher-forced, as the layer-skip search
-scores skip sets: one forward per exit before decoding),
+a verify and accepted, per depth as jaxspec/draft_sizing.py estimates them
 but averaged over the batch's rows (one exit per step serves the whole batch:
-the verify is one forward). DEL scores every exit every step with "shadow
-tokens", the head applied to every layer's hidden state of the verified
-tokens; on Gemma 3 270M the head is 63% of a forward's weights, so that
-would cost more than the drafting. Here only the exit drafted with is
-observed. All counts decay every step, so an exit not chosen for a while
-drifts back to the optimistic prior and is tried again (and a plain-decoding
-stretch ends the same way).
+the verify is one forward). The counts start from a prior centred on how
+often exit E's argmax agrees with the full model's over the prompts
+(teacher-forced, as the layer-skip search scores skip sets: one forward per
+exit before decoding; methods.prompt_agreement), or on 0.75 without one.
+DEL scores every exit every step with "shadow tokens", the head applied to
+every layer's hidden state of the verified tokens; on Gemma 3 270M the head
+is 63% of a forward's weights, so that would cost more than the drafting.
+Here only the exit drafted with is observed. All counts decay every step, so
+an exit not chosen for a while drifts back to its prior and is tried again
+if that prior pays (and a plain-decoding stretch ends the same way).
 
 The choice depends on verified tokens only, never on the current step's
 draws, so every step is lossless by the ratio rule whichever exit drafts.
