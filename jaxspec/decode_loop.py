@@ -32,6 +32,7 @@ from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
 from jaxspec.sharding import ShardingPlan
 from jaxspec.tree import TreeShape, accept_tree_point_mass, tree_ratio_walk, tree_shape
+from jaxspec.unit_step import unit_step
 
 # Incremented each time the decode program is traced; tests use it to prove
 # that a new prompt of a known bucket reuses the compiled program.
@@ -226,11 +227,25 @@ def run_decode(
         drafter_state=drafter.init(drafter_params, prompts, prompt_len, new_slots, start),
         sizing_state=None if spec.sizing is None else spec.sizing.init(b),
     )
-    return jax.lax.while_loop(
-        lambda s: jnp.any(~s.done),
-        lambda s: decode_step(model, drafter, spec, params, drafter_params, s),
-        state,
-    )
+    if is_two_level(model):  # the model consumed the whole prompt; a step completes each row's unit
+        step = lambda s: unit_step(model, spec, params, s)  # noqa: E731
+    else:
+        step = lambda s: decode_step(model, drafter, spec, params, drafter_params, s)  # noqa: E731
+    return jax.lax.while_loop(lambda s: jnp.any(~s.done), step, state)
+
+
+def is_two_level(model) -> bool:
+    """A model decoded unit by unit with a step of its own (models/block_transformer.py), not by forward."""
+    return getattr(model, "unit_len", None) is not None
+
+
+def check_drafting(model, drafts: bool) -> None:
+    """InputError where a method would draft for a two-level model, which has no multi-token forward."""
+    if drafts and is_two_level(model):
+        raise InputError(
+            f"a {model.describe()['architecture']} decodes unit by unit with its own step: only the autoregressive "
+            "method runs it"
+        )
 
 
 def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, seeds):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec import row_rng
-from jaxspec.decode_loop import DecodeSpec, decode_jit
+from jaxspec.decode_loop import DecodeSpec, check_drafting, decode_jit
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters import Autoregressive
 from jaxspec.errors import InputError
@@ -128,6 +128,7 @@ def generate(
         raise InputError(
             f"the sizing's cost table covers {sizing.max_drafts} drafts but the drafter proposes {drafter.num_draft_tokens}"
         )
+    check_drafting(model, drafter.num_draft_tokens > 0 or sizing is not None)
     seeds = row_seeds(seed, len(prompts))
     check_request(model, prompts, max_new_tokens, max_positions)
     if max_positions is not None and drafter.num_draft_tokens >= max_positions:

@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
+from jaxspec.decode_loop import check_drafting
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError
 from jaxspec.methods import (
@@ -88,6 +89,7 @@ def prepare_method(
     """The drafter for `method` on the loaded target `lm` (jaxspec.loading.LoadedModel) at this batch size;
     `draft` is the loaded draft model of method draft-model; `prompts` (token ids) are what layer-skip's
     search reads. Sizing "auto" measures the target's forward cost (cached on disk) through `progress`."""
+    check_drafting(lm.model, method != "autoregressive")
     o = options
     heads, tree_size, successors, plain = None, o.tree_size, None, False
     if method in HEAD_METHODS and o.heads:

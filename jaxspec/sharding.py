@@ -69,6 +69,13 @@ _PARAM_AXES = {
     # Medusa's ResBlocks (models/medusa.py): D -> D, the output side like an MLP's hidden.
     ("res_block", "kernel"): ("embed", "mlp"),
     ("res_block", "bias"): ("mlp",),
+    # The Block Transformer (models/block_transformer.py): its block embedder (token table, start block,
+    # the projection variant's [L * De, D]) and the context's expansion into the token decoder's prefix.
+    ("embedder", "embedding"): ("vocab", "embed"),
+    ("embedder", "start"): ("embed",),
+    ("embedder_proj", "kernel"): ("mlp", "embed"),
+    ("context_proj", "kernel"): ("embed", "mlp"),
+    ("context_proj", "bias"): ("mlp",),
 }
 # Norm scales: RMSNorm's `scale`, T5's LayerNorm `weight`, one entry per channel.
 _NORM_LEAVES = ("scale", "weight")

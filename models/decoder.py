@@ -202,6 +202,27 @@ def attention_masks(config: DecoderConfig, cache: KVCache, positions, window_mas
     return masks
 
 
+def decoder_stack(c: DecoderConfig, dtype, x, positions, cache: KVCache, window_mask=None, skip=None, gates=None):
+    """(hidden after the final norm, cache) of embeddings x [B, T, D] through the layers `layers_i` and the
+    norm `norm`, created in the calling module's scope (so its param names are the caller's).
+
+    Shared by the decoder-only LM and by two-level models' stacks, which feed embeddings, not tokens.
+    """
+    t = x.shape[1]
+    slots = cache.lengths[:, None] + jnp.arange(t)[None, :]
+    masks = attention_masks(c, cache, positions, window_mask)
+    new_keys, new_values = [], []
+    for i in range(c.num_layers):
+        x, k, v = DecoderLayer(c, i, dtype, name=f"layers_{i}")(
+            x, positions, cache.keys[i], cache.values[i], slots, masks[c.layer_windows[i]],
+            (True, True) if skip is None else skip.runs(i), None if gates is None else gates[:, i],
+        )
+        new_keys.append(k)
+        new_values.append(v)
+    hidden = RMSNorm(c.rms_norm_eps, c.norm_plus_one, dtype, name="norm")(x)
+    return hidden, cache.replace(keys=tuple(new_keys), values=tuple(new_values))
+
+
 class DecoderLM(nn.Module):
     config: DecoderConfig
     dtype: jnp.dtype = jnp.float32
@@ -225,19 +246,7 @@ class DecoderLM(nn.Module):
         x = embed(tokens)
         if c.scale_embeddings:
             x = x * jnp.asarray(c.hidden_size**0.5, self.dtype)
-        b, t = tokens.shape
-        slots = cache.lengths[:, None] + jnp.arange(t)[None, :]
-        masks = attention_masks(c, cache, positions, window_mask)
-        new_keys, new_values = [], []
-        for i in range(c.num_layers):
-            x, k, v = DecoderLayer(c, i, self.dtype, name=f"layers_{i}")(
-                x, positions, cache.keys[i], cache.values[i], slots, masks[c.layer_windows[i]],
-                (True, True) if skip is None else skip.runs(i), None if gates is None else gates[:, i],
-            )
-            new_keys.append(k)
-            new_values.append(v)
-        hidden = RMSNorm(c.rms_norm_eps, c.norm_plus_one, self.dtype, name="norm")(x)
-        cache = cache.replace(keys=tuple(new_keys), values=tuple(new_values))
+        hidden, cache = decoder_stack(c, self.dtype, x, positions, cache, window_mask, skip, gates)
         if not head and not self.is_initializing():
             return ModelOutput(None, hidden, cache)
         if c.tie_word_embeddings:

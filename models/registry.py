@@ -14,7 +14,8 @@ from models.config import ARCHITECTURES, ModelConfigError, from_hf_config
 from models.decoder import CausalLM
 from models.t5 import T5Model
 from models.t5_config import T5_ARCHITECTURES, t5_config_from_hf
-from models import t5gemma
+from models import block_config, t5gemma
+from models.block_transformer import BlockTransformer
 
 
 def _decoder_only(cfg: Mapping[str, Any], dtype: str) -> CausalLM:
@@ -25,12 +26,17 @@ def _t5(cfg: Mapping[str, Any], dtype: str) -> T5Model:
     return T5Model(t5_config_from_hf(cfg), dtype)
 
 
+def _block(cfg: Mapping[str, Any], dtype: str) -> BlockTransformer:
+    return BlockTransformer(block_config.block_config_from_hf(cfg), dtype)
+
+
 # Hugging Face architecture → (model_type, builder(config dict, dtype) -> model object).
 BUILDERS: dict[str, tuple[str, Callable[[Mapping[str, Any], str], Any]]] = {
     arch: (model_type, _decoder_only) for arch, model_type in ARCHITECTURES.items()
 }
 BUILDERS.update({arch: (model_type, _t5) for arch, model_type in T5_ARCHITECTURES.items()})
 BUILDERS[t5gemma.ARCHITECTURE] = ("t5gemma", t5gemma.build)
+BUILDERS[block_config.ARCHITECTURE] = (block_config.MODEL_TYPE, _block)
 
 
 def supported_architectures() -> list[str]:

@@ -16,6 +16,7 @@ from jaxspec.errors import JaxspecError
 from train.bpe import load_tokenizer
 from train.corpus import STDLIB, find_corpus, read_text
 from train.errors import TrainingError
+from models.block_config import EMBEDDERS, INJECTIONS, block_hf_config
 from train.optimizer import OptimizerConfig
 
 PROG = "jaxspec-train"
@@ -101,6 +102,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lm", help="train a backbone with the causal LM loss")
     _train_args(p)
     _model_args(p, hidden=256, layers=6, heads=8, kv_heads=4, inter=704)
+    g = p.add_argument_group(
+        "Block Transformer (--arch block): the size flags give the block decoder; the token decoder has the same "
+        "width and --token-layers layers"
+    )
+    g.add_argument("--arch", choices=("llama", "block"), default="llama")
+    g.add_argument("--block-len", type=int, default=4, help="tokens per block (must divide --max-positions)")
+    g.add_argument("--token-layers", type=int, help="token decoder layers (default: --layers)")
+    g.add_argument("--embedder", choices=EMBEDDERS, default="lookup", help="lookup: concatenated embeddings of width D/L")
+    g.add_argument("--injection", choices=INJECTIONS, default="prefix", help="how the block context enters the token decoder")
+    g.add_argument("--prefix-tokens", type=int, default=2, help="prefix vectors the context expands into (prefix injection)")
+    g.add_argument(
+        "--uptrain", type=Path, metavar="DIR",
+        help="start from a trained Llama-style model: its layers split between the two decoders (sizes from DIR)",
+    )
+    g.add_argument("--split", type=int, help="with --uptrain: layers [0, K) form the block decoder (default: half)")
 
     p = sub.add_parser("distill", help="distill a draft model from a teacher: KL(teacher || draft), optionally mixed with CE")
     p.add_argument("--teacher", type=Path, required=True, help="the teacher's model directory (same tokenizer as --data)")
@@ -176,6 +192,19 @@ def _model_dict(a) -> dict:
 
     if a.config is not None:
         return read_config_file(a.config)
+    if getattr(a, "arch", "llama") == "block":
+        sizes = {
+            "hidden_size": a.hidden,
+            "intermediate_size": a.intermediate,
+            "num_hidden_layers": a.layers,
+            "num_attention_heads": a.heads,
+            "num_key_value_heads": a.kv_heads,
+        }
+        token = dict(sizes, num_hidden_layers=a.layers if a.token_layers is None else a.token_layers)
+        return block_hf_config(
+            a.block_len, sizes, token, a.max_positions, a.rope_theta, a.tie_embeddings, a.embedder, a.injection,
+            a.prefix_tokens,
+        )
     return llama_config(
         a.hidden, a.layers, a.heads, a.kv_heads, a.intermediate, a.max_positions, a.rope_theta, a.tie_embeddings
     )
@@ -238,9 +267,31 @@ def _cmd_lm(a) -> None:
 
     plan = _join_and_plan(a)
     data = open_dataset(a.data)
-    cfg = fit_to_data(_model_dict(a), data.vocab_size, *data.special_ids, data.seq_len)
+    init = None
+    if a.uptrain is not None:
+        init = _uptrain_init(a, data)
+        cfg = init.hf_config
+    else:
+        cfg = _model_dict(a)
+    cfg = fit_to_data(cfg, data.vocab_size, *data.special_ids, data.seq_len)
     export = a.export or a.out / "hf"
-    _report(train(a.out, cfg, data, _run_config(a), export, plan=plan), export)
+    _report(train(a.out, cfg, data, _run_config(a), export, plan=plan, init=init), export)
+
+
+def _uptrain_init(a, data):
+    """The vanilla model at --uptrain as a Block Transformer (train/uptrain.py), as the run's starting point."""
+    import dataclasses
+
+    from jaxspec.loading import load
+    from models import build_model
+    from train.uptrain import uptrain_init
+
+    if a.arch != "block":
+        raise TrainingError("--uptrain builds a Block Transformer: give --arch block")
+    vanilla = load(a.uptrain, dtype="float32")
+    _check_tokenizer(a.uptrain, data)
+    cfg, params = uptrain_init(vanilla, a.block_len, a.split, a.injection, a.prefix_tokens, a.seed)
+    return dataclasses.replace(vanilla, model=build_model(cfg), params=params, hf_config=cfg)
 
 
 def _check_tokenizer(model_dir: Path, data) -> None:

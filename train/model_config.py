@@ -1,4 +1,4 @@
-"""Model configs for training: a Llama-style Hugging Face config.json dict from flags or a JSON file.
+"""Model configs for training: a Llama-style (or Block Transformer) config.json dict from flags or a JSON file.
 
 The config is kept as the Hugging Face dict (what the exported config.json
 will hold); models.from_hf_config checks it. Vocabulary size and special ids
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models import ModelConfigError, from_hf_config
+from models import ModelConfigError, build_model
 from train.errors import TrainingError
 
 
@@ -63,11 +63,9 @@ def fit_to_data(cfg: dict, vocab_size: int, bos_id: int, eos_id: int, pad_id: in
     cfg.setdefault("eos_token_id", eos_id)
     cfg.setdefault("pad_token_id", pad_id)
     try:
-        config = from_hf_config(cfg)
+        model = build_model(cfg)
     except ModelConfigError as e:
         raise TrainingError(f"model config: {e}") from None
-    if config.max_position_embeddings < seq_len:
-        raise TrainingError(
-            f"max_position_embeddings {config.max_position_embeddings} is shorter than the sequence length {seq_len}"
-        )
+    if model.max_positions < seq_len:
+        raise TrainingError(f"max_position_embeddings {model.max_positions} is shorter than the sequence length {seq_len}")
     return cfg

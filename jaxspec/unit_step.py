@@ -1,0 +1,65 @@
+"""One outer step of a two-level model (the Block Transformer): every active row completes its current unit.
+
+A two-level model (models/block_transformer.py) consumes tokens in units (a
+block of L tokens) and owns its step in two halves: `step_in_unit` takes each
+row's new token into its unit, `close_units` runs the outer level for rows
+whose unit is full and opens the next one. Between them the model's cache
+holds each row's next-token logits (`cache.logits`), so the engine samples,
+stops and records exactly as for any model:
+
+    inner loop, at most unit_len times:   draw each row's next token from cache.logits
+                                          (the TARGET draw at its position: jaxspec/row_rng.py),
+                                          emit it (stop tokens, budget), step_in_unit
+    then once:                            close_units for the rows whose unit is full
+
+A row whose prompt ended mid-block finishes that block in its first outer
+step while rows with fuller blocks wait; from then on all rows close their
+blocks together, so the outer level runs once per L tokens for the batch.
+The step fits the loop's invariant (jaxspec/decode_loop.py) with its own cache
+meaning: everything emitted is already consumed, and each row's emitted
+count is one target "call" in the statistics.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxspec import row_rng
+from jaxspec.row_rng import RowRandom
+from jaxspec.sampling import target_distribution
+
+
+def unit_step(model, spec, params, state):
+    """DecodeState → DecodeState after one unit per active row (jaxspec/decode_loop.py's DecodeState)."""
+    b = state.seq_len.shape[0]
+    active = ~state.done
+    rows = jnp.arange(b)
+
+    def inner(_, carry):
+        cache, history, seq_len, done, emitted = carry
+        going = active & ~done & ~model.unit_full(cache)
+        p = target_distribution(cache.logits[:, None, :], spec.sampling)[:, 0]
+        token = row_rng.categorical(RowRandom(state.seeds, seq_len).keys_at(row_rng.TARGET, 0), p, spec.sampling.greedy)
+        history = history.at[rows, jnp.where(going, seq_len, history.shape[1])].set(token, mode="drop")
+        stop = jnp.any(token[:, None] == state.stop_ids[None, :], axis=1)
+        seq_len = seq_len + going.astype(jnp.int32)
+        out_of_budget = seq_len - state.prompt_len >= spec.max_new_tokens
+        done = done | (going & (stop | out_of_budget))
+        cache = model.step_in_unit(params, token, cache, going)
+        return cache, history, seq_len, done, emitted + going.astype(jnp.int32)
+
+    carry = (state.cache, state.history, state.seq_len, state.done, jnp.zeros((b,), jnp.int32))
+    cache, history, seq_len, done, emitted = jax.lax.fori_loop(0, model.unit_len, inner, carry)
+    cache = model.close_units(params, cache, ~done & model.unit_full(cache))
+    accept_lengths = state.accept_lengths.at[rows, jnp.where(active, state.calls, spec.max_new_tokens)].set(
+        emitted, mode="drop"
+    )
+    return state.replace(
+        cache=cache,
+        history=history,
+        seq_len=seq_len,
+        done=done,
+        calls=state.calls + active.astype(jnp.int32),
+        accept_lengths=accept_lengths,
+    )
