@@ -113,6 +113,12 @@ def _heads(kind):
     return MedusaHeads(HeadsConfig(kind=MEDUSA, num_heads=2, num_layers=2, **target_fields(target)))
 
 
+def _block(variant):
+    from tests.block_factory import block_config
+
+    return build_model(block_config(variant, vocab=64))
+
+
 MODEL_KINDS = {
     **{family: functools.partial(_decoder_only, family) for family in sorted(FAMILIES)},
     **{family: functools.partial(_t5, family) for family in ("t5_v1_0", "t5_v1_1")},
@@ -120,6 +126,7 @@ MODEL_KINDS = {
     "t5gemma-untied": functools.partial(_t5gemma, False),
     "medusa-heads": functools.partial(_heads, "medusa"),
     "exit-adapter": functools.partial(_heads, "exit-adapter"),
+    **{f"block-{v}": functools.partial(_block, v) for v in ("lookup-prefix", "projection-sum-tied")},
 }
 
 

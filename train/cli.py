@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--out", type=Path, required=True, help="dataset directory")
 
-    p = sub.add_parser("lm", help="train a backbone with the causal LM loss")
+    p = sub.add_parser("lm", help="train a backbone (Llama-style, or a Block Transformer) with the causal LM loss")
     _train_args(p)
     _model_args(p, hidden=256, layers=6, heads=8, kv_heads=4, inter=704)
     g = p.add_argument_group(
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prefix-tokens", type=int, default=2, help="prefix vectors the context expands into (prefix injection)")
     g.add_argument(
         "--uptrain", type=Path, metavar="DIR",
-        help="start from a trained Llama-style model: its layers split between the two decoders (sizes from DIR)",
+        help="start from a trained Llama-style model: its layers split between the two decoders (sizes from DIR; the "
+        "embedder is the projection variant over its embedding)",
     )
     g.add_argument("--split", type=int, help="with --uptrain: layers [0, K) form the block decoder (default: half)")
 
@@ -289,8 +290,8 @@ def _uptrain_init(a, data):
     if a.arch != "block":
         raise TrainingError("--uptrain builds a Block Transformer: give --arch block")
     vanilla = load(a.uptrain, dtype="float32")
-    _check_tokenizer(a.uptrain, data)
     cfg, params = uptrain_init(vanilla, a.block_len, a.split, a.injection, a.prefix_tokens, a.seed)
+    _check_tokenizer(a.uptrain, data)
     return dataclasses.replace(vanilla, model=build_model(cfg), params=params, hf_config=cfg)
 
 

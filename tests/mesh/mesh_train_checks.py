@@ -111,6 +111,15 @@ def test_t5gemma_prefix_lm_steps_on_a_mesh_equal_one_device(data_dir):
     assert emb.sharding.spec == P("tensor", "fsdp")
 
 
+def test_block_transformer_steps_on_a_mesh_equal_one_device(data_dir):
+    from tests.block_factory import block_config
+
+    model = build_model(block_config(vocab=TINY_VOCAB, max_positions=2048))
+    many = _steps_on_mesh_equal_one_device(data_dir, model, lm_objective, "fsdp=2,tensor=4")
+    gate = many["params"]["block_decoder"]["layers_0"]["mlp"]["gate_proj"]["kernel"]
+    assert gate.sharding.spec == P("fsdp", "tensor")
+
+
 def _numbers(run) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(run / "metrics.jsonl")]
 

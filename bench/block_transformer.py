@@ -1,0 +1,205 @@
+"""Block Transformer vs a vanilla decoder, both trained here on the same data: held-out loss and decoding throughput.
+
+    python -m bench.block_transformer --summary
+
+1. Data: the demo tokenizer (demo/target) over the Python standard library,
+   packed in rows of 256 (`jaxspec-train data`), made in runs/block/data if absent.
+2. Models, trained by `jaxspec-train lm` on the same rows in the same order
+   (equal training tokens), resumable in runs/block/NAME: a Llama-style
+   vanilla model and Block Transformers of block length 4 whose two decoders
+   together have the vanilla's layers (about equal parameters) and twice and
+   three times as many (the parameter ratio that closes the loss gap).
+3. Held-out cross-entropy of each over the same eval batches.
+4. Decoding throughput, vanilla and Block Transformer (equal parameters) in
+   the same run on identical shapes: the paper's two settings scaled to this
+   machine, decode-heavy (short prompt, long output) and prefill-heavy (long
+   prompt, short output), greedy, no stop tokens, so every row decodes the
+   same number of tokens. Tokens/s = batch x new tokens / wall time (best of
+   --repeats, compilation excluded). The batches: 1, 8, 32 and the largest
+   that fits in 8 GB by the decode state's size (params + caches + history),
+   capped by --max-batch so a run ends in minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from bench import summaries
+from jaxspec.generate import generate
+from jaxspec.loading import load
+from train.cli import main as train_main
+from train.evaluate import evaluate_saved
+
+LAYERS = 4  # the vanilla model's; the Block Transformers split (k x LAYERS) between their two decoders
+SIZE = ["--hidden", "128", "--heads", "4", "--kv-heads", "2", "--intermediate", "352", "--max-positions", "2048"]
+SCHEDULE = ["--batch-size", "16", "--lr", "2e-3", "--z-loss", "1e-4", "--save-every", "100",
+            "--keep", "1", "--eval-every", "0", "--eval-batches", "4"]
+GIB = 2**30
+
+
+def models(scale_max: int) -> dict[str, list[str]]:
+    """Training flags (beyond data, out, schedule) of each model."""
+    runs = {"vanilla": [*SIZE, "--layers", str(LAYERS)]}
+    for k in range(1, scale_max + 1):
+        half = str(k * LAYERS // 2)
+        runs[f"block-{k}x"] = [*SIZE, "--arch", "block", "--block-len", "4", "--layers", half, "--token-layers", half]
+    return runs
+
+
+def prepare_data(runs: Path) -> Path:
+    data = runs / "data"
+    if not (data / "dataset.json").exists():
+        train_main(["data", "--tokenizer", "demo/target", "--seq-len", "256", "--out", str(data)])
+    return data
+
+
+def train_all(runs: Path, data: Path, steps: int, scale_max: int) -> dict[str, Path]:
+    out = {}
+    for name, flags in models(scale_max).items():
+        print(f"[train] {name}: {steps} steps", file=sys.stderr, flush=True)
+        rc = train_main(["lm", "--data", str(data), "--out", str(runs / name), *flags, *SCHEDULE, "--steps", str(steps),
+                         "--warmup", str(min(30, steps // 10))])
+        if rc != 0:
+            raise SystemExit(f"training {name} failed")
+        out[name] = runs / name / "hf"
+    return out
+
+
+def state_bytes(lm, batch: int, prompt: int, new: int) -> int:
+    """Bytes of what one generate call holds: params, the model's caches, history and logits."""
+    params = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(lm.params))
+    cache = jax.eval_shape(lambda: lm.model.init_cache(batch, prompt + new + 1))
+    caches = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(cache))
+    return params + caches + batch * ((prompt + new + 1) * 4 + lm.model.vocab_size * 4)
+
+
+def largest_batch(lm, prompt: int, new: int, budget: int = 8 * GIB) -> int:
+    batch = 1
+    while state_bytes(lm, batch * 2, prompt, new) <= budget:
+        batch *= 2
+    return batch
+
+
+def tokens_per_s(lm, prompts: list[list[int]], new: int, repeats: int) -> float:
+    generate(lm.model, lm.params, prompts, max_new_tokens=new)  # compile
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        gens = generate(lm.model, lm.params, prompts, max_new_tokens=new)
+        best = min(best, time.perf_counter() - start)
+        assert all(g.new_tokens == new for g in gens)
+    return len(prompts) * new / best
+
+
+def throughput(vanilla, block, settings: dict, batches: list[int], max_batch: int, repeats: int) -> list[dict]:
+    rows = []
+    tokens = vanilla.tokenizer.encode(Path(__file__).with_name("block_transformer.py").read_text())
+    for setting, (prompt, new) in settings.items():
+        fits = {name: largest_batch(lm, prompt, new) for name, lm in (("vanilla", vanilla), ("block", block))}
+        largest = min(max_batch, min(fits.values()))
+        for batch in sorted({*batches, largest}):
+            prompts = [tokens[i : i + prompt] for i in range(batch)]
+            print(f"[throughput] {setting} batch {batch}", file=sys.stderr, flush=True)
+            v = tokens_per_s(vanilla, prompts, new, repeats)
+            b = tokens_per_s(block, prompts, new, repeats)
+            rows.append(dict(setting=setting, prompt=prompt, new_tokens=new, batch=batch, largest=batch == largest,
+                             fits_8gb=fits, vanilla_tok_s=v, block_tok_s=b, ratio=b / v))
+    return rows
+
+
+def markdown(losses: list[dict], rows: list[dict]) -> str:
+    vanilla = next(r for r in losses if r["model"] == "vanilla")
+    lines = ["| model | parameters | x vanilla | held-out CE | gap to vanilla |", "|---|---|---|---|---|"]
+    for r in losses:
+        lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['params'] / vanilla['params']:.2f} | "
+                     f"{r['eval_ce']:.3f} | {r['eval_ce'] - vanilla['eval_ce']:+.3f} |")
+    lines += ["", "| setting | prompt | new | batch | vanilla tok/s | block tok/s | block / vanilla |",
+              "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        batch = f"{r['batch']}" + (" (largest)" if r["largest"] else "")
+        lines.append(f"| {r['setting']} | {r['prompt']} | {r['new_tokens']} | {batch} | {r['vanilla_tok_s']:,.0f} | "
+                     f"{r['block_tok_s']:,.0f} | {r['ratio']:.2f}x |")
+    return "\n".join(lines)
+
+
+def summary_table(summary: dict) -> str:
+    return markdown(summary["losses"], summary["rows"])
+
+
+def plot(losses: list[dict], rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    for i, setting in enumerate(settings):
+        sel = [r for r in rows if r["setting"] == setting]
+        x = np.arange(len(sel))
+        axes[0].bar(x + i * 0.4, [r["ratio"] for r in sel], 0.4, label=setting)
+        for j, r in enumerate(sel):
+            axes[0].text(j + i * 0.4, r["ratio"], f"b{r['batch']}", ha="center", va="bottom", fontsize=7)
+    axes[0].axhline(1.0, color="grey", lw=0.8)
+    axes[0].set_xticks([])
+    axes[0].set_ylabel("Block / vanilla tokens per second")
+    axes[0].set_title("decoding throughput (equal parameters)")
+    axes[0].legend()
+    vanilla = next(r for r in losses if r["model"] == "vanilla")
+    blocks = [r for r in losses if r["model"] != "vanilla"]
+    axes[1].plot([r["params"] / vanilla["params"] for r in blocks], [r["eval_ce"] for r in blocks], "o-", label="Block Transformer")
+    axes[1].axhline(vanilla["eval_ce"], color="C1", label="vanilla")
+    axes[1].set_xlabel("parameters / vanilla's")
+    axes[1].set_ylabel("held-out cross-entropy (nats)")
+    axes[1].set_title("loss gap at equal training tokens")
+    axes[1].legend()
+    fig.suptitle("Block Transformer (L=4) vs vanilla, trained here, float32, 2 CPU cores")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.block_transformer", description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, default=Path("runs/block"), help="data and training runs (resumable)")
+    p.add_argument("--steps", type=int, default=400, help="training steps of every model (16 rows of 256 tokens each)")
+    p.add_argument("--scale-max", type=int, default=3, help="Block Transformers of 1x .. Nx the vanilla's layers")
+    p.add_argument("--eval-batches", type=int, default=32, help="held-out batches of 16 rows")
+    p.add_argument("--decode-heavy", default="64,1024", help="PROMPT,NEW tokens")
+    p.add_argument("--prefill-heavy", default="1024,64", help="PROMPT,NEW tokens")
+    p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
+    p.add_argument("--max-batch", type=int, default=256, help="cap on the largest batch (time on this machine)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--summary", action="store_true", help="also write bench/summaries/block_transformer.json")
+    p.add_argument("--out", type=Path, default=Path("bench/results/block_transformer.json"))
+    p.add_argument("--plot", type=Path, default=Path("docs/img/block_transformer.png"))
+    args = p.parse_args(argv)
+    settings = {name: tuple(int(x) for x in value.split(",")) for name, value in
+                (("decode-heavy", args.decode_heavy), ("prefill-heavy", args.prefill_heavy))}
+
+    data = prepare_data(args.runs)
+    dirs = train_all(args.runs, data, args.steps, args.scale_max)
+    losses = []
+    for name, path in dirs.items():
+        result = evaluate_saved(path, data, None, 16, args.eval_batches)
+        losses.append(dict(model=name, params=result["params"], eval_ce=result["eval_ce"]))
+        print(f"[eval] {name}: {result['params']:,} params, CE {result['eval_ce']:.4f}", file=sys.stderr, flush=True)
+    vanilla, block = load(dirs["vanilla"]), load(dirs["block-1x"])
+    rows = throughput(vanilla, block, settings, args.batches, args.max_batch, args.repeats)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(losses=losses, rows=rows, steps=args.steps), indent=1) + "\n")
+    plot(losses, rows, args.plot)
+    print(markdown(losses, rows))
+    if args.summary:
+        summaries.write("block_transformer", "bench.block_transformer", argv, rows, losses=losses, steps=args.steps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Training Block Transformers: from scratch (`lm --arch block`), exact resume after SIGKILL, and uptraining
+from a trained vanilla model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxspec.generate import generate
+from jaxspec.loading import load
+from train.cli import main
+from train.metrics import read_metrics
+
+from tests.test_train_data import REPO, SCHEDULE, TINY_MODEL, one_error_line
+
+BLOCK = ["--arch", "block", "--block-len", "4"]
+
+
+def _lm(data: Path, run: Path, *extra: str) -> list[str]:
+    return ["lm", "--data", str(data), "--out", str(run), *BLOCK, *SCHEDULE, "--lr", "1e-2", *extra]
+
+
+def _eval_ce(run: Path) -> float:
+    return [r for r in read_metrics(run / "metrics.jsonl") if "eval_ce" in r][-1]["eval_ce"]
+
+
+def test_block_transformer_trains_exports_and_decodes(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_lm(data_dir, run, *TINY_MODEL, "--steps", "40", "--eval-every", "20")) == 0
+    records = read_metrics(run / "metrics.jsonl")
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < 0.6 * losses[0]
+    evals = [r["eval_ce"] for r in records if "eval_ce" in r]
+    assert evals[1] < evals[0]
+    lm = load(run / "hf")
+    assert json.loads((run / "hf" / "config.json").read_text())["block_length"] == 4
+    prompt = lm.tokenizer.encode("def main(")
+    gen = generate(lm.model, lm.params, [prompt], max_new_tokens=9)[0]
+    argmax = jnp.argmax(lm.model.sequence_logits(lm.params, jnp.asarray([prompt + gen.output_ids])), axis=-1)[0]
+    assert gen.output_ids == np.asarray(argmax[len(prompt) - 1 : -1]).tolist()
+
+    from jaxspec.cli import main as jaxspec_main
+
+    assert jaxspec_main(["generate", "--model", str(run / "hf"), "--prompt", "def main(", "--max-new-tokens", "6",
+                         "--temperature", "0.8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["new_tokens"] == 6
+    assert jaxspec_main(["generate", "--model", str(run / "hf"), "--prompt", "x", "--method", "prompt-lookup"]) == 2
+    assert "only the autoregressive method runs it" in one_error_line(capsys.readouterr().err)
+
+
+def test_killed_block_run_resumes_exactly(data_dir, tmp_path):
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    argv = lambda run: _lm(data_dir, run, *TINY_MODEL, "--steps", "30", "--save-every", "10")  # noqa: E731
+    cli = [sys.executable, "-m", "train"]
+    reference = tmp_path / "reference"
+    assert subprocess.run(cli + argv(reference), cwd=REPO, env=env, capture_output=True).returncode == 0
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(cli + argv(run), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while not (run / "checkpoints" / "10").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (run / "hf").exists()
+    resumed = subprocess.run(cli + argv(run), cwd=REPO, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from the checkpoint of step" in resumed.stderr
+
+    def numbers(path):
+        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(path / "metrics.jsonl")]
+
+    assert numbers(run) == numbers(reference)
+    assert (run / "hf" / "model.safetensors").read_bytes() == (reference / "hf" / "model.safetensors").read_bytes()
+
+
+def test_uptraining_starts_from_the_vanilla_weights_and_beats_training_from_scratch(data_dir, target_dir, tmp_path):
+    up, scratch = tmp_path / "up", tmp_path / "scratch"
+    assert main(_lm(data_dir, up, "--uptrain", str(target_dir), "--steps", "1", "--warmup", "0", "--lr", "0")) == 0
+    vanilla, block = load(target_dir), load(up / "hf")
+    v, b = vanilla.params, block.params
+    c = vanilla.model.config
+    split = c.num_layers // 2
+    same = [(b["embedder"]["embedding"], v["embed_tokens"]["embedding"]),
+            (b["embed_tokens"]["embedding"], v["embed_tokens"]["embedding"])]
+    same += [(b["block_decoder"][f"layers_{i}"], v[f"layers_{i}"]) for i in range(split)]
+    same += [(b["token_decoder"][f"layers_{i - split}"], v[f"layers_{i}"]) for i in range(split, c.num_layers)]
+    same += [(b["block_decoder"]["norm"], v["norm"]), (b["token_decoder"]["norm"], v["norm"]), (b["lm_head"], v["lm_head"])]
+    for got, want in same:
+        jax.tree_util.tree_map(np.testing.assert_array_equal, got, want)
+
+    steps = ["--steps", "20", "--eval-every", "20"]
+    up = tmp_path / "up20"
+    assert main(_lm(data_dir, up, "--uptrain", str(target_dir), *steps)) == 0
+    assert main(_lm(data_dir, scratch, *TINY_MODEL, *steps)) == 0
+    assert _eval_ce(up) < 0.7 * _eval_ce(scratch)
+
+
+def test_bad_block_training_inputs_are_one_line(data_dir, target_dir, tmp_path, capsys):
+    assert main(_lm(data_dir, tmp_path / "a", *TINY_MODEL, "--block-len", "3", "--steps", "1", "--warmup", "0")) == 2
+    assert "block_length 3 does not divide max_position_embeddings 2048" in one_error_line(capsys.readouterr().err)
+    t5 = tmp_path / "t5"
+    from tests.hf_seq2seq_factory import make_t5
+
+    make_t5("t5_v1_1", t5)
+    capsys.readouterr()  # the factory's progress bars
+    assert main(_lm(data_dir, tmp_path / "b", "--uptrain", str(t5), "--steps", "1", "--warmup", "0")) == 2
+    assert "uptraining splits a decoder-only model's layers, but this is a T5ForConditionalGeneration" in one_error_line(
+        capsys.readouterr().err
+    )
+    argv = ["lm", "--data", str(data_dir), "--out", str(tmp_path / "c"), "--uptrain", str(target_dir)]
+    assert main([*argv, "--steps", "1", "--warmup", "0"]) == 2
+    assert "--uptrain builds a Block Transformer: give --arch block" in one_error_line(capsys.readouterr().err)
+    assert main(_lm(data_dir, tmp_path / "d", "--uptrain", str(target_dir), "--split", "5", "--steps", "1", "--warmup", "0")) == 2
+    assert "--split must leave layers to both decoders" in one_error_line(capsys.readouterr().err)
