@@ -14,8 +14,9 @@
    the same run on identical shapes: the paper's two settings scaled to this
    machine, decode-heavy (short prompt, long output) and prefill-heavy (long
    prompt, short output), greedy, no stop tokens, so every row decodes the
-   same number of tokens. Tokens/s = batch x new tokens / wall time (best of
-   --repeats, compilation excluded). The batches: 1, 8, 32 and the largest
+   same number of tokens. Tokens/s = batch x new tokens / wall time (the
+   median of --repeats calls, compilation excluded, calls redone while other
+   processes are busy: jaxspec/machine_load.py). The batches: 1, 8, 32 and the largest
    that fits in 8 GB by the decode state's size (params + caches + history),
    capped by --max-batch so a run ends in minutes on 2 cores.
 """
@@ -24,16 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from bench import summaries
+from bench.speculative import add_timing_args
 from jaxspec.generate import generate
 from jaxspec.loading import load
+from jaxspec.machine_load import timed
 from train.cli import main as train_main
 from train.evaluate import evaluate_saved
 
@@ -87,28 +90,27 @@ def largest_batch(lm, prompt: int, new: int, budget: int = 8 * GIB) -> int:
     return batch
 
 
-def tokens_per_s(lm, prompts: list[list[int]], new: int, repeats: int) -> float:
-    generate(lm.model, lm.params, prompts, max_new_tokens=new)  # compile
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
+def tokens_per_s(lm, prompts: list[list[int]], new: int, args) -> float:
+    def call():
         gens = generate(lm.model, lm.params, prompts, max_new_tokens=new)
-        best = min(best, time.perf_counter() - start)
         assert all(g.new_tokens == new for g in gens)
-    return len(prompts) * new / best
+
+    call()  # compile
+    tries = [timed(call, max_other_load=args.max_other_load, attempts=3) for _ in range(args.repeats)]
+    return len(prompts) * new / statistics.median(t.seconds for t in tries)
 
 
-def throughput(vanilla, block, settings: dict, batches: list[int], max_batch: int, repeats: int) -> list[dict]:
+def throughput(vanilla, block, settings: dict, args) -> list[dict]:
     rows = []
     tokens = vanilla.tokenizer.encode(Path(__file__).with_name("block_transformer.py").read_text())
     for setting, (prompt, new) in settings.items():
         fits = {name: largest_batch(lm, prompt, new) for name, lm in (("vanilla", vanilla), ("block", block))}
-        largest = min(max_batch, min(fits.values()))
-        for batch in sorted({*batches, largest}):
+        largest = min(args.max_batch, min(fits.values()))
+        for batch in sorted({*args.batches, largest}):
             prompts = [tokens[i : i + prompt] for i in range(batch)]
             print(f"[throughput] {setting} batch {batch}", file=sys.stderr, flush=True)
-            v = tokens_per_s(vanilla, prompts, new, repeats)
-            b = tokens_per_s(block, prompts, new, repeats)
+            v = tokens_per_s(vanilla, prompts, new, args)
+            b = tokens_per_s(block, prompts, new, args)
             rows.append(dict(setting=setting, prompt=prompt, new_tokens=new, batch=batch, largest=batch == largest,
                              fits_8gb=fits, vanilla_tok_s=v, block_tok_s=b, ratio=b / v))
     return rows
@@ -176,8 +178,7 @@ def main(argv=None) -> None:
     p.add_argument("--prefill-heavy", default="1024,64", help="PROMPT,NEW tokens")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     p.add_argument("--max-batch", type=int, default=256, help="cap on the largest batch (time on this machine)")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--summary", action="store_true", help="also write bench/summaries/block_transformer.json")
+    add_timing_args(p)
     p.add_argument("--out", type=Path, default=Path("bench/results/block_transformer.json"))
     p.add_argument("--plot", type=Path, default=Path("docs/img/block_transformer.png"))
     args = p.parse_args(argv)
@@ -192,7 +193,7 @@ def main(argv=None) -> None:
         losses.append(dict(model=name, params=result["params"], eval_ce=result["eval_ce"]))
         print(f"[eval] {name}: {result['params']:,} params, CE {result['eval_ce']:.4f}", file=sys.stderr, flush=True)
     vanilla, block = load(dirs["vanilla"]), load(dirs["block-1x"])
-    rows = throughput(vanilla, block, settings, args.batches, args.max_batch, args.repeats)
+    rows = throughput(vanilla, block, settings, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(losses=losses, rows=rows, steps=args.steps), indent=1) + "\n")
     plot(losses, rows, args.plot)

@@ -133,16 +133,19 @@ class BlockTransformerLM(nn.Module):
         n = t // size + 1  # blocks whose tokens are scored: the one holding token t is the last
         blocks = jnp.pad(tokens, ((0, 0), (0, n * size - t))).reshape(b, n, size)
         x = self.block_inputs(blocks[:, : n - 1])
-        contexts, _ = self.run_blocks(x, _arange(b, n), self.config_cache(c.block_decoder, b, n))
+        contexts, _ = self.run_blocks(x, _arange(b, n), _scratch_cache(c.block_decoder, b, n, self.dtype))
         prefix, added = self.injection(contexts)  # [B, N, P, Dt], [B, N, Dt]
         window = jnp.concatenate([prefix, self.token_inputs(blocks[:, :, : size - 1], added)], axis=2)
-        window = window.reshape(b * n, p + size - 1, -1)
-        hidden, _ = self.run_tokens(window, _arange(b * n, p + size - 1), self.config_cache(c.token_decoder, b * n, p + size - 1))
+        width = p + size - 1
+        scratch = _scratch_cache(c.token_decoder, b * n, width, self.dtype)
+        hidden, _ = self.run_tokens(window.reshape(b * n, width, -1), _arange(b * n, width), scratch)
         logits = self.head(hidden[:, p - 1 :]).reshape(b, n * size, -1)
         return logits[:, 1 : t + 1]
 
-    def config_cache(self, stack, batch, length):
-        return KVCache.zeros(stack.num_layers, batch, length, stack.num_kv_heads, stack.head_dim, self.dtype)
+
+def _scratch_cache(stack, batch: int, length: int, dtype) -> KVCache:
+    """A throwaway cache for one teacher-forced pass of a stack (models.config.DecoderConfig)."""
+    return KVCache.zeros(stack.num_layers, batch, length, stack.num_kv_heads, stack.head_dim, dtype)
 
 
 def _arange(b: int, n: int) -> jax.Array:
