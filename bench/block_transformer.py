@@ -16,9 +16,10 @@
    prompt, short output), greedy, no stop tokens, so every row decodes the
    same number of tokens. Tokens/s = batch x new tokens / wall time (the
    median of --repeats calls, compilation excluded, calls redone while other
-   processes are busy: jaxspec/machine_load.py). The batches: 1, 8, 32 and the largest
-   that fits in 8 GB by the decode state's size (params + caches + history),
-   capped by --max-batch so a run ends in minutes on 2 cores.
+   processes are busy: jaxspec/machine_load.py). The batches: 1, 8, 32 and the
+   largest power of two whose decode state (params + caches + history) fits
+   in 8 GB for both models, capped by --max-batch so a run ends in minutes on
+   2 cores.
 """
 
 from __future__ import annotations
@@ -125,7 +126,10 @@ def markdown(losses: list[dict], rows: list[dict]) -> str:
     lines += ["", "| setting | prompt | new | batch | vanilla tok/s | block tok/s | block / vanilla |",
               "|---|---|---|---|---|---|---|"]
     for r in rows:
-        batch = f"{r['batch']}" + (" (largest)" if r["largest"] else "")
+        batch = str(r["batch"])
+        if r["largest"]:
+            fits = min(r["fits_8gb"].values())
+            batch += " (largest in 8 GB)" if r["batch"] == fits else f" (cap; {fits:,} fit in 8 GB)"
         lines.append(f"| {r['setting']} | {r['prompt']} | {r['new_tokens']} | {batch} | {r['vanilla_tok_s']:,.0f} | "
                      f"{r['block_tok_s']:,.0f} | {r['ratio']:.2f}x |")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxspec.generate import generate
 from jaxspec.loading import load
@@ -33,16 +34,38 @@ def _eval_ce(run: Path) -> float:
     return [r for r in read_metrics(run / "metrics.jsonl") if "eval_ce" in r][-1]["eval_ce"]
 
 
-def test_block_transformer_trains_exports_and_decodes(data_dir, tmp_path, capsys):
-    run = tmp_path / "run"
-    assert main(_lm(data_dir, run, *TINY_MODEL, "--steps", "40", "--eval-every", "20")) == 0
-    records = read_metrics(run / "metrics.jsonl")
+def _argv(data: Path, run: Path) -> list[str]:
+    return _lm(data, run, *TINY_MODEL, "--steps", "30", "--save-every", "10", "--eval-every", "15")
+
+
+CLI = [sys.executable, "-m", "train"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The runs compile the same programs: a shared persistent compilation cache compiles them once."""
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir, env, tmp_path_factory) -> Path:
+    """An uninterrupted 30-step run."""
+    run = tmp_path_factory.mktemp("block") / "reference"
+    proc = subprocess.run(CLI + _argv(data_dir, run), cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def test_block_transformer_trains_exports_and_decodes(reference, capsys):
+    records = read_metrics(reference / "metrics.jsonl")
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < 0.6 * losses[0]
     evals = [r["eval_ce"] for r in records if "eval_ce" in r]
     assert evals[1] < evals[0]
-    lm = load(run / "hf")
-    assert json.loads((run / "hf" / "config.json").read_text())["block_length"] == 4
+    hf = reference / "hf"
+    lm = load(hf)
+    assert json.loads((hf / "config.json").read_text())["block_length"] == 4
     prompt = lm.tokenizer.encode("def main(")
     gen = generate(lm.model, lm.params, [prompt], max_new_tokens=9)[0]
     argmax = jnp.argmax(lm.model.sequence_logits(lm.params, jnp.asarray([prompt + gen.output_ids])), axis=-1)[0]
@@ -50,22 +73,17 @@ def test_block_transformer_trains_exports_and_decodes(data_dir, tmp_path, capsys
 
     from jaxspec.cli import main as jaxspec_main
 
-    assert jaxspec_main(["generate", "--model", str(run / "hf"), "--prompt", "def main(", "--max-new-tokens", "6",
+    assert jaxspec_main(["generate", "--model", str(hf), "--prompt", "def main(", "--max-new-tokens", "6",
                          "--temperature", "0.8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["new_tokens"] == 6
-    assert jaxspec_main(["generate", "--model", str(run / "hf"), "--prompt", "x", "--method", "prompt-lookup"]) == 2
+    assert jaxspec_main(["generate", "--model", str(hf), "--prompt", "x", "--method", "prompt-lookup"]) == 2
     assert "only the autoregressive method runs it" in one_error_line(capsys.readouterr().err)
 
 
-def test_killed_block_run_resumes_exactly(data_dir, tmp_path):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    argv = lambda run: _lm(data_dir, run, *TINY_MODEL, "--steps", "30", "--save-every", "10")  # noqa: E731
-    cli = [sys.executable, "-m", "train"]
-    reference = tmp_path / "reference"
-    assert subprocess.run(cli + argv(reference), cwd=REPO, env=env, capture_output=True).returncode == 0
-
+def test_killed_block_run_resumes_exactly(data_dir, reference, env, tmp_path):
     run = tmp_path / "killed"
-    proc = subprocess.Popen(cli + argv(run), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(CLI + _argv(data_dir, run), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     try:
         while not (run / "checkpoints" / "10").exists():
@@ -75,7 +93,7 @@ def test_killed_block_run_resumes_exactly(data_dir, tmp_path):
     finally:
         proc.wait()
     assert not (run / "hf").exists()
-    resumed = subprocess.run(cli + argv(run), cwd=REPO, env=env, capture_output=True, text=True)
+    resumed = subprocess.run(CLI + _argv(data_dir, run), cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "from the checkpoint of step" in resumed.stderr
 
