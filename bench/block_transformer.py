@@ -6,9 +6,11 @@
    packed in rows of 256 (`jaxspec-train data`), made in runs/block/data if absent.
 2. Models, trained by `jaxspec-train lm` on the same rows in the same order
    (equal training tokens), resumable in runs/block/NAME: a Llama-style
-   vanilla model and Block Transformers of block length 4 whose two decoders
-   together have the vanilla's layers (about equal parameters) and twice and
-   three times as many (the parameter ratio that closes the loss gap).
+   vanilla model (4 layers, width 128) and Block Transformers of block
+   length 4: one whose two decoders together have the vanilla's layers and
+   width (about equal parameters), deeper ones (2x and 3x the layers) and
+   wider ones (widths 192 and 256), to find the parameter ratio that closes
+   the loss gap.
 3. Held-out cross-entropy of each over the same eval batches.
 4. Decoding throughput, vanilla and Block Transformer (equal parameters) in
    the same run on identical shapes: the paper's two settings scaled to this
@@ -42,18 +44,29 @@ from train.cli import main as train_main
 from train.evaluate import evaluate_saved
 
 LAYERS = 4  # the vanilla model's; the Block Transformers split (k x LAYERS) between their two decoders
-SIZE = ["--hidden", "128", "--heads", "4", "--kv-heads", "2", "--intermediate", "352", "--max-positions", "2048"]
+SIZE = ["--heads", "4", "--kv-heads", "2", "--max-positions", "2048"]
+# (hidden, intermediate): the vanilla model's width, and the wider Block Transformers'.
+WIDTHS = {128: 352, 192: 512, 256: 704}
 SCHEDULE = ["--batch-size", "16", "--lr", "2e-3", "--z-loss", "1e-4", "--save-every", "100",
             "--keep", "1", "--eval-every", "0", "--eval-batches", "4"]
 GIB = 2**30
 
 
-def models(scale_max: int) -> dict[str, list[str]]:
-    """Training flags (beyond data, out, schedule) of each model."""
-    runs = {"vanilla": [*SIZE, "--layers", str(LAYERS)]}
+def models(scale_max: int, widths: list[int]) -> dict[str, list[str]]:
+    """Training flags (beyond data, out, schedule) of each model: the vanilla model, Block Transformers with
+    1x .. scale_max x its layers at its width, and ones with its layers at each wider width."""
+
+    def width(w):
+        return ["--hidden", str(w), "--intermediate", str(WIDTHS[w])]
+
+    def block(w, half):
+        return [*SIZE, *width(w), "--arch", "block", "--block-len", "4", "--layers", str(half), "--token-layers", str(half)]
+
+    runs = {"vanilla": [*SIZE, *width(128), "--layers", str(LAYERS)]}
     for k in range(1, scale_max + 1):
-        half = str(k * LAYERS // 2)
-        runs[f"block-{k}x"] = [*SIZE, "--arch", "block", "--block-len", "4", "--layers", half, "--token-layers", half]
+        runs[f"block-{k}x"] = block(128, k * LAYERS // 2)
+    for w in widths:
+        runs[f"block-w{w}"] = block(w, LAYERS // 2)
     return runs
 
 
@@ -64,9 +77,9 @@ def prepare_data(runs: Path) -> Path:
     return data
 
 
-def train_all(runs: Path, data: Path, steps: int, scale_max: int) -> dict[str, Path]:
+def train_all(runs: Path, data: Path, steps: int, scale_max: int, widths: list[int]) -> dict[str, Path]:
     out = {}
-    for name, flags in models(scale_max).items():
+    for name, flags in models(scale_max, widths).items():
         print(f"[train] {name}: {steps} steps", file=sys.stderr, flush=True)
         rc = train_main(["lm", "--data", str(data), "--out", str(runs / name), *flags, *SCHEDULE, "--steps", str(steps),
                          "--warmup", str(min(30, steps // 10))])
@@ -159,8 +172,10 @@ def plot(losses: list[dict], rows: list[dict], out: Path) -> None:
     axes[0].set_title("decoding throughput (equal parameters)")
     axes[0].legend()
     vanilla = next(r for r in losses if r["model"] == "vanilla")
-    blocks = [r for r in losses if r["model"] != "vanilla"]
-    axes[1].plot([r["params"] / vanilla["params"] for r in blocks], [r["eval_ce"] for r in blocks], "o-", label="Block Transformer")
+    deeper = [r for r in losses if r["model"].startswith("block-") and r["model"].endswith("x")]
+    wider = [r for r in losses if r["model"] == "block-1x" or r["model"].startswith("block-w")]
+    for label, series in (("Block Transformer, deeper", deeper), ("Block Transformer, wider", wider)):
+        axes[1].plot([r["params"] / vanilla["params"] for r in series], [r["eval_ce"] for r in series], "o-", label=label)
     axes[1].axhline(vanilla["eval_ce"], color="C1", label="vanilla")
     axes[1].set_xlabel("parameters / vanilla's")
     axes[1].set_ylabel("held-out cross-entropy (nats)")
@@ -177,6 +192,8 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/block"), help="data and training runs (resumable)")
     p.add_argument("--steps", type=int, default=400, help="training steps of every model (16 rows of 256 tokens each)")
     p.add_argument("--scale-max", type=int, default=3, help="Block Transformers of 1x .. Nx the vanilla's layers")
+    p.add_argument("--widths", type=lambda s: [int(x) for x in s.split(",")], default=[192, 256],
+                   help=f"Block Transformers with the vanilla's layers at these widths (of {sorted(WIDTHS)})")
     p.add_argument("--eval-batches", type=int, default=32, help="held-out batches of 16 rows")
     p.add_argument("--decode-heavy", default="64,1024", help="PROMPT,NEW tokens")
     p.add_argument("--prefill-heavy", default="1024,64", help="PROMPT,NEW tokens")
@@ -190,7 +207,7 @@ def main(argv=None) -> None:
                 (("decode-heavy", args.decode_heavy), ("prefill-heavy", args.prefill_heavy))}
 
     data = prepare_data(args.runs)
-    dirs = train_all(args.runs, data, args.steps, args.scale_max)
+    dirs = train_all(args.runs, data, args.steps, args.scale_max, args.widths)
     losses = []
     for name, path in dirs.items():
         result = evaluate_saved(path, data, None, 16, args.eval_batches)

@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import AbstractMesh, AxisType, NamedSharding
 
 from jaxspec.errors import InputError
-from jaxspec.sharding import KEY_AXES, MESH_AXES, ShardingPlan, logical_param_axes, parse_mesh_sizes
+from jaxspec.sharding import MESH_AXES, ShardingPlan, logical_param_axes, parse_mesh_sizes
 
 # The widest window a decoding step verifies by default: the largest auto tree (32 nodes) plus its root.
 VERIFY_WIDTH = 33
@@ -104,14 +104,14 @@ def _local(plan: ShardingPlan, logical: str, size: int) -> int:
 
 
 def plan_memory(model, mesh: str, batch_size: int, max_len: int, prompt_len: int | None = None) -> MemoryPlan:
-    """The MemoryPlan of a decoder-only `model` (its dtype is the params' and the cache's) on `mesh`, decoding
+    """The MemoryPlan of a decoder-only model or a Block Transformer (its dtype is the params' and the cache's) on `mesh`, decoding
     batch_size rows into max_len slots after a prompt_len-token prefill (default: half of max_len), and
     training on batch_size rows of max_len tokens with AdamW (train/optimizer.py) in the model's dtype."""
     from train.optimizer import OptimizerConfig, make_optimizer
     from train.step import init_state
 
-    if model.is_encoder_decoder or not hasattr(model.config, "num_layers"):
-        raise InputError("jaxspec plan covers decoder-only models")
+    if model.is_encoder_decoder:
+        raise InputError("jaxspec plan covers decoder-only models and the Block Transformer")
     for name, value in (("batch size", batch_size), ("max length", max_len)):
         if int(value) != value or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value}")
@@ -125,27 +125,55 @@ def plan_memory(model, mesh: str, batch_size: int, max_len: int, prompt_len: int
     cache = jax.eval_shape(lambda: model.init_cache(batch_size, max_len))
     state = jax.eval_shape(lambda p: init_state(p, make_optimizer(OptimizerConfig()), jax.random.key(0)), params)
     train_param_bytes = device_bytes(params, plan.param_shardings(params))
-    c = model.config
+    cache_notes = jax.tree_util.tree_map(lambda x, axes: plan.spec(axes, x.shape)[1], cache, cache.logical_axes())
     fallbacks = sorted({
         note
         for path, x in jax.tree_util.tree_leaves_with_path(params)
         for note in plan.spec(logical_param_axes(tuple(k.key for k in path), x.ndim), x.shape)[1]
-    } | set(plan.spec(KEY_AXES, cache.keys[0].shape)[1]))
-    acts = ActivationModel(
-        rows=_local(plan, "batch", batch_size), hidden=c.hidden_size, heads=_local(plan, "heads", c.num_heads),
-        kv_width=_local(plan, "kv_heads", c.num_kv_heads) * c.head_dim,
-        q_width=_local(plan, "heads", c.num_heads) * c.head_dim, mlp=_local(plan, "mlp", c.intermediate_size),
-        vocab=_local(plan, "vocab", c.vocab_size), layers=c.num_layers, itemsize=np.dtype(model.dtype).itemsize,
-    )
+    } | set(jax.tree_util.tree_leaves(cache_notes)))
+    rows = _local(plan, "batch", batch_size)
+    if getattr(model, "unit_len", None) is None:
+        acts = _activations(plan, model.config, rows, model.dtype)
+        decode_acts = max(acts.forward(prompt_len, max_len, logits=False), acts.forward(VERIFY_WIDTH, max_len, logits=True))
+        train_acts = acts.train(max_len)
+    else:
+        decode_acts, train_acts = _two_level_activations(plan, model, rows, max_len, prompt_len)
     return MemoryPlan(
         mesh=mesh, batch_size=batch_size, max_len=max_len, dtype=str(model.dtype),
         params=device_bytes(loaded, plan.param_shardings(loaded)),
         kv_cache=device_bytes(cache, plan.cache_shardings(cache)),
-        decode_activations=max(acts.forward(prompt_len, max_len, logits=False), acts.forward(VERIFY_WIDTH, max_len, logits=True)),
+        decode_activations=decode_acts,
         train_params=train_param_bytes,
         optimizer=device_bytes(state, plan.state_shardings(state)) - train_param_bytes,
         gradients=train_param_bytes,
-        train_activations=acts.train(max_len),
+        train_activations=train_acts,
         fallbacks=tuple(fallbacks),
     )
 
+
+
+def _activations(plan: ShardingPlan, c, rows: int, dtype) -> ActivationModel:
+    """The activation model of a decoder stack (models.config.DecoderConfig) on `rows` local rows."""
+    return ActivationModel(
+        rows=rows, hidden=c.hidden_size, heads=_local(plan, "heads", c.num_heads),
+        kv_width=_local(plan, "kv_heads", c.num_kv_heads) * c.head_dim,
+        q_width=_local(plan, "heads", c.num_heads) * c.head_dim, mlp=_local(plan, "mlp", c.intermediate_size),
+        vocab=_local(plan, "vocab", c.vocab_size), layers=c.num_layers, itemsize=np.dtype(dtype).itemsize,
+    )
+
+
+def _two_level_activations(plan: ShardingPlan, model, rows: int, max_len: int, prompt_len: int) -> tuple[int, int]:
+    """(decode, train) activation estimates of a Block Transformer (models/block_transformer.py).
+
+    Decoding: the larger of the block decoder's prefill over the prompt's blocks and the token decoder's
+    window over a partial block (a step is smaller than both). Training: both stacks at once, the block
+    decoder over a row's blocks and the token decoder over every block as a sequence of its own.
+    """
+    c = model.config
+    size, width = c.block_length, c.num_prefix + c.block_length - 1
+    blocks, slots = max_len // size + 1, max_len // size + 2
+    outer = _activations(plan, c.block_decoder, rows, model.dtype)
+    inner = _activations(plan, c.token_decoder, rows, model.dtype)
+    decode = max(outer.forward(prompt_len // size + 1, slots, logits=False), inner.forward(width, width, logits=True))
+    per_block = _activations(plan, c.token_decoder, rows * blocks, model.dtype)
+    return decode, outer.train(blocks) + per_block.train(width)

@@ -14,6 +14,17 @@ Every model object (decoder-only or encoder-decoder) offers:
     output_embedding(params) -> [V, D]           the rows the final hidden state is scored against: draft
                                                  heads project through them (models/medusa.py)
 
+A two-level model (models/block_transformer.py) has no `forward` for the loop:
+it owns its step and says so with `unit_len`, the most tokens one unit (a
+block) holds. Its `start` consumes the whole prompt, and its cache keeps each
+row's next-token logits in `cache.logits`:
+
+    unit_len                                     int
+    step_in_unit(params, tokens[B], cache, rows[B]) -> cache
+                                                 rows take their next token into their unit
+    unit_full(cache) -> [B] bool                 the row's unit waits to be closed
+    close_units(params, cache, rows[B]) -> cache the outer level for rows whose unit is full
+
 `start` turns the user's prompts into the state the decode loop begins from.
 For a decoder-only model the prompt is the decoder's own prefix: it is
 prefilled into the cache (all but each row's last token, which the first step

@@ -92,3 +92,14 @@ def test_plan_refuses_an_encoder_decoder_model(tmp_path):
     make_t5(sorted(FAMILIES)[0], tmp_path)
     with pytest.raises(InputError, match="covers decoder-only models"):
         plan_memory(load(tmp_path).model, "data=1", 1, 16)
+
+
+def test_block_transformer_plan_counts_its_params_and_nested_caches_exactly():
+    from tests.block_factory import tiny_block
+
+    model, params, _ = tiny_block()
+    plan = plan_memory(model, "data=1", 3, 64)
+    assert plan.params == sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
+    cache = model.init_cache(3, 64)
+    assert plan.kv_cache == sum(x.nbytes for x in jax.tree_util.tree_leaves(cache))
+    assert plan.decode_activations > 0 and plan.train_activations > 0
