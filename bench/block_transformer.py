@@ -176,7 +176,7 @@ def plot(losses: list[dict], rows: list[dict], out: Path) -> None:
     wider = [r for r in losses if r["model"] == "block-1x" or r["model"].startswith("block-w")]
     for label, series in (("Block Transformer, deeper", deeper), ("Block Transformer, wider", wider)):
         axes[1].plot([r["params"] / vanilla["params"] for r in series], [r["eval_ce"] for r in series], "o-", label=label)
-    axes[1].axhline(vanilla["eval_ce"], color="C1", label="vanilla")
+    axes[1].axhline(vanilla["eval_ce"], color="black", ls="--", label="vanilla")
     axes[1].set_xlabel("parameters / vanilla's")
     axes[1].set_ylabel("held-out cross-entropy (nats)")
     axes[1].set_title("loss gap at equal training tokens")
