@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from models.block_config import BlockConfig
+from models.block_config import ARCHITECTURE, MODEL_TYPE, BlockConfig
 from models.decoder import _INIT_STD, _dense, decoder_stack
 from models.kv_cache import KVCache
 from models.protocol import Start
@@ -224,8 +224,8 @@ class BlockTransformer:
             return {"layers": s.num_layers, "hidden_size": s.hidden_size, "heads": s.num_heads, "kv_heads": s.num_kv_heads}
 
         return {
-            "architecture": "BlockTransformerForCausalLM",
-            "model_type": "block_transformer",
+            "architecture": ARCHITECTURE,
+            "model_type": MODEL_TYPE,
             "block_length": c.block_length,
             "embedder": c.embedder,
             "context_injection": c.injection,
