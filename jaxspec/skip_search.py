@@ -83,9 +83,9 @@ def expected_tokens(alpha: float, k: int) -> float:
     return float(k + 1) if alpha >= 1.0 else (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
-def _context(tokens: Sequence[Sequence[int]], window: int):
+def _context(tokens: Sequence[Sequence[int]], window: int, context_share: float = 0.0):
     """(padded [B, P], lengths [B], window starts [B], window tokens [B, T], valid [B, T]): each row's last
-    T <= window tokens after at least one token of context."""
+    T <= window tokens after at least one token of context, and after at least context_share of the row."""
     rows = [list(t) for t in tokens if len(t) >= 2]
     if not rows:
         raise InputError("the skip-layer search needs a prompt of at least 2 tokens")
@@ -95,7 +95,7 @@ def _context(tokens: Sequence[Sequence[int]], window: int):
     lengths = np.array([len(r) for r in rows], np.int32)
     for b, r in enumerate(rows):
         padded[b, : len(r)] = r
-    starts = np.maximum(lengths - t, 1)
+    starts = np.maximum(lengths - t, np.maximum(np.ceil(lengths * context_share).astype(np.int32), 1))
     idx = np.minimum(starts[:, None] + np.arange(t)[None, :], p - 1)
     valid = (starts[:, None] + np.arange(t)[None, :]) < lengths[:, None]
     return padded, lengths, starts, np.take_along_axis(padded, idx, axis=1), valid
@@ -116,8 +116,12 @@ def agreement_scorer(
     model, params, tokens: Sequence[Sequence[int]], window: int = CONTEXT_WINDOW, draft_vocab: int | None = None
 ):
     """gates [2, L] -> alpha: how often the gated model's argmax (over each row's context ids when
-    draft_vocab is given) equals the full model's over the context."""
-    arrays = _context(tokens, window)
+    draft_vocab is given) equals the full model's over the context.
+
+    With a draft vocabulary the window starts after at least half of each row: the vocabulary is what the
+    row holds on reaching the window, so a window over a short prompt's every token would score against the
+    ids of its first token alone."""
+    arrays = _context(tokens, window, 0.5 if draft_vocab is not None else 0.0)
     padded, lengths, starts, win_tokens, valid = (jnp.asarray(a) for a in arrays)
     b, p = padded.shape
     t = win_tokens.shape[1]

@@ -241,3 +241,20 @@ def test_layer_skip_needs_a_decoder_only_target():
     with pytest.raises(InputError, match="needs a decoder-only model"):
         build_drafter("layer-skip", batch=1, sampling=SamplingConfig(), target_vocab=model.vocab_size,
                       num_draft_tokens=2, target=(model, params), skip=SkipSet((0,)), target_encoder_decoder=True)
+
+
+def test_the_context_vocabulary_score_of_a_short_prompt_reads_its_first_half():
+    """A prompt shorter than the search window: the draft vocabulary comes from the first half of the row
+    (its tokens and the full model's predictions there) and the window is the second half, so with every
+    sub-layer kept the score is the share of second-half predictions found in that vocabulary."""
+    from jaxspec.skip_search import agreement_scorer
+
+    model, params = random_model(3, 4, 32, 4, 2, scale=4.0)
+    row = [5, 9, 3, 7, 1, 2, 8, 5, 9, 3, 7, 1, 4, 6]
+    score = agreement_scorer(model, params, [row], window=32, draft_vocab=64)
+    predicted = np.asarray(jnp.argmax(model.sequence_logits(params, jnp.asarray([row])), axis=-1))[0]
+    half = len(row) // 2
+    vocab = set(row[:half]) | set(predicted[:half].tolist())
+    want = np.mean([predicted[i] in vocab for i in range(half, len(row))])
+    assert want > 0
+    assert score(np.ones((2, 4), np.float32)) == pytest.approx(want)
