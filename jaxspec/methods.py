@@ -276,9 +276,8 @@ def _dynamic_exit_drafter(target, exit_layers, k: int, sampling: SamplingConfig,
 def prompt_agreement(model, params, prompts, exits, progress=lambda msg: None):
     """Per exit, how often its argmax over the whole vocabulary agrees with the full model's over the
     prompts' last tokens (teacher-forced, skip_search.agreement_scorer); None where no prompt has 2 tokens.
-    Scored over the whole vocabulary, not a context vocabulary: the scorer builds that from the tokens
-    before its window, which for a prompt shorter than the window is almost nothing; the whole vocabulary
-    holds more wrong guesses, so this errs low."""
+    Scored over the whole vocabulary, not the context vocabulary drafting uses: the whole vocabulary holds
+    more wrong guesses, so this errs low."""
     from jaxspec.skip_search import agreement_scorer
 
     if not any(len(p) >= 2 for p in prompts):

@@ -54,7 +54,7 @@ def uptrain_init(vanilla, block_length: int, split: int | None, injection: str, 
     cfg["rms_norm_eps"] = c.rms_norm_eps
     cfg.update({k: vanilla.hf_config[k] for k in _COPIED_KEYS if k in vanilla.hf_config})
     block = build_model(cfg)
-    params = jax.tree_util.tree_map(jnp.asarray, block.init_params(jax.random.PRNGKey(seed)))
+    params = block.init_params(jax.random.PRNGKey(seed))
     src = vanilla.params
     embed = src["embed_tokens"]["embedding"]
     params["embedder"]["embedding"] = embed
