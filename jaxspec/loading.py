@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jaxspec import gguf, hf_io, orbax_io
 from jaxspec.errors import CheckpointError, UnsupportedModelError
 from jaxspec.sharding import ShardingPlan, parse_mesh
-from jaxspec.tokenizer import Tokenizer
+from jaxspec.tokenizer import ByteTokenizer, Tokenizer
 from models import ModelConfigError, build_model
 
 DTYPES = ("float32", "bfloat16")
@@ -26,7 +26,7 @@ class LoadedModel:
     hf_config: dict
     source: Path
     format: str  # "hf" | "jaxspec" | "gguf"
-    tokenizer: Tokenizer | None
+    tokenizer: Tokenizer | ByteTokenizer | None
     eos_ids: tuple[int, ...]
     # tokenizer.json, generation_config.json, ... by name: what a converted checkpoint carries along.
     side_files: dict[str, bytes] = dataclasses.field(default_factory=dict)
@@ -129,7 +129,10 @@ def _shardings(mesh: str | ShardingPlan | None, model, abstract_params):
 
 def _loaded(model, params, hf_config: dict, path: Path, fmt: str, side: dict[str, bytes]) -> LoadedModel:
     tok = side.get("tokenizer.json")
-    tokenizer = Tokenizer.from_json(tok, str(path / "tokenizer.json")) if tok is not None else None
+    if getattr(model, "byte_level", False):  # ids are bytes: no tokenizer file
+        tokenizer = ByteTokenizer(model.vocab_size, frozenset(model.config.eos_token_ids))
+    else:
+        tokenizer = Tokenizer.from_json(tok, str(path / "tokenizer.json")) if tok is not None else None
     return LoadedModel(model, params, hf_config, path, fmt, tokenizer, _eos_ids(path, model, side), side)
 
 

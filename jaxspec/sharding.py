@@ -76,6 +76,15 @@ _PARAM_AXES = {
     ("embedder_proj", "kernel"): ("mlp", "embed"),
     ("context_proj", "kernel"): ("embed", "mlp"),
     ("context_proj", "bias"): ("mlp",),
+    # HAT (models/hat.py): the byte table, the connector's per-head query and its projections (in and out
+    # of its heads, like attention's), and the predictive embedding's p_0 and projection to the byte width.
+    ("embed_bytes", "embedding"): ("vocab", "embed"),
+    ("connector", "query"): ("heads", "head_dim"),
+    ("key", "kernel"): ("embed", "heads"),
+    ("value", "kernel"): ("embed", "heads"),
+    ("out", "kernel"): ("heads", "embed"),
+    ("guide", "first"): ("embed",),
+    ("proj", "kernel"): ("embed", "mlp"),
 }
 # Norm scales: RMSNorm's `scale`, T5's LayerNorm `weight`, one entry per channel.
 _NORM_LEAVES = ("scale", "weight")

@@ -1,20 +1,24 @@
-"""One outer step of a two-level model (the Block Transformer): every active row completes its current unit.
+"""One outer step of a two-level model (Block Transformer, HAT): every active row completes its current unit.
 
-A two-level model (models/block_transformer.py) consumes tokens in units (a
-block of L tokens) and owns its step in two halves: `step_in_unit` takes each
-row's new token into its unit, `close_units` runs the outer level for rows
-whose unit is full and opens the next one. Between them the model's cache
+A two-level model consumes tokens in units (models/block_transformer.py: a
+block of L tokens; models/hat.py: a word of bytes) and owns its step in two
+halves: `step_in_unit` takes each row's new token into its unit,
+`close_units` runs the outer level for rows whose unit is full and opens the
+next one. Between them the model's cache
 holds each row's next-token logits (`cache.logits`), so the engine samples,
 stops and records exactly as for any model:
 
-    inner loop, at most unit_len times:   draw each row's next token from cache.logits
+    inner loop, while a row's unit is open (at most unit_len times):
+                                          draw each row's next token from cache.logits
                                           (the TARGET draw at its position: jaxspec/row_rng.py),
                                           emit it (stop tokens, budget), step_in_unit
     then once:                            close_units for the rows whose unit is full
 
-A row whose prompt ended mid-block finishes that block in its first outer
-step while rows with fuller blocks wait; from then on all rows close their
-blocks together, so the outer level runs once per L tokens for the batch.
+A row whose unit is full waits (its state untouched) while the others draw,
+so the outer level runs once per outer step for every row that closes: a
+Block Transformer's rows close their blocks together once the first partial
+block is done; a HAT's rows finish words of different lengths and the longest
+word sets the inner loop's length.
 The step fits the loop's invariant (jaxspec/decode_loop.py) with its own cache
 meaning: everything emitted is already consumed, and each row's emitted
 count is one target "call" in the statistics.
@@ -36,21 +40,28 @@ def unit_step(model, spec, params, state):
     active = ~state.done
     rows = jnp.arange(b)
 
-    def inner(_, carry):
-        cache, history, seq_len, done, emitted = carry
-        going = active & ~done & ~model.unit_full(cache)
+    def going(cache, done):
+        return active & ~done & ~model.unit_full(cache)
+
+    def inner(carry):
+        i, cache, history, seq_len, done, emitted = carry
+        going_now = going(cache, done)
         p = target_distribution(cache.logits[:, None, :], spec.sampling)[:, 0]
         token = row_rng.categorical(RowRandom(state.seeds, seq_len).keys_at(row_rng.TARGET, 0), p, spec.sampling.greedy)
-        history = history.at[rows, jnp.where(going, seq_len, history.shape[1])].set(token, mode="drop")
+        history = history.at[rows, jnp.where(going_now, seq_len, history.shape[1])].set(token, mode="drop")
         stop = jnp.any(token[:, None] == state.stop_ids[None, :], axis=1)
-        seq_len = seq_len + going.astype(jnp.int32)
+        seq_len = seq_len + going_now.astype(jnp.int32)
         out_of_budget = seq_len - state.prompt_len >= spec.max_new_tokens
-        done = done | (going & (stop | out_of_budget))
-        cache = model.step_in_unit(params, token, cache, going)
-        return cache, history, seq_len, done, emitted + going.astype(jnp.int32)
+        done = done | (going_now & (stop | out_of_budget))
+        cache = model.step_in_unit(params, token, cache, going_now)
+        return i + 1, cache, history, seq_len, done, emitted + going_now.astype(jnp.int32)
 
-    carry = (state.cache, state.history, state.seq_len, state.done, jnp.zeros((b,), jnp.int32))
-    cache, history, seq_len, done, emitted = jax.lax.fori_loop(0, model.unit_len, inner, carry)
+    def more(carry):
+        i, cache, _, _, done, _ = carry
+        return (i < model.unit_len) & jnp.any(going(cache, done))
+
+    carry = (0, state.cache, state.history, state.seq_len, state.done, jnp.zeros((b,), jnp.int32))
+    _, cache, history, seq_len, done, emitted = jax.lax.while_loop(more, inner, carry)
     cache = model.close_units(params, cache, ~done & model.unit_full(cache))
     accept_lengths = state.accept_lengths.at[rows, jnp.where(active, state.calls, spec.max_new_tokens)].set(
         emitted, mode="drop"

@@ -14,8 +14,9 @@ from models.config import ARCHITECTURES, ModelConfigError, from_hf_config
 from models.decoder import CausalLM
 from models.t5 import T5Model
 from models.t5_config import T5_ARCHITECTURES, t5_config_from_hf
-from models import block_config, t5gemma
+from models import block_config, hat_config, t5gemma
 from models.block_transformer import BlockTransformer
+from models.hat import HAT
 
 
 def _decoder_only(cfg: Mapping[str, Any], dtype: str) -> CausalLM:
@@ -30,6 +31,10 @@ def _block(cfg: Mapping[str, Any], dtype: str) -> BlockTransformer:
     return BlockTransformer(block_config.block_config_from_hf(cfg), dtype)
 
 
+def _hat(cfg: Mapping[str, Any], dtype: str) -> HAT:
+    return HAT(hat_config.hat_config_from_hf(cfg), dtype)
+
+
 # Hugging Face architecture → (model_type, builder(config dict, dtype) -> model object).
 BUILDERS: dict[str, tuple[str, Callable[[Mapping[str, Any], str], Any]]] = {
     arch: (model_type, _decoder_only) for arch, model_type in ARCHITECTURES.items()
@@ -37,6 +42,7 @@ BUILDERS: dict[str, tuple[str, Callable[[Mapping[str, Any], str], Any]]] = {
 BUILDERS.update({arch: (model_type, _t5) for arch, model_type in T5_ARCHITECTURES.items()})
 BUILDERS[t5gemma.ARCHITECTURE] = ("t5gemma", t5gemma.build)
 BUILDERS[block_config.ARCHITECTURE] = (block_config.MODEL_TYPE, _block)
+BUILDERS[hat_config.ARCHITECTURE] = (hat_config.MODEL_TYPE, _hat)
 
 
 def supported_architectures() -> list[str]:

@@ -119,6 +119,12 @@ def _block(variant):
     return build_model(block_config(variant, vocab=64))
 
 
+def _hat():
+    from tests.hat_factory import tiny_hat
+
+    return tiny_hat()[0]
+
+
 MODEL_KINDS = {
     **{family: functools.partial(_decoder_only, family) for family in sorted(FAMILIES)},
     **{family: functools.partial(_t5, family) for family in ("t5_v1_0", "t5_v1_1")},
@@ -127,6 +133,7 @@ MODEL_KINDS = {
     "medusa-heads": functools.partial(_heads, "medusa"),
     "exit-adapter": functools.partial(_heads, "exit-adapter"),
     **{f"block-{v}": functools.partial(_block, v) for v in ("lookup-prefix", "projection-sum-tied")},
+    "hat": _hat,
 }
 
 
