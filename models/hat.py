@@ -44,6 +44,10 @@ from models.hat_config import ARCHITECTURE, MODEL_TYPE, HATConfig
 from models.kv_cache import KVCache
 from models.protocol import Start
 
+# Training gives the backbone one word slot per this many bytes: words average about 5 bytes in prose and
+# code (a leading space joins its word), so the slots rarely run out and the backbone costs a fifth of a
+# byte-rate pass instead of all of it.
+TRAIN_BYTES_PER_WORD = 3
 _NEG = -1e30  # the running max of an empty word: exp(_NEG - s) is 0 for any score s
 
 
@@ -133,14 +137,16 @@ class HATLM(nn.Module):
         return self.lm_head(hidden).astype(jnp.float32), cache
 
     def __call__(self, data, max_words: int | None = None):
-        """Teacher-forced logits [B, S, V] for bytes [B, S] (words cut from byte 0): logits[:, j] scores byte
-        j + 1. The backbone has max_words word slots (default S, every word); bytes of later words read
-        the last slot's prediction, so only the first max_words words are exact."""
+        """(teacher-forced logits [B, S, V] for bytes [B, S] (words cut from byte 0): logits[:, j] scores
+        byte j + 1; each byte's word index [B, S]). The backbone has max_words word slots (default S, every
+        word); bytes of later words read the last slot's prediction, so only the first max_words words are
+        exact."""
         c = self.config
         b, s = data.shape
         n = s if max_words is None else max_words
         starts = hat_words.scan_words(data, c.max_word_bytes)[0]
-        word = jnp.minimum(jnp.cumsum(starts, axis=1) - 1, n - 1)  # [B, S]
+        index = jnp.cumsum(starts, axis=1) - 1
+        word = jnp.minimum(index, n - 1)  # [B, S]
         enc, _ = self.encode(data, _arange(b, s), _scratch_cache(c.encoder, b, s, self.dtype))
         _, total, acc = segment_pool(*self.pool_terms(enc), word, n)
         hidden, _ = self.run_backbone(
@@ -150,7 +156,7 @@ class HATLM(nn.Module):
         predictive = jnp.concatenate([first, hidden[:, : n - 1]], axis=1)  # p_i = h_{i-1}
         per_byte = jnp.take_along_axis(predictive, word[..., None], axis=1)
         logits, _ = self.decode(enc, per_byte, _arange(b, s), _scratch_cache(c.decoder, b, s, self.dtype))
-        return logits
+        return logits, index
 
 
 def segment_pool(scores, values, word, n: int):
@@ -284,9 +290,19 @@ class HAT:
     def init_params(self, rng: jax.Array):
         return self.module.init(rng, jnp.zeros((1, 4), jnp.int32))["params"]
 
-    def sequence_logits(self, params, tokens, max_words: int | None = None) -> jax.Array:
-        """Teacher-forced causal logits [B, S, V] for whole byte sequences (training, scoring)."""
-        return self.module.apply({"params": params}, tokens, max_words)
+    def sequence_logits(self, params, tokens) -> jax.Array:
+        """Teacher-forced causal logits [B, S, V] for whole byte sequences (scoring): every word exact."""
+        return self.module.apply({"params": params}, tokens)[0]
+
+    def training_logits(self, params, tokens) -> tuple[jax.Array, jax.Array]:
+        """(logits [B, S, V], weights [B, S]) for training: the backbone gets S / TRAIN_BYTES_PER_WORD word
+        slots instead of S (its cost at the word rate, not the byte rate), and the bytes of words past them,
+        whose logits are inexact, weigh 0."""
+        slots = max(1, tokens.shape[1] // TRAIN_BYTES_PER_WORD)
+        logits, index = self.module.apply({"params": params}, tokens, slots)
+        # Byte j's logits read p of its own word, the backbone's output for the word before: exact while
+        # byte j's word has a slot of its own.
+        return logits, index < slots
 
     def output_embedding(self, params) -> jax.Array:
         return params["lm_head"]["kernel"].T

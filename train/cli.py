@@ -17,6 +17,7 @@ from train.bpe import load_tokenizer
 from train.corpus import STDLIB, find_corpus, read_text
 from train.errors import TrainingError
 from models.block_config import EMBEDDERS, INJECTIONS, block_hf_config
+from models.hat_config import hat_hf_config
 from train.optimizer import OptimizerConfig
 
 PROG = "jaxspec-train"
@@ -95,18 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="tokenize a corpus into packed fixed-length rows (numpy memmaps)")
     _corpus_args(p)
-    p.add_argument("--tokenizer", type=Path, required=True, help="tokenizer.json or a directory holding one")
+    p.add_argument("--tokenizer", type=Path, help="tokenizer.json or a directory holding one")
+    p.add_argument("--bytes", action="store_true", help="raw bytes and end of text (id 256), for --arch hat: no tokenizer")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--out", type=Path, required=True, help="dataset directory")
 
-    p = sub.add_parser("lm", help="train a backbone (Llama-style, or a Block Transformer) with the causal LM loss")
+    p = sub.add_parser("lm", help="train a backbone (Llama-style, a Block Transformer or a HAT) with the causal LM loss")
     _train_args(p)
     _model_args(p, hidden=256, layers=6, heads=8, kv_heads=4, inter=704)
     g = p.add_argument_group(
         "Block Transformer (--arch block): the size flags give the block decoder; the token decoder has the same "
         "width and --token-layers layers"
     )
-    g.add_argument("--arch", choices=("llama", "block"), default="llama")
+    g.add_argument("--arch", choices=("llama", "block", "hat"), default="llama")
     g.add_argument("--block-len", type=int, default=4, help="tokens per block (must divide --max-positions)")
     g.add_argument("--token-layers", type=int, help="token decoder layers (default: --layers)")
     g.add_argument("--embedder", choices=EMBEDDERS, default="lookup", help="lookup: concatenated embeddings of width D/L")
@@ -118,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
         "embedder is the projection variant over its embedding)",
     )
     g.add_argument("--split", type=int, help="with --uptrain: layers [0, K) form the block decoder (default: half)")
+    g = p.add_argument_group(
+        "HAT (--arch hat, on a --bytes dataset): the size flags give the word backbone; the byte encoder and decoder "
+        "share the sizes below; --max-positions counts bytes"
+    )
+    g.add_argument("--byte-hidden", type=int, default=128)
+    g.add_argument("--byte-intermediate", type=int, default=352)
+    g.add_argument("--byte-heads", type=int, default=4)
+    g.add_argument("--byte-kv-heads", type=int, default=2)
+    g.add_argument("--encoder-layers", type=int, default=2)
+    g.add_argument("--decoder-layers", type=int, default=2)
+    g.add_argument("--sliding-window", type=int, default=256, help="bytes a byte layer attends to")
+    g.add_argument("--max-word-bytes", type=int, default=100, help="longer words are cut")
+    g.add_argument("--connector-heads", type=int, default=4)
 
     p = sub.add_parser("distill", help="distill a draft model from a teacher: KL(teacher || draft), optionally mixed with CE")
     p.add_argument("--teacher", type=Path, required=True, help="the teacher's model directory (same tokenizer as --data)")
@@ -177,9 +192,14 @@ def _cmd_tokenizer(a) -> None:
 def _cmd_data(a) -> None:
     from train.packing import build_dataset
 
+    if a.bytes == (a.tokenizer is not None):
+        raise TrainingError("give --tokenizer, or --bytes for a byte dataset, not both")
     corpus = find_corpus(a.corpus, a.pattern, a.eval_fraction)
-    tok = load_tokenizer(a.tokenizer)
-    tok_file = a.tokenizer / "tokenizer.json" if a.tokenizer.is_dir() else a.tokenizer
+    if a.bytes:
+        tok = tok_file = None
+    else:
+        tok = load_tokenizer(a.tokenizer)
+        tok_file = a.tokenizer / "tokenizer.json" if a.tokenizer.is_dir() else a.tokenizer
     meta = build_dataset(corpus, tok, tok_file, a.seq_len, a.out)
     s = meta["splits"]
     print(
@@ -193,6 +213,24 @@ def _model_dict(a) -> dict:
 
     if a.config is not None:
         return read_config_file(a.config)
+    if getattr(a, "arch", "llama") == "hat":
+        backbone = {
+            "hidden_size": a.hidden,
+            "intermediate_size": a.intermediate,
+            "num_hidden_layers": a.layers,
+            "num_attention_heads": a.heads,
+            "num_key_value_heads": a.kv_heads,
+        }
+        byte = {
+            "hidden_size": a.byte_hidden,
+            "intermediate_size": a.byte_intermediate,
+            "num_attention_heads": a.byte_heads,
+            "num_key_value_heads": a.byte_kv_heads,
+        }
+        return hat_hf_config(
+            {**byte, "num_hidden_layers": a.encoder_layers}, backbone, {**byte, "num_hidden_layers": a.decoder_layers},
+            a.max_positions, a.sliding_window, a.max_word_bytes, a.connector_heads, a.rope_theta,
+        )
     if getattr(a, "arch", "llama") == "block":
         sizes = {
             "hidden_size": a.hidden,
@@ -268,6 +306,10 @@ def _cmd_lm(a) -> None:
 
     plan = _join_and_plan(a)
     data = open_dataset(a.data)
+    if (a.arch == "hat") != data.is_bytes:
+        raise TrainingError(
+            f"{a.data}: a HAT trains on a byte dataset (`jaxspec-train data --bytes`), other models on a tokenized one"
+        )
     init = None
     if a.uptrain is not None:
         init = _uptrain_init(a, data)

@@ -41,8 +41,13 @@ class Dataset:
         return self.meta["bos_token_id"], self.meta["eos_token_id"], self.meta.get("pad_token_id", 0)
 
     @property
-    def tokenizer_file(self) -> Path:
-        return self.directory / TOKENIZER_FILE
+    def is_bytes(self) -> bool:
+        """Raw bytes and end of text (256), for byte-level models: no tokenizer."""
+        return bool(self.meta.get("bytes", False))
+
+    @property
+    def tokenizer_file(self) -> Path | None:
+        return None if self.is_bytes else self.directory / TOKENIZER_FILE
 
 
 def _read_sidecar(directory: Path) -> dict:
@@ -80,7 +85,7 @@ def open_dataset(directory: str | Path) -> Dataset:
     train = _open_split(directory, meta, "train")
     if len(train) == 0:
         raise TrainingError(f"{directory / meta['splits']['train']['file']}: empty training data")
-    if not (directory / TOKENIZER_FILE).exists():
+    if not meta.get("bytes", False) and not (directory / TOKENIZER_FILE).exists():
         raise TrainingError(f"{directory / TOKENIZER_FILE}: missing tokenizer file")
     return Dataset(directory, meta, train, _open_split(directory, meta, "eval"))
 

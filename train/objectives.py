@@ -17,11 +17,14 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax
     return log_z - target_logit, log_z
 
 
-def lm_loss(logits: jax.Array, targets: jax.Array, z_loss: float) -> tuple[jax.Array, dict]:
-    """Causal LM cross-entropy, plus z_loss · mean(log Z²) which keeps the softmax normaliser near 1."""
+def lm_loss(logits: jax.Array, targets: jax.Array, z_loss: float, weights: jax.Array | None = None) -> tuple[jax.Array, dict]:
+    """Causal LM cross-entropy, plus z_loss · mean(log Z²) which keeps the softmax normaliser near 1; means
+    over the positions `weights` [B, T] keeps (all by default)."""
     ce, log_z = cross_entropy(logits, targets)
-    ce = ce.mean()
-    z = jnp.mean(log_z**2)
+    weights = jnp.ones_like(ce) if weights is None else weights.astype(ce.dtype)
+    count = jnp.maximum(weights.sum(), 1.0)
+    ce = jnp.sum(ce * weights) / count
+    z = jnp.sum(log_z**2 * weights) / count
     loss = ce + z_loss * z
     return loss, {"loss": loss, "ce": ce, "z": z}
 

@@ -1,6 +1,7 @@
 """Tokenize a corpus and pack it into fixed-length rows stored as numpy memmaps.
 
-Each file becomes <s> text </s>; the files of a split are concatenated in
+Each file becomes <s> text </s> (a byte dataset, for byte-level models such as
+HAT: the file's raw bytes, then end of text, id 256; no tokenizer); the files of a split are concatenated in
 corpus order and cut into rows of seq_len + 1 tokens (the extra token is the
 last position's target); the tail that does not fill a row is dropped. Rows
 cross file boundaries, as usual for packed pretraining data.
@@ -9,7 +10,7 @@ Layout of a dataset directory (written atomically):
     dataset.json     the sidecar: format, seq_len, dtype, vocab, rows per split, corpus
     train.bin        uint16 (or uint32 for vocabularies over 65536) [rows, seq_len + 1]
     eval.bin         the held-out files, same layout (may have 0 rows)
-    tokenizer.json   the tokenizer that produced the ids
+    tokenizer.json   the tokenizer that produced the ids (absent from a byte dataset)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from jaxspec.atomic import atomic_directory
+from models.hat_words import EOS, VOCAB_SIZE
 from train.bpe import TOKENIZER_FILE, special_ids
 from train.corpus import Corpus, read_text
 from train.errors import TrainingError
@@ -49,20 +51,28 @@ def encode_files(tok: Tokenizer, files: Sequence[Path], dtype: np.dtype, bos: in
     return np.concatenate(pieces) if pieces else np.zeros((0,), dtype)
 
 
+def byte_stream(files: Sequence[Path], eos: int) -> np.ndarray:
+    """One flat stream of uint16: each file's bytes as they are on disk (any encoding), then eos."""
+    pieces = [np.append(np.frombuffer(f.read_bytes(), np.uint8).astype(np.uint16), np.uint16(eos)) for f in files]
+    return np.concatenate(pieces) if pieces else np.zeros((0,), np.uint16)
+
+
 def pack_rows(stream: np.ndarray, row_len: int) -> np.ndarray:
     rows = len(stream) // row_len
     return stream[: rows * row_len].reshape(rows, row_len)
 
 
 def build_dataset(
-    corpus: Corpus, tok: Tokenizer, tokenizer_file: Path, seq_len: int, out_dir: Path
+    corpus: Corpus, tok: Tokenizer | None, tokenizer_file: Path | None, seq_len: int, out_dir: Path
 ) -> dict:
-    """Writes the dataset directory and returns its sidecar."""
+    """Writes the dataset directory and returns its sidecar; tok None builds a byte dataset."""
     if seq_len < 2:
         raise TrainingError(f"sequence length must be at least 2, got {seq_len}")
-    vocab_size = tok.get_vocab_size()
+    if tok is None:
+        vocab_size, (pad, bos, eos) = VOCAB_SIZE, (None, None, EOS)
+    else:
+        vocab_size, (pad, bos, eos) = tok.get_vocab_size(), special_ids(tok, tokenizer_file)
     dtype = token_dtype(vocab_size)
-    pad, bos, eos = special_ids(tok, tokenizer_file)
     row_len = seq_len + 1
     sidecar = {
         "format": FORMAT,
@@ -74,12 +84,13 @@ def build_dataset(
         "bos_token_id": bos,
         "eos_token_id": eos,
         "pad_token_id": pad,
+        "bytes": tok is None,
         "corpus": {"root": str(corpus.root), "python": platform.python_version()},
         "splits": {},
     }
     with atomic_directory(out_dir) as tmp:
         for split, files in zip(SPLITS, (corpus.train_files, corpus.eval_files)):
-            stream = encode_files(tok, files, dtype, bos, eos)
+            stream = byte_stream(files, eos) if tok is None else encode_files(tok, files, dtype, bos, eos)
             rows = pack_rows(stream, row_len)
             if split == "train" and len(rows) == 0:
                 raise TrainingError(
@@ -92,6 +103,7 @@ def build_dataset(
                 "files": len(files),
                 "tokens": int(len(stream)),
             }
-        shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
+        if tok is not None:
+            shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
         (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar

@@ -42,8 +42,14 @@ def init_state(params, optimizer: optax.GradientTransformation, rng: jax.Array) 
 
 
 def lm_objective(model: CausalLM, z_loss: float) -> LossFn:
+    """The causal LM loss; a model with `training_logits` (HAT: a word budget per row) says which positions
+    its training forward scores."""
+
     def loss_fn(params, rows, key, frozen):
         del key, frozen  # deterministic, and nothing frozen
+        if hasattr(model, "training_logits"):
+            logits, weights = model.training_logits(params, rows[:, :-1])
+            return lm_loss(logits, rows[:, 1:], z_loss, weights)
         return lm_loss(model.sequence_logits(params, rows[:, :-1]), rows[:, 1:], z_loss)
 
     return loss_fn
