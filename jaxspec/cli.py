@@ -423,7 +423,7 @@ def _cmd_info(args) -> None:
         "parameters": lm.num_params,
         "dtype": lm.model.dtype,
         "eos_ids": list(lm.eos_ids),
-        "tokenizer": lm.tokenizer is not None,
+        "tokenizer": "bytes" if getattr(lm.model, "byte_level", False) else lm.tokenizer is not None,
     }
     if args.json:
         print(json.dumps(info))
