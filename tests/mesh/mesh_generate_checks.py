@@ -177,3 +177,20 @@ def test_block_transformer_on_mesh_equals_one_device():
         one = generate(model, params, PROMPTS, max_new_tokens=10, sampling=cfg, seed=4)
         many = generate(model, sharded, PROMPTS, max_new_tokens=10, sampling=cfg, seed=4, plan=plan)
         assert [r.output_ids for r in one] == [r.output_ids for r in many]
+
+
+def test_hat_on_mesh_equals_one_device():
+    """The three stacks' params, the connector's and the byte and word caches laid out on the mesh; rows
+    closing words at different steps give the output of one device."""
+    from tests.hat_factory import tiny_hat
+
+    model, params, _ = tiny_hat()
+    plan = ShardingPlan(parse_mesh("data=2,tensor=4")).for_model(model)
+    sharded = plan.shard_params(params)
+    assert sharded["connector"]["key"]["kernel"].sharding.spec == P(None, "tensor")
+    assert sharded["backbone"]["layers_0"]["mlp"]["gate_proj"]["kernel"].sharding.spec == P(None, "tensor")
+    prompts = [list(b"Hello, wor"), list(b"a"), list(b"camelCase and"), list(b"x y z")] * 2
+    for cfg in (SamplingConfig(), SamplingConfig(temperature=1.0, top_k=20)):
+        one = generate(model, params, prompts, max_new_tokens=12, sampling=cfg, seed=4)
+        many = generate(model, sharded, prompts, max_new_tokens=12, sampling=cfg, seed=4, plan=plan)
+        assert [r.output_ids for r in one] == [r.output_ids for r in many]

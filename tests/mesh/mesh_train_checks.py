@@ -176,3 +176,15 @@ def test_bad_mesh_or_batch_is_one_line(data_dir, tmp_path, capsys, flags, messag
     assert main(["lm", "--data", str(data_dir), "--out", str(tmp_path / "run"), *TINY_MODEL, *flags]) == 2
     assert one_error_line(capsys.readouterr().err) == f"jaxspec-train lm: error: {message}"
     assert not (tmp_path / "run").exists()
+
+
+def test_hat_steps_on_a_mesh_equal_one_device(tmp_path):
+    from tests.hat_factory import hat_config
+    from tests.test_train_data import write_corpus
+    from train.cli import main
+
+    data = tmp_path / "bytes"
+    assert main(["data", "--corpus", str(write_corpus(tmp_path / "corpus")), "--bytes", "--seq-len", "64",
+                 "--out", str(data)]) == 0
+    many = _steps_on_mesh_equal_one_device(data, build_model(hat_config()), lm_objective, "fsdp=2,tensor=4")
+    assert many["params"]["connector"]["value"]["kernel"].sharding.spec == P("fsdp", "tensor")
