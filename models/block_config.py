@@ -22,13 +22,13 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from models.config import DecoderConfig, ModelConfigError, from_hf_config
+from models.config import DecoderConfig, ModelConfigError
+from models.stacks import STACK_KEYS, stack_config
 
 ARCHITECTURE = "BlockTransformerForCausalLM"
 MODEL_TYPE = "block_transformer"
 EMBEDDERS = ("lookup", "projection")  # concatenated token embeddings of width D/L, or of any width projected to D
 INJECTIONS = ("prefix", "sum")  # context as prefix vectors replacing BOS, or added to every input embedding
-STACK_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,28 +58,6 @@ class BlockConfig:
         return self.max_position_embeddings // self.block_length
 
 
-def _stack(cfg: Mapping[str, Any], which: str, vocab: int, positions: int) -> DecoderConfig:
-    sub = cfg.get(which)
-    if not isinstance(sub, Mapping):
-        raise ModelConfigError(f"config.json lacks the {which!r} sizes")
-    missing = [k for k in STACK_KEYS if k not in sub]
-    if missing:
-        raise ModelConfigError(f"{which} lacks required field {missing[0]!r}")
-    stack = {
-        "architectures": ["LlamaForCausalLM"],
-        "vocab_size": vocab,
-        "max_position_embeddings": positions,
-        "rope_theta": cfg.get("rope_theta", 10000.0),
-        "rms_norm_eps": cfg.get("rms_norm_eps", 1e-5),
-        "hidden_act": cfg.get("hidden_act", "silu"),
-        **{k: sub[k] for k in STACK_KEYS},
-    }
-    try:
-        return from_hf_config(stack)
-    except ModelConfigError as e:
-        raise ModelConfigError(f"{which}: {e}") from None
-
-
 def block_config_from_hf(cfg: Mapping[str, Any]) -> BlockConfig:
     try:
         vocab = int(cfg["vocab_size"])
@@ -102,8 +80,8 @@ def block_config_from_hf(cfg: Mapping[str, Any]) -> BlockConfig:
     num_prefix = 1 if injection == "sum" else int(cfg.get("num_prefix_tokens", 2))
     if num_prefix < 1:
         raise ModelConfigError(f"num_prefix_tokens must be >= 1, got {num_prefix}")
-    block_decoder = _stack(cfg, "block_decoder", vocab, positions // block + 1)
-    token_decoder = _stack(cfg, "token_decoder", vocab, num_prefix + block)
+    block_decoder = stack_config(cfg, "block_decoder", vocab, positions // block + 1)
+    token_decoder = stack_config(cfg, "token_decoder", vocab, num_prefix + block)
     width = block_decoder.hidden_size
     if embedder == "lookup":
         if width % block:

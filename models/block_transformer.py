@@ -27,7 +27,6 @@ first block at different inner steps and then stay aligned.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import flax.linen as nn
 import jax
@@ -35,21 +34,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from models.block_config import ARCHITECTURE, MODEL_TYPE, BlockConfig
-from models.decoder import _INIT_STD, _dense, decoder_stack
+from models.decoder import _INIT_STD, _dense
 from models.kv_cache import KVCache
 from models.protocol import Start
 from models.skinny_matmul import project_rows
-
-
-class Stack(nn.Module):
-    """A decoder stack over embeddings (layers_i, norm): the decoder-only layer code, no embedding or head."""
-
-    config: object  # models.config.DecoderConfig
-    dtype: jnp.dtype
-
-    @nn.compact
-    def __call__(self, x, positions, cache: KVCache):
-        return decoder_stack(self.config, self.dtype, x, positions, cache)
+from models.stacks import Stack, arange_rows, dotted_name, scratch_cache, select_rows, stack_sizes
 
 
 class BlockEmbedder(nn.Module):
@@ -133,23 +122,14 @@ class BlockTransformerLM(nn.Module):
         n = t // size + 1  # blocks whose tokens are scored: the one holding token t is the last
         blocks = jnp.pad(tokens, ((0, 0), (0, n * size - t))).reshape(b, n, size)
         x = self.block_inputs(blocks[:, : n - 1])
-        contexts, _ = self.run_blocks(x, _arange(b, n), _scratch_cache(c.block_decoder, b, n, self.dtype))
+        contexts, _ = self.run_blocks(x, arange_rows(b, n), scratch_cache(c.block_decoder, b, n, self.dtype))
         prefix, added = self.injection(contexts)  # [B, N, P, Dt], [B, N, Dt]
         window = jnp.concatenate([prefix, self.token_inputs(blocks[:, :, : size - 1], added)], axis=2)
         width = p + size - 1
-        scratch = _scratch_cache(c.token_decoder, b * n, width, self.dtype)
-        hidden, _ = self.run_tokens(window.reshape(b * n, width, -1), _arange(b * n, width), scratch)
+        scratch = scratch_cache(c.token_decoder, b * n, width, self.dtype)
+        hidden, _ = self.run_tokens(window.reshape(b * n, width, -1), arange_rows(b * n, width), scratch)
         logits = self.head(hidden[:, p - 1 :]).reshape(b, n * size, -1)
         return logits[:, 1 : t + 1]
-
-
-def _scratch_cache(stack, batch: int, length: int, dtype) -> KVCache:
-    """A throwaway cache for one teacher-forced pass of a stack (models.config.DecoderConfig)."""
-    return KVCache.zeros(stack.num_layers, batch, length, stack.num_kv_heads, stack.head_dim, dtype)
-
-
-def _arange(b: int, n: int) -> jax.Array:
-    return jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
 
 
 @struct.dataclass
@@ -186,11 +166,6 @@ class BlockCache:
         )
 
 
-def _select(rows, new, old):
-    """Per row b: new where rows[b], old otherwise, for arrays of any rank with batch first."""
-    return jnp.where(rows.reshape(rows.shape + (1,) * (new.ndim - 1)), new, old)
-
-
 @dataclasses.dataclass(frozen=True)
 class BlockTransformer:
     """The Block Transformer as the engine sees it: static config + pure functions of params."""
@@ -220,9 +195,6 @@ class BlockTransformer:
     def describe(self) -> dict:
         c = self.config
 
-        def stack(s):
-            return {"layers": s.num_layers, "hidden_size": s.hidden_size, "heads": s.num_heads, "kv_heads": s.num_kv_heads}
-
         return {
             "architecture": ARCHITECTURE,
             "model_type": MODEL_TYPE,
@@ -230,8 +202,8 @@ class BlockTransformer:
             "embedder": c.embedder,
             "context_injection": c.injection,
             "num_prefix_tokens": c.num_prefix,
-            "block_decoder": stack(c.block_decoder),
-            "token_decoder": stack(c.token_decoder),
+            "block_decoder": stack_sizes(c.block_decoder),
+            "token_decoder": stack_sizes(c.token_decoder),
             "vocab_size": c.vocab_size,
             "tied_embeddings": c.tie_word_embeddings,
             "max_positions": c.max_position_embeddings,
@@ -241,12 +213,7 @@ class BlockTransformer:
     def hf_tensor_name(path: tuple[str, ...]) -> str:
         """`block_decoder/layers_3/self_attn/q_proj/kernel` → `block_decoder.layers.3.self_attn.q_proj.weight`;
         the start block is `embedder.start`."""
-        *modules, leaf = path
-        parts = []
-        for m in modules:
-            parts.extend(m.rsplit("_", 1) if re.fullmatch(r"layers_\d+", m) else [m])
-        parts.append(leaf if leaf in ("bias", "start") else "weight")
-        return ".".join(parts)
+        return dotted_name(path, ("bias", "start"))
 
     @property
     def hf_aliases(self) -> frozenset[str]:
@@ -293,13 +260,13 @@ class BlockTransformer:
         b = contexts.shape[0]
         prefix, added = self._apply(params, BlockTransformerLM.injection, contexts)
         local = cache.local.with_lengths(jnp.where(rows, 0, cache.local.lengths))
-        hidden, local = self._apply(params, BlockTransformerLM.run_tokens, prefix, _arange(b, c.num_prefix), local)
+        hidden, local = self._apply(params, BlockTransformerLM.run_tokens, prefix, arange_rows(b, c.num_prefix), local)
         logits = self._apply(params, BlockTransformerLM.head, hidden[:, -1])
         return cache.replace(
             local=local.with_lengths(jnp.where(rows, c.num_prefix, cache.local.lengths)),
             fill=jnp.where(rows, 0, cache.fill),
-            added=_select(rows, added.astype(cache.added.dtype), cache.added),
-            logits=_select(rows, logits, cache.logits),
+            added=select_rows(rows, added.astype(cache.added.dtype), cache.added),
+            logits=select_rows(rows, logits, cache.logits),
         )
 
     def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
@@ -316,7 +283,7 @@ class BlockTransformer:
         complete = prompt_len // size
         blocks = prompts[:, : n * size].reshape(b, n, size)
         x = self._apply(params, BlockTransformerLM.block_inputs, blocks)
-        contexts, global_cache = self._apply(params, BlockTransformerLM.run_blocks, x, _arange(b, n + 1), cache.blocks)
+        contexts, global_cache = self._apply(params, BlockTransformerLM.run_blocks, x, arange_rows(b, n + 1), cache.blocks)
         context = jnp.take_along_axis(contexts, complete[:, None, None], axis=1)[:, 0]
         everyone = jnp.ones((b,), bool)
         cache = self._open_blocks(params, cache.replace(blocks=global_cache.with_lengths(complete + 1)), context, everyone)
@@ -327,7 +294,7 @@ class BlockTransformer:
         index = jnp.clip(complete[:, None] * size + jnp.arange(size)[None, :], 0, p - 1)
         partial = jnp.where(jnp.arange(size)[None, :] < r[:, None], jnp.take_along_axis(prompts, index, axis=1), 0)
         window = self._apply(params, BlockTransformerLM.token_inputs, partial[:, : size - 1], cache.added)
-        positions = c.num_prefix + _arange(b, size - 1)
+        positions = c.num_prefix + arange_rows(b, size - 1)
         hidden, local = self._apply(params, BlockTransformerLM.run_tokens, window, positions, cache.local)
         last = jnp.clip(r - 1, 0, size - 2)
         logits = self._apply(params, BlockTransformerLM.head, jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0])
@@ -357,7 +324,7 @@ class BlockTransformer:
             logits = self._apply(params, BlockTransformerLM.head, hidden[:, 0])
             return cache.replace(
                 local=local.with_lengths(cache.local.lengths + feed.astype(jnp.int32)),
-                logits=_select(feed, logits, cache.logits),
+                logits=select_rows(feed, logits, cache.logits),
             )
 
         return jax.lax.cond(jnp.any(feed), run, lambda cache: cache, cache)

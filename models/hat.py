@@ -30,7 +30,6 @@ values per head), so the current word's bytes never need to be kept.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import flax.linen as nn
 import jax
@@ -38,11 +37,11 @@ import jax.numpy as jnp
 from flax import struct
 
 from models import hat_words
-from models.block_transformer import Stack, _arange, _scratch_cache, _select
 from models.decoder import _INIT_STD, _dense
 from models.hat_config import ARCHITECTURE, MODEL_TYPE, HATConfig
 from models.kv_cache import KVCache
 from models.protocol import Start
+from models.stacks import Stack, arange_rows, dotted_name, scratch_cache, select_rows, stack_sizes
 
 # Training gives the backbone one word slot per this many bytes: words average about 5 bytes in prose and
 # code (a leading space joins its word), so the slots rarely run out and the backbone costs a fifth of a
@@ -147,15 +146,15 @@ class HATLM(nn.Module):
         starts = hat_words.scan_words(data, c.max_word_bytes)[0]
         index = jnp.cumsum(starts, axis=1) - 1
         word = jnp.minimum(index, n - 1)  # [B, S]
-        enc, _ = self.encode(data, _arange(b, s), _scratch_cache(c.encoder, b, s, self.dtype))
+        enc, _ = self.encode(data, arange_rows(b, s), scratch_cache(c.encoder, b, s, self.dtype))
         _, total, acc = segment_pool(*self.pool_terms(enc), word, n)
         hidden, _ = self.run_backbone(
-            self.word_embedding(pooled(total, acc)), _arange(b, n), _scratch_cache(c.backbone, b, n, self.dtype)
+            self.word_embedding(pooled(total, acc)), arange_rows(b, n), scratch_cache(c.backbone, b, n, self.dtype)
         )
         first = jnp.broadcast_to(self.first_word(), (b, 1, hidden.shape[-1]))
         predictive = jnp.concatenate([first, hidden[:, : n - 1]], axis=1)  # p_i = h_{i-1}
         per_byte = jnp.take_along_axis(predictive, word[..., None], axis=1)
-        logits, _ = self.decode(enc, per_byte, _arange(b, s), _scratch_cache(c.decoder, b, s, self.dtype))
+        logits, _ = self.decode(enc, per_byte, arange_rows(b, s), scratch_cache(c.decoder, b, s, self.dtype))
         return logits, index
 
 
@@ -255,15 +254,12 @@ class HAT:
     def describe(self) -> dict:
         c = self.config
 
-        def stack(s):
-            return {"layers": s.num_layers, "hidden_size": s.hidden_size, "heads": s.num_heads, "kv_heads": s.num_kv_heads}
-
         return {
             "architecture": ARCHITECTURE,
             "model_type": MODEL_TYPE,
-            "encoder": stack(c.encoder),
-            "backbone": stack(c.backbone),
-            "decoder": stack(c.decoder),
+            "encoder": stack_sizes(c.encoder),
+            "backbone": stack_sizes(c.backbone),
+            "decoder": stack_sizes(c.decoder),
             "connector_heads": c.connector_heads,
             "sliding_window": c.sliding_window,
             "max_word_bytes": c.max_word_bytes,
@@ -275,12 +271,7 @@ class HAT:
     def hf_tensor_name(path: tuple[str, ...]) -> str:
         """`encoder/layers_1/mlp/up_proj/kernel` → `encoder.layers.1.mlp.up_proj.weight`; the connector's query
         and the first predictive embedding keep their names (`connector.query`, `guide.first`)."""
-        *modules, leaf = path
-        parts = []
-        for m in modules:
-            parts.extend(m.rsplit("_", 1) if re.fullmatch(r"layers_\d+", m) else [m])
-        parts.append(leaf if leaf in ("bias", "query", "first") else "weight")
-        return ".".join(parts)
+        return dotted_name(path, ("bias", "query", "first"))
 
     hf_aliases = frozenset()
 
@@ -349,7 +340,7 @@ class HAT:
         starts, states, word_lens = hat_words.scan_words(prompts, c.max_word_bytes)
         word = jnp.cumsum(starts & inside, axis=1) - 1  # [B, P]; a row's bytes past its end stay in its last word
         words = word[jnp.arange(b), prompt_len - 1] + 1
-        positions = _arange(b, p)
+        positions = arange_rows(b, p)
         enc, encoder = self._apply(params, HATLM.encode, prompts, positions, cache.encoder)
         scores, values = self._apply(params, HATLM.pool_terms, enc)
         scores = jnp.where(inside[..., None], scores, _NEG)  # padding adds nothing to the last word's pool
@@ -400,10 +391,10 @@ class HAT:
         return cache.replace(
             encoder=encoder.with_lengths(cache.encoder.lengths + step),
             decoder=decoder.with_lengths(cache.decoder.lengths + step),
-            pool_max=_select(rows, new_peak, cache.pool_max),
-            pool_sum=_select(rows, total, cache.pool_sum),
-            pool_acc=_select(rows, acc, cache.pool_acc),
-            logits=_select(rows, logits[:, 0], cache.logits),
+            pool_max=select_rows(rows, new_peak, cache.pool_max),
+            pool_sum=select_rows(rows, total, cache.pool_sum),
+            pool_acc=select_rows(rows, acc, cache.pool_acc),
+            logits=select_rows(rows, logits[:, 0], cache.logits),
         )
 
     def step_in_unit(self, params, tokens, cache: HATCache, rows) -> HATCache:
@@ -438,7 +429,7 @@ class HAT:
             hidden, words = self._apply(params, HATLM.run_backbone, embedded, cache.words.lengths[:, None], cache.words)
             cache = cache.replace(
                 words=words.with_lengths(cache.words.lengths + rows.astype(jnp.int32)),
-                predictive=_select(rows, hidden[:, 0].astype(cache.predictive.dtype), cache.predictive),
+                predictive=select_rows(rows, hidden[:, 0].astype(cache.predictive.dtype), cache.predictive),
                 waiting=cache.waiting & ~rows,
             )
             return self._read_bytes(params, cache, cache.pending, rows, rows)

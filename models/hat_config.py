@@ -25,12 +25,12 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from models.config import DecoderConfig, ModelConfigError, from_hf_config
+from models.config import DecoderConfig, ModelConfigError
+from models.stacks import STACK_KEYS, stack_config
 from models.hat_words import EOS, MAX_WORD_BYTES, VOCAB_SIZE
 
 ARCHITECTURE = "HATForCausalLM"
 MODEL_TYPE = "hat"
-STACK_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
 STACKS = ("encoder", "backbone", "decoder")
 
 
@@ -67,29 +67,6 @@ class HATConfig:
         )
 
 
-def _stack(cfg: Mapping[str, Any], which: str, positions: int, window: int | None) -> DecoderConfig:
-    sub = cfg.get(which)
-    if not isinstance(sub, Mapping):
-        raise ModelConfigError(f"config.json lacks the {which!r} sizes")
-    missing = [k for k in STACK_KEYS if k not in sub]
-    if missing:
-        raise ModelConfigError(f"{which} lacks required field {missing[0]!r}")
-    stack = {
-        "architectures": ["MistralForCausalLM" if window else "LlamaForCausalLM"],
-        "vocab_size": VOCAB_SIZE,
-        "max_position_embeddings": positions,
-        "rope_theta": cfg.get("rope_theta", 10000.0),
-        "rms_norm_eps": cfg.get("rms_norm_eps", 1e-5),
-        "hidden_act": cfg.get("hidden_act", "silu"),
-        **({"sliding_window": window} if window else {}),
-        **{k: sub[k] for k in STACK_KEYS},
-    }
-    try:
-        return from_hf_config(stack)
-    except ModelConfigError as e:
-        raise ModelConfigError(f"{which}: {e}") from None
-
-
 def hat_config_from_hf(cfg: Mapping[str, Any]) -> HATConfig:
     try:
         positions = int(cfg["max_position_embeddings"])
@@ -102,9 +79,9 @@ def hat_config_from_hf(cfg: Mapping[str, Any]) -> HATConfig:
     heads = int(cfg.get("connector_heads", 4))
     if window < 1 or max_word < 1 or heads < 1:
         raise ModelConfigError("sliding_window, max_word_bytes and connector_heads must be >= 1")
-    encoder = _stack(cfg, "encoder", positions, window)
-    backbone = _stack(cfg, "backbone", positions, None)
-    decoder = _stack(cfg, "decoder", positions, window)
+    encoder = stack_config(cfg, "encoder", VOCAB_SIZE, positions, window)
+    backbone = stack_config(cfg, "backbone", VOCAB_SIZE, positions, None)
+    decoder = stack_config(cfg, "decoder", VOCAB_SIZE, positions, window)
     if decoder.hidden_size != encoder.hidden_size:
         raise ModelConfigError(
             f"the decoder reads the encoder's bytes: its hidden_size {decoder.hidden_size} must equal the encoder's "

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -21,7 +19,7 @@ from jaxspec.loading import load
 from train.cli import main
 from train.metrics import read_metrics
 
-from tests.test_train_data import REPO, SCHEDULE, TINY_MODEL, one_error_line
+from tests.test_train_data import REPO, SCHEDULE, TINY_MODEL, assert_killed_run_resumes_exactly, one_error_line
 
 BLOCK = ["--arch", "block", "--block-len", "4"]
 
@@ -82,26 +80,7 @@ def test_block_transformer_trains_exports_and_decodes(reference, capsys):
 
 def test_killed_block_run_resumes_exactly(data_dir, reference, env, tmp_path):
     run = tmp_path / "killed"
-    proc = subprocess.Popen(CLI + _argv(data_dir, run), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while not (run / "checkpoints" / "10").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert not (run / "hf").exists()
-    resumed = subprocess.run(CLI + _argv(data_dir, run), cwd=REPO, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "from the checkpoint of step" in resumed.stderr
-
-    def numbers(path):
-        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(path / "metrics.jsonl")]
-
-    assert numbers(run) == numbers(reference)
-    assert (run / "hf" / "model.safetensors").read_bytes() == (reference / "hf" / "model.safetensors").read_bytes()
+    assert_killed_run_resumes_exactly(_argv(data_dir, run), run, reference, env)
 
 
 def test_uptraining_starts_from_the_vanilla_weights_and_beats_training_from_scratch(data_dir, target_dir, tmp_path):

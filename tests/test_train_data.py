@@ -174,3 +174,35 @@ def test_every_subcommand_has_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert f"jaxspec-train {command}" in capsys.readouterr().out
+
+
+def assert_killed_run_resumes_exactly(argv: list[str], run: Path, reference: Path, env: dict) -> None:
+    """`python -m train ARGV` (writing to `run`) SIGKILLed once its step-10 checkpoint exists, then rerun:
+    it resumes, and its metrics (timings aside) and exported weights equal the uninterrupted `reference`'s."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from train.metrics import read_metrics
+
+    cli = [sys.executable, "-m", "train", *argv]
+    proc = subprocess.Popen(cli, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while not (run / "checkpoints" / "10").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (run / "hf").exists()
+    resumed = subprocess.run(cli, cwd=REPO, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "from the checkpoint of step" in resumed.stderr
+
+    def numbers(path):
+        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(path / "metrics.jsonl")]
+
+    assert numbers(run) == numbers(reference)
+    assert (run / "hf" / "model.safetensors").read_bytes() == (reference / "hf" / "model.safetensors").read_bytes()

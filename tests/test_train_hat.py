@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -22,7 +20,7 @@ from train.cli import main
 from train.dataset import open_dataset
 from train.metrics import read_metrics
 
-from tests.test_train_data import REPO, SCHEDULE, TINY_MODEL, one_error_line, write_corpus
+from tests.test_train_data import REPO, SCHEDULE, TINY_MODEL, assert_killed_run_resumes_exactly, one_error_line, write_corpus
 
 HAT = ["--arch", "hat", "--byte-hidden", "32", "--byte-intermediate", "64", "--sliding-window", "32",
        "--max-positions", "256", "--max-word-bytes", "12"]
@@ -91,26 +89,7 @@ def test_hat_trains_exports_and_decodes_text(reference, capsys):
 
 def test_killed_hat_run_resumes_exactly(byte_data, reference, env, tmp_path):
     run = tmp_path / "killed"
-    proc = subprocess.Popen(CLI + _argv(byte_data, run), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while not (run / "checkpoints" / "10").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert not (run / "hf").exists()
-    resumed = subprocess.run(CLI + _argv(byte_data, run), cwd=REPO, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "from the checkpoint of step" in resumed.stderr
-
-    def numbers(path):
-        return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_metrics(path / "metrics.jsonl")]
-
-    assert numbers(run) == numbers(reference)
-    assert (run / "hf" / "model.safetensors").read_bytes() == (reference / "hf" / "model.safetensors").read_bytes()
+    assert_killed_run_resumes_exactly(_argv(byte_data, run), run, reference, env)
 
 
 def test_bad_hat_training_inputs_are_one_line(byte_data, data_dir, tmp_path, capsys):
