@@ -53,9 +53,12 @@ def decode_ids(
     target: LoadedModel, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int, method: str = "autoregressive",
     draft: LoadedModel | None = None, options: MethodOptions = MethodOptions(), sampling: SamplingConfig = SamplingConfig(),
     seed: int | Sequence[int] = 0, mesh: str | ShardingPlan | None = None, progress: Callable[[str], None] = _stderr,
+    stop: Sequence[str] = (),
 ) -> list[Generation]:
-    """The batch of token-id prompts decoded by `method`: what `jaxspec generate` and generate() run."""
+    """The batch of token-id prompts decoded by `method`: what `jaxspec generate` and generate() run. A row
+    also stops once its output ends with the bytes of a text in `stop` (byte-level models)."""
     _check_method(method, draft)
+    stop_sequences = _stop_sequences(target, stop)
     model = target.model
     check_request(model, prompt_ids, max_new_tokens, model.max_positions)  # before any cost measuring
     plan = mesh_plan(model, mesh)
@@ -72,10 +75,20 @@ def decode_ids(
     drafter_params = prepared.drafter_params if plan is None else plan.place(prepared.drafter_params)
     return generate_ids(
         model, target.params, prompt_ids, max_new_tokens=max_new_tokens, sampling=sampling, seed=seed,
-        stop_ids=target.eos_ids, drafter=prepared.drafter, drafter_params=drafter_params,
+        stop_ids=target.eos_ids, stop_sequences=stop_sequences, drafter=prepared.drafter, drafter_params=drafter_params,
         max_positions=model.max_positions, plan=plan, sizing=prepared.sizing,
         drafter_state_to=prepared.drafter_state_to,
     )
+
+
+def _stop_sequences(target: LoadedModel, stop: Sequence[str]) -> list[list[int]]:
+    """The byte sequences of stop texts. Only a byte-level model's ids spell text one way: a tokenizer may
+    spell a stop text with other tokens than its own encoding, so token-sequence stops would miss it."""
+    if not stop:
+        return []
+    if not getattr(target.model, "byte_level", False):
+        raise InputError("stop texts need a byte-level model (HAT); a tokenizer model stops at its end-of-text ids")
+    return [target.tokenizer.encode(text) for text in stop]
 
 
 def _prompt_ids(target: LoadedModel, prompts) -> tuple[list[list[int]], bool]:
@@ -111,6 +124,7 @@ def generate(
     min_p: float = 0.0,
     seed: int | Sequence[int] = 0,
     mesh: str | ShardingPlan | None = None,
+    stop: Sequence[str] = (),
     verbose: bool = True,
     **method_options: Any,
 ) -> Completion | list[Completion]:
@@ -120,7 +134,8 @@ def generate(
     `target` and `draft` come from jaxspec.load (a draft path is loaded in the target's dtype).
     temperature 0 is greedy; top_k, top_p and min_p filter sampling as in transformers. Row i samples
     with seed + i (or its own seed from a list) and never depends on the other rows. `mesh`
-    ("data=2,tensor=4" or a ShardingPlan) shards the target over the devices. `method_options` are the
+    ("data=2,tensor=4" or a ShardingPlan) shards the target over the devices. A byte-level model (HAT) also
+    stops once a row's output ends with a text of `stop` (its bytes, kept). `method_options` are the
     method's knobs, named as jaxspec.method_setup.MethodOptions names them (num_draft_tokens=4,
     tree_size=8, heads="run/heads", ...); each defaults as the `jaxspec` command's flag does, drafts
     sized from the target's measured forward cost. `verbose` prints progress (cost measuring, sizing
@@ -133,7 +148,7 @@ def generate(
     results = decode_ids(
         target, ids, max_new_tokens=max_new_tokens, method=method, draft=draft,
         options=MethodOptions.from_keywords(method_options), sampling=SamplingConfig(temperature, top_k, top_p, min_p),
-        seed=seed, mesh=mesh, progress=_stderr if verbose else (lambda msg: None),
+        seed=seed, mesh=mesh, progress=_stderr if verbose else (lambda msg: None), stop=stop,
     )
     decode = target.tokenizer.decode if target.tokenizer is not None else (lambda ids: None)
     completions = [Completion(**dataclasses.asdict(r), text=decode(r.output_ids)) for r in results]

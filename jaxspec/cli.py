@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", required=True, help="a Hugging Face directory or a jaxspec checkpoint")
     _add_prompt_args(g, with_file=True)
     g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument(
+        "--stop", metavar="TEXT", action="append", default=[],
+        help="byte-level models (HAT): also stop once the output ends with TEXT's bytes (repeatable)",
+    )
     g.add_argument("--temperature", type=float, default=0.0, help="0 (the default) is greedy")
     g.add_argument("--top-k", type=int, default=0, help="0: off")
     g.add_argument("--top-p", type=float, default=1.0, help="1: off")
@@ -359,7 +363,7 @@ def _cmd_generate(args) -> None:
     results = decode_ids(
         lm, prompts, max_new_tokens=args.max_new_tokens, method=args.method, draft=draft,
         options=MethodOptions.from_args(args), sampling=sampling, seed=prompt_seeds(args.prompt_items, args.seed),
-        mesh=args.mesh, progress=_say,
+        mesh=args.mesh, progress=_say, stop=args.stop,
     )
     decode = lm.tokenizer.decode if lm.tokenizer else (lambda ids: None)
     for r in results:

@@ -31,6 +31,7 @@ from jaxspec.errors import InputError
 from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
 from jaxspec.sharding import ShardingPlan
+from jaxspec.stopping import emit_count
 from jaxspec.tree import TreeShape, accept_tree_point_mass, tree_ratio_walk, tree_shape
 from jaxspec.unit_step import unit_step
 
@@ -59,7 +60,7 @@ class DecodeState:
     calls: jax.Array  # [B] int32 target calls while the row was active
     accept_lengths: jax.Array  # [B, max_new] tokens emitted per target call
     seeds: jax.Array  # [B] uint32: each row's randomness (jaxspec/row_rng.py)
-    stop_ids: jax.Array  # [S] int32; -1 pads (matches nothing)
+    stops: jax.Array  # [S, M] int32: stop tokens and sequences (jaxspec/stopping.py)
     source: Any  # (tokens [B, S], lengths [B]): an encoder-decoder model's input; None for decoder-only
     drafter_state: Any
     sizing_state: Any  # jaxspec.draft_sizing.SizingState, or None without sizing
@@ -76,19 +77,6 @@ def _emitted(draft_tokens, n_accepted, next_token):
     idx = jnp.arange(k + 1)[None, :]
     padded = jnp.concatenate([draft_tokens, jnp.zeros((b, 1), jnp.int32)], axis=1)
     return jnp.where(idx == n_accepted[:, None], next_token[:, None], padded)
-
-
-def _emit_count(tokens, n_accepted, n_generated, stop_ids, spec: DecodeSpec):
-    """How many of the step's tokens a row keeps (stop token and budget), and whether it is done."""
-    count = n_accepted + 1
-    idx = jnp.arange(tokens.shape[1])[None, :]
-    hit_stop = jnp.any(tokens[:, :, None] == stop_ids[None, None, :], axis=2) & (idx < count[:, None])
-    has_stop = jnp.any(hit_stop, axis=1)
-    count = jnp.where(has_stop, jnp.argmax(hit_stop, axis=1) + 1, count)
-    budget = spec.max_new_tokens - n_generated
-    finished = has_stop & (count <= budget)
-    count = jnp.minimum(count, budget)
-    return count, finished | (count >= budget)
 
 
 def verify_widths(k: int) -> tuple[int, ...]:
@@ -176,7 +164,9 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     kept = draft.tokens if path is None else jnp.take_along_axis(window, path[:, 1:], axis=1)
 
     tokens = _emitted(kept, n_accepted, next_token)
-    count, finished = _emit_count(tokens, n_accepted, state.seq_len - state.prompt_len, state.stop_ids, spec)
+    count, finished = emit_count(
+        tokens, n_accepted, state.stops, state.history, state.seq_len, state.prompt_len, spec.max_new_tokens
+    )
     count = jnp.where(active, count, 0)
     history = state.history.at[rows, state.seq_len[:, None] + jnp.arange(k + 1)[None, :]].set(tokens, mode="drop")
     accept_lengths = state.accept_lengths.at[rows[:, 0], state.calls].set(
@@ -200,7 +190,7 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
 
 
 def run_decode(
-    model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, seeds
+    model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stops, seeds
 ) -> DecodeState:
     """model.start, then the loop until every row is done. prompts: [B, P] right-padded; prompt_len: [B] >= 1.
 
@@ -222,7 +212,7 @@ def run_decode(
         calls=jnp.zeros((b,), jnp.int32),
         accept_lengths=jnp.zeros((b, spec.max_new_tokens), jnp.int32),
         seeds=seeds,
-        stop_ids=stop_ids,
+        stops=stops,
         source=start.source,
         drafter_state=drafter.init(drafter_params, prompts, prompt_len, new_slots, start),
         sizing_state=None if spec.sizing is None else spec.sizing.init(b),
@@ -248,14 +238,14 @@ def check_drafting(model, drafts: bool) -> None:
         )
 
 
-def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stop_ids, seeds):
+def decode(model, drafter, spec: DecodeSpec, params, drafter_params, prompts, prompt_len, stops, seeds):
     """The whole generate call: (history[B, H], start[B], seq_len[B], calls[B], accept_lengths[B, max_new],
     the drafter's final state).
 
     history[b, start[b]:seq_len[b]] are row b's new tokens.
     """
     TRACE_COUNTS["decode"] += 1
-    state = run_decode(model, drafter, spec, params, drafter_params, prompts, prompt_len, stop_ids, seeds)
+    state = run_decode(model, drafter, spec, params, drafter_params, prompts, prompt_len, stops, seeds)
     return state.history, state.prompt_len, state.seq_len, state.calls, state.accept_lengths, state.drafter_state
 
 

@@ -22,6 +22,7 @@ from jaxspec.drafters import Autoregressive
 from jaxspec.errors import InputError
 from jaxspec.sampling import SamplingConfig
 from jaxspec.sharding import ShardingPlan
+from jaxspec.stopping import stop_table
 
 MIN_BUCKET = 16
 
@@ -98,6 +99,7 @@ def generate(
     sampling: SamplingConfig = SamplingConfig(),
     seed: int | Sequence[int] = 0,
     stop_ids: Sequence[int] = (),
+    stop_sequences: Sequence[Sequence[int]] = (),
     drafter=Autoregressive(),
     drafter_params=None,
     max_positions: int | None = None,
@@ -119,6 +121,9 @@ def generate(
     cost curve), each step verifies only the drafts expected to pay; greedy
     output and the output distribution stay those of plain decoding (a draft
     model's sampled draws then depend on the batch through the common cap).
+
+    A row stops after a token of `stop_ids` or once its new tokens end with one of `stop_sequences`
+    (kept in the output, like a stop token).
 
     `drafter_state_to` receives the drafter's state at the end of the call
     (token recycling's successor table, which TokenRecycling.carry turns into
@@ -143,10 +148,7 @@ def generate(
         lengths = jax.device_put(lengths, plan.batch_sharding(lengths.shape))
         seeds = jax.device_put(seeds, plan.batch_sharding(seeds.shape))
     spec = DecodeSpec(int(max_new_tokens), sampling, plan, sizing)
-    # Traced, not static: another model's stop tokens reuse the program. Padded with -1 to a bucket.
-    stops = sorted({int(s) for s in stop_ids})
-    stop_array = np.full(bucket(len(stops)), -1, np.int32)
-    stop_array[: len(stops)] = stops
+    stops = stop_table(stop_ids, stop_sequences, bucket)
     start = time.perf_counter()
     history, starts, seq_len, calls, accepts, drafter_state = jax.block_until_ready(
         decode_jit(
@@ -157,7 +159,7 @@ def generate(
             drafter_params,
             tokens,
             lengths,
-            jnp.asarray(stop_array),
+            jnp.asarray(stops),
             seeds,
         )
     )

@@ -11,7 +11,7 @@ stops and records exactly as for any model:
     inner loop, while a row's unit is open (at most unit_len times):
                                           draw each row's next token from cache.logits
                                           (the TARGET draw at its position: jaxspec/row_rng.py),
-                                          emit it (stop tokens, budget), step_in_unit
+                                          emit it (stops, budget: jaxspec/stopping.py), step_in_unit
     then once:                            close_units for the rows whose unit is full
 
 A row whose unit is full waits (its state untouched) while the others draw,
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from jaxspec import row_rng
 from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import target_distribution
+from jaxspec.stopping import emit_count
 
 
 def unit_step(model, spec, params, state):
@@ -48,11 +49,12 @@ def unit_step(model, spec, params, state):
         going_now = going(cache, done)
         p = target_distribution(cache.logits[:, None, :], spec.sampling)[:, 0]
         token = row_rng.categorical(RowRandom(state.seeds, seq_len).keys_at(row_rng.TARGET, 0), p, spec.sampling.greedy)
+        _, finished = emit_count(
+            token[:, None], jnp.zeros_like(seq_len), state.stops, history, seq_len, state.prompt_len, spec.max_new_tokens
+        )
         history = history.at[rows, jnp.where(going_now, seq_len, history.shape[1])].set(token, mode="drop")
-        stop = jnp.any(token[:, None] == state.stop_ids[None, :], axis=1)
         seq_len = seq_len + going_now.astype(jnp.int32)
-        out_of_budget = seq_len - state.prompt_len >= spec.max_new_tokens
-        done = done | (going_now & (stop | out_of_budget))
+        done = done | (going_now & finished)
         cache = model.step_in_unit(params, token, cache, going_now)
         return i + 1, cache, history, seq_len, done, emitted + going_now.astype(jnp.int32)
 

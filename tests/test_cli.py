@@ -232,6 +232,7 @@ def test_convert_and_info_on_both_forms(capsys, model_dir, tmp_path):
          "--exit-layers expects comma-separated layer counts or auto, got 'x'"),
         (["bench", "--model", "{m}", "--prompts", "{m}/config.json", "--max-other-load", "2"],
          "max-other-load is a share of the cores, in [0, 1], got 2.0"),
+        (["generate", "--model", "{m}", "--prompt-ids", "5", "--stop", "x"], "stop texts need a byte-level model (HAT)"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(capsys, model_dir, draft_dirs, argv, message):

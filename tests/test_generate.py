@@ -48,6 +48,33 @@ def test_rows_stop_at_their_own_stop_token(lm):
     assert 4 in lengths and len(lengths) > 1
 
 
+def _cut_at_sequence(output: list[int], seq: list[int]) -> list[int]:
+    for end in range(len(seq), len(output) + 1):
+        if output[end - len(seq) : end] == seq:
+            return output[:end]
+    return output
+
+
+def test_rows_stop_after_a_stop_sequence_also_when_drafts_cross_it(lm):
+    """A stop sequence ends a row where its new tokens first end with it (never reaching into the prompt),
+    the same for plain decoding and for prompt lookup, whose accepted drafts can hold the whole sequence
+    or straddle two steps."""
+    from jaxspec.drafters.prompt_lookup import PromptLookup
+
+    prompts = [[5, 6, 7, 8, 5, 6, 7, 8], [40, 41], [70]]
+    free = generate(lm.model, lm.params, prompts, max_new_tokens=20)
+    seq = free[0].output_ids[4:7]
+    crossing = [prompts[0][-1], free[0].output_ids[0]]  # prompt end + first new token: not a match
+    for drafter in (None, PromptLookup(num_draft_tokens=4)):
+        extra = {} if drafter is None else {"drafter": drafter}
+        stopped = generate(lm.model, lm.params, prompts, max_new_tokens=20, stop_sequences=[seq, crossing], **extra)
+        for f, s in zip(free, stopped):
+            assert s.output_ids == min(_cut_at_sequence(f.output_ids, seq), _cut_at_sequence(f.output_ids, crossing), key=len)
+    assert len(stopped[0].output_ids) <= 7
+    with pytest.raises(InputError, match="a stop sequence is empty"):
+        generate(lm.model, lm.params, prompts, max_new_tokens=4, stop_sequences=[[]])
+
+
 def test_max_new_tokens_is_exact_without_stop(lm):
     out = generate(lm.model, lm.params, [[3, 4], [5] * 10], max_new_tokens=9)
     assert [len(r.output_ids) for r in out] == [9, 9]

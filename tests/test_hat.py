@@ -144,6 +144,12 @@ def test_checkpoint_directory_text_in_and_out_at_the_cli(tmp_path, capsys):
     row = json.loads(capsys.readouterr().out)
     assert row["prompt_ids"] == list(b"Hi there") and row["output_ids"] == want.output_ids
     assert row["text"] == bytes(b for b in want.output_ids if b < 256).decode("utf-8", "replace")
+    # --stop TEXT: the output ends at the first place its new bytes end with TEXT's bytes.
+    new = bytes(b for b in want.output_ids if b < 256)
+    stop = new[3:5]
+    argv = ["generate", "--model", str(tmp_path / "hat"), "--prompt", "Hi there", "--max-new-tokens", "8", "--json"]
+    assert main([*argv, "--stop", stop.decode("utf-8", "surrogateescape")]) == 0  # any bytes, as argv carries them
+    assert bytes(json.loads(capsys.readouterr().out)["output_ids"]) == new[: new.index(stop) + 2]
     # Bytes that are not UTF-8 (a command-line argument carries them as escaped surrogates) are taken as bytes.
     raw = b"ab\xffc d".decode("utf-8", "surrogateescape")
     assert main(["score", "--model", str(tmp_path / "hat"), "--prompt", raw]) == 0
