@@ -14,11 +14,14 @@ stops and records exactly as for any model:
                                           emit it (stops, budget: jaxspec/stopping.py), step_in_unit
     then once:                            close_units for the rows whose unit is full
 
+The inner loop ends early once `model.close_quorum` (default 1: all) of the
+live rows wait; rows whose unit is still open go on drawing in the next step.
+
 A row whose unit is full waits (its state untouched) while the others draw,
 so the outer level runs once per outer step for every row that closes: a
 Block Transformer's rows close their blocks together once the first partial
-block is done; a HAT's rows finish words of different lengths and the longest
-word sets the inner loop's length.
+block is done (waiting for all keeps them in step); a HAT's rows finish words
+of different lengths, so it closes once half of them wait.
 The step fits the loop's invariant (jaxspec/decode_loop.py) with its own cache
 meaning: everything emitted is already consumed, and each row's emitted
 count is one target "call" in the statistics.
@@ -58,9 +61,13 @@ def unit_step(model, spec, params, state):
         cache = model.step_in_unit(params, token, cache, going_now)
         return i + 1, cache, history, seq_len, done, emitted + going_now.astype(jnp.int32)
 
+    quorum = getattr(model, "close_quorum", 1.0)
+
     def more(carry):
         i, cache, _, _, done, _ = carry
-        return (i < model.unit_len) & jnp.any(going(cache, done))
+        live = active & ~done
+        waiting = jnp.sum(live & model.unit_full(cache))
+        return (i < model.unit_len) & jnp.any(going(cache, done)) & (waiting < quorum * jnp.sum(live))
 
     carry = (0, state.cache, state.history, state.seq_len, state.done, jnp.zeros((b,), jnp.int32))
     _, cache, history, seq_len, done, emitted = jax.lax.while_loop(more, inner, carry)

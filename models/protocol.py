@@ -24,6 +24,8 @@ row's next-token logits in `cache.logits`:
                                                  rows take their next token into their unit
     unit_full(cache) -> [B] bool                 the row's unit waits to be closed
     close_units(params, cache, rows[B]) -> cache the outer level for rows whose unit is full
+    close_quorum (optional, default 1.0)         the share of live rows whose units must be full
+                                                 before the engine closes them
 
 `start` turns the user's prompts into the state the decode loop begins from.
 For a decoder-only model the prompt is the decoder's own prefix: it is
