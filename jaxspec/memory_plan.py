@@ -104,14 +104,14 @@ def _local(plan: ShardingPlan, logical: str, size: int) -> int:
 
 
 def plan_memory(model, mesh: str, batch_size: int, max_len: int, prompt_len: int | None = None) -> MemoryPlan:
-    """The MemoryPlan of a decoder-only model or a Block Transformer (its dtype is the params' and the cache's) on `mesh`, decoding
+    """The MemoryPlan of a decoder-only model, a Block Transformer or a HAT (its dtype is the params' and the cache's) on `mesh`, decoding
     batch_size rows into max_len slots after a prompt_len-token prefill (default: half of max_len), and
     training on batch_size rows of max_len tokens with AdamW (train/optimizer.py) in the model's dtype."""
     from train.optimizer import OptimizerConfig, make_optimizer
     from train.step import init_state
 
     if model.is_encoder_decoder:
-        raise InputError("jaxspec plan covers decoder-only models and the Block Transformer")
+        raise InputError("jaxspec plan covers decoder-only models, the Block Transformer and HAT")
     for name, value in (("batch size", batch_size), ("max length", max_len)):
         if int(value) != value or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value}")
@@ -136,6 +136,8 @@ def plan_memory(model, mesh: str, batch_size: int, max_len: int, prompt_len: int
         acts = _activations(plan, model.config, rows, model.dtype)
         decode_acts = max(acts.forward(prompt_len, max_len, logits=False), acts.forward(VERIFY_WIDTH, max_len, logits=True))
         train_acts = acts.train(max_len)
+    elif hasattr(model.config, "backbone"):
+        decode_acts, train_acts = _hat_activations(plan, model, rows, max_len, prompt_len)
     else:
         decode_acts, train_acts = _two_level_activations(plan, model, rows, max_len, prompt_len)
     return MemoryPlan(
@@ -177,3 +179,23 @@ def _two_level_activations(plan: ShardingPlan, model, rows: int, max_len: int, p
     decode = max(outer.forward(prompt_len // size + 1, slots, logits=False), inner.forward(width, width, logits=True))
     per_block = _activations(plan, c.token_decoder, rows * blocks, model.dtype)
     return decode, outer.train(blocks) + per_block.train(width)
+
+
+def _hat_activations(plan: ShardingPlan, model, rows: int, max_len: int, prompt_len: int) -> tuple[int, int]:
+    """(decode, train) activation estimates of a HAT (models/hat.py), lengths in bytes.
+
+    Decoding: the largest of the three stacks' prefills over the prompt (the backbone over as many word
+    slots as bytes, as `start` runs it); a byte step is smaller. Training: all three at once, the byte
+    stacks over every byte and the backbone over its word slots (models.hat.TRAIN_BYTES_PER_WORD).
+    """
+    from models.hat import TRAIN_BYTES_PER_WORD
+
+    c = model.config
+    encoder, backbone, decoder = (_activations(plan, s, rows, model.dtype) for s in (c.encoder, c.backbone, c.decoder))
+    decode = max(
+        encoder.forward(prompt_len, max_len, logits=False),
+        backbone.forward(prompt_len, max_len, logits=False),
+        decoder.forward(prompt_len, max_len, logits=True),
+    )
+    slots = max(1, max_len // TRAIN_BYTES_PER_WORD)
+    return decode, encoder.train(max_len) + backbone.train(slots) + decoder.train(max_len)

@@ -94,10 +94,12 @@ def test_plan_refuses_an_encoder_decoder_model(tmp_path):
         plan_memory(load(tmp_path).model, "data=1", 1, 16)
 
 
-def test_block_transformer_plan_counts_its_params_and_nested_caches_exactly():
+@pytest.mark.parametrize("kind", ["block", "hat"])
+def test_two_level_plan_counts_its_params_and_nested_caches_exactly(kind):
     from tests.block_factory import tiny_block
+    from tests.hat_factory import tiny_hat
 
-    model, params, _ = tiny_block()
+    model, params, _ = tiny_block() if kind == "block" else tiny_hat()
     plan = plan_memory(model, "data=1", 3, 64)
     assert plan.params == sum(x.nbytes for x in jax.tree_util.tree_leaves(params))
     cache = model.init_cache(3, 64)
