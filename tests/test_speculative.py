@@ -15,10 +15,11 @@ from scipy import stats
 from jaxspec import SamplingConfig
 from jaxspec.generate import generate
 from jaxspec.decode_loop import DecodeSpec, run_decode
+from jaxspec.stopping import stop_table
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
 from jaxspec.drafters.prompt_lookup import PromptLookup
-from jaxspec.generate import _pad
+from jaxspec.generate import _pad, bucket
 from jaxspec.methods import build_drafter
 from models.layer_skip import SkipSet
 from tests.random_models import VOCAB, noisy_copy, perturbed, random_model
@@ -115,7 +116,7 @@ def test_a_perfect_draft_is_always_accepted():
 def final_decode_state(model, params, prompts, max_new: int, drafter, dparams):
     """The loop's state once every row is done (greedy, no stop tokens)."""
     tokens, lengths = map(jnp.asarray, _pad(prompts))
-    stops = jnp.full((1,), -1, jnp.int32)
+    stops = jnp.asarray(stop_table([], [], bucket))
     return jax.jit(run_decode, static_argnums=(0, 1, 2))(
         model, drafter, DecodeSpec(max_new, SamplingConfig()), params, dparams, tokens, lengths, stops,
         jnp.zeros((len(prompts),), jnp.uint32),
