@@ -11,7 +11,7 @@ decoding bytes per second.
    so both read the same amount of text: the BPE model is the block
    bench's vanilla model (reused from runs/block/vanilla when present); the
    HAT's backbone has its layers and width, its byte encoder and decoder are
-   one layer each of width 64, so that both spend about the same training
+   two layers each of width 64, so that both spend about the same training
    FLOPs per row (reported: 6 x matmul params x positions, each stack at
    its own rate: bytes, word slots, tokens).
 3. Bits per byte on held-out files (chunks of --chunk-bytes; every byte
@@ -58,7 +58,7 @@ from train.dataset import open_dataset
 
 HAT_FLAGS = ["--arch", "hat", "--hidden", "128", "--intermediate", "352", "--layers", "4", "--heads", "4",
              "--kv-heads", "2", "--byte-hidden", "64", "--byte-intermediate", "176", "--byte-heads", "4",
-             "--byte-kv-heads", "2", "--encoder-layers", "1", "--decoder-layers", "1", "--sliding-window", "256",
+             "--byte-kv-heads", "2", "--encoder-layers", "2", "--decoder-layers", "2", "--sliding-window", "256",
              "--max-positions", "4096"]
 
 

@@ -190,7 +190,7 @@ def test_hat_on_mesh_equals_one_device():
     assert sharded["connector"]["key"]["kernel"].sharding.spec == P(None, "tensor")
     assert sharded["backbone"]["layers_0"]["mlp"]["gate_proj"]["kernel"].sharding.spec == P(None, "tensor")
     prompts = [list(b"Hello, wor"), list(b"a"), list(b"camelCase and"), list(b"x y z")] * 2
-    for cfg in (SamplingConfig(), SamplingConfig(temperature=1.0, top_k=20)):
-        one = generate(model, params, prompts, max_new_tokens=12, sampling=cfg, seed=4)
-        many = generate(model, sharded, prompts, max_new_tokens=12, sampling=cfg, seed=4, plan=plan)
-        assert [r.output_ids for r in one] == [r.output_ids for r in many]
+    cfg = SamplingConfig(temperature=1.0, top_k=20)
+    one = generate(model, params, prompts, max_new_tokens=12, sampling=cfg, seed=4)
+    many = generate(model, sharded, prompts, max_new_tokens=12, sampling=cfg, seed=4, plan=plan)
+    assert [r.output_ids for r in one] == [r.output_ids for r in many]
