@@ -235,9 +235,9 @@ class HAT:
     is_encoder_decoder = False
     byte_level = True  # token ids are byte values (and end of text): no tokenizer file
     # The engine closes words (one batched backbone step) once half of the live rows wait, not all: rows
-    # finish words of different lengths, and waiting for the longest idles the others. Measured on the
-    # bench HAT (bench/hat.py), batch 8, sampled: 16.8k bytes/s at one half, 10.0k waiting for all rows,
-    # 14.9k at a quarter (more backbone steps).
+    # finish words of different lengths, and waiting for the longest idles the others. Measured on a
+    # bench HAT with one-layer byte stacks (bench/hat.py), batch 8, sampled: 16.8k bytes/s at one half,
+    # 10.0k waiting for all rows, 14.9k at a quarter (more backbone steps).
     close_quorum = 0.5
 
     @property
