@@ -173,10 +173,10 @@ def test_block_transformer_on_mesh_equals_one_device():
     gate = sharded["token_decoder"]["layers_0"]["mlp"]["gate_proj"]["kernel"]
     assert gate.sharding.spec == P(None, "tensor")  # (the heads: 2 in the token decoder do not split over 4)
     assert sharded["embedder"]["embedding"].sharding.spec == P("tensor", None)
-    for cfg in (SamplingConfig(), SamplingConfig(temperature=1.0, top_k=20)):
-        one = generate(model, params, PROMPTS, max_new_tokens=10, sampling=cfg, seed=4)
-        many = generate(model, sharded, PROMPTS, max_new_tokens=10, sampling=cfg, seed=4, plan=plan)
-        assert [r.output_ids for r in one] == [r.output_ids for r in many]
+    cfg = SamplingConfig(temperature=1.0, top_k=20)
+    one = generate(model, params, PROMPTS, max_new_tokens=10, sampling=cfg, seed=4)
+    many = generate(model, sharded, PROMPTS, max_new_tokens=10, sampling=cfg, seed=4, plan=plan)
+    assert [r.output_ids for r in one] == [r.output_ids for r in many]
 
 
 def test_hat_on_mesh_equals_one_device():
