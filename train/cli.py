@@ -213,14 +213,15 @@ def _model_dict(a) -> dict:
 
     if a.config is not None:
         return read_config_file(a.config)
+    # The size flags as a stack's config.json sizes: a Block Transformer's block decoder, a HAT's backbone.
+    sizes = {
+        "hidden_size": a.hidden,
+        "intermediate_size": a.intermediate,
+        "num_hidden_layers": a.layers,
+        "num_attention_heads": a.heads,
+        "num_key_value_heads": a.kv_heads,
+    }
     if getattr(a, "arch", "llama") == "hat":
-        backbone = {
-            "hidden_size": a.hidden,
-            "intermediate_size": a.intermediate,
-            "num_hidden_layers": a.layers,
-            "num_attention_heads": a.heads,
-            "num_key_value_heads": a.kv_heads,
-        }
         byte = {
             "hidden_size": a.byte_hidden,
             "intermediate_size": a.byte_intermediate,
@@ -228,17 +229,10 @@ def _model_dict(a) -> dict:
             "num_key_value_heads": a.byte_kv_heads,
         }
         return hat_hf_config(
-            {**byte, "num_hidden_layers": a.encoder_layers}, backbone, {**byte, "num_hidden_layers": a.decoder_layers},
+            {**byte, "num_hidden_layers": a.encoder_layers}, sizes, {**byte, "num_hidden_layers": a.decoder_layers},
             a.max_positions, a.sliding_window, a.max_word_bytes, a.connector_heads, a.rope_theta,
         )
     if getattr(a, "arch", "llama") == "block":
-        sizes = {
-            "hidden_size": a.hidden,
-            "intermediate_size": a.intermediate,
-            "num_hidden_layers": a.layers,
-            "num_attention_heads": a.heads,
-            "num_key_value_heads": a.kv_heads,
-        }
         token = dict(sizes, num_hidden_layers=a.layers if a.token_layers is None else a.token_layers)
         return block_hf_config(
             a.block_len, sizes, token, a.max_positions, a.rope_theta, a.tie_embeddings, a.embedder, a.injection,
