@@ -82,3 +82,11 @@ def reference_dir(reference_gguf) -> Path:
     from jaxspec import reference_model
 
     return reference_model.converted_dir()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The environment for a module's training subprocesses: they compile the same programs, so a shared
+    persistent compilation cache compiles each once."""
+    cache = tmp_path_factory.mktemp("jax_cache")
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")

@@ -4,7 +4,6 @@ from a trained vanilla model."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +36,6 @@ def _argv(data: Path, run: Path) -> list[str]:
 
 
 CLI = [sys.executable, "-m", "train"]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The runs compile the same programs: a shared persistent compilation cache compiles them once."""
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ and the bad inputs of both."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,12 +37,6 @@ def byte_data(tmp_path_factory) -> Path:
     out = root / "bytes"
     assert main(["data", "--corpus", str(write_corpus(root / "corpus")), "--bytes", "--seq-len", "128", "--eval-fraction", "0.1", "--out", str(out)]) == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -29,13 +28,6 @@ def _argv(data: Path, run: Path) -> list[str]:
 
 def _cli(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "train", *argv]
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The three runs compile the same programs: a shared persistent compilation cache compiles them once."""
-    cache = tmp_path_factory.mktemp("jax_cache")
-    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
 
 
 def _entries(ckpts: Path) -> tuple[list[int], list[str]]:
