@@ -29,10 +29,11 @@ def _ragged_prompts(vocab: int, lengths, seed: int = 0) -> list[list[int]]:
 
 
 def _padded(prompts):
+    """Rows of ids (or bytes) right-padded with 0 to the longest, and their lengths, as arrays."""
     width = max(len(p) for p in prompts)
     out = np.zeros((len(prompts), width), np.int32)
     for i, p in enumerate(prompts):
-        out[i, : len(p)] = p
+        out[i, : len(p)] = list(p)
     return jnp.asarray(out), jnp.asarray([len(p) for p in prompts], jnp.int32)
 
 

@@ -22,6 +22,7 @@ from models import ModelConfigError, build_model
 from models.hat_words import EOS, split_words
 
 from tests.hat_factory import hat_config, tiny_hat
+from tests.test_block_transformer import _padded
 
 CAP = 6  # the factory's max_word_bytes
 
@@ -32,14 +33,6 @@ TEXTS = [
     b"caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xff raw",
     b"x" * 17,
 ]
-
-
-def _padded(rows):
-    width = max(len(r) for r in rows)
-    out = np.zeros((len(rows), width), np.int32)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = list(r)
-    return jnp.asarray(out), jnp.asarray([len(r) for r in rows], jnp.int32)
 
 
 def test_step_by_step_logits_equal_the_teacher_forced_forward_and_the_backbone_runs_once_per_word():
