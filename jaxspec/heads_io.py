@@ -1,4 +1,4 @@
-"""Draft heads directories (Medusa heads, a Kangaroo exit adapter): config.json (models.medusa.HeadsConfig) and
+"""Draft heads directories (Medusa or Hydra heads, a Kangaroo exit adapter): config.json (models.medusa.HeadsConfig) and
 heads.safetensors, next to a target.
 
 The config names the target the heads were trained for (hidden size,
@@ -24,17 +24,18 @@ from jaxspec.atomic import atomic_directory
 from jaxspec.errors import CheckpointError
 from jaxspec.hf_io import check_tensor_names, flatten, read_json, unflatten
 from models.early_exit import KANGAROO, ExitAdapter
+from models.hydra import HYDRA, HydraHeads
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
 
 HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
 DRAFT_IDS = "draft_ids"
-KINDS = {MEDUSA: MedusaHeads, KANGAROO: ExitAdapter}
+KINDS = {MEDUSA: MedusaHeads, HYDRA: HydraHeads, KANGAROO: ExitAdapter}
 
 
 @dataclasses.dataclass
 class LoadedHeads:
-    heads: Any  # MedusaHeads
+    heads: Any  # one of KINDS
     params: dict
     draft_ids: jnp.ndarray | None  # [N] int32 target ids, or None for the whole vocabulary
     source: Path
@@ -62,8 +63,14 @@ def check_adapter(config: HeadsConfig, where) -> None:
             f"{where}: exit layer must be in [1, {config.target_layers}) for a {config.target_layers}-layer target, "
             f"got {config.exit_layer}"
         )
-    if not config.attention_heads or config.hidden_size % config.attention_heads:
-        raise CheckpointError(f"{where}: attention heads {config.attention_heads} must divide the hidden size {config.hidden_size}")
+    check_attention_heads(config, where, required=True)
+
+
+def check_attention_heads(config: HeadsConfig, where, required: bool) -> None:
+    """An attention layer's heads (an exit adapter's, Hydra++'s prefix layer's) divide the hidden size."""
+    heads = config.attention_heads
+    if (required and not heads) or (heads is not None and (heads < 1 or config.hidden_size % heads)):
+        raise CheckpointError(f"{where}: attention heads {heads} must divide the hidden size {config.hidden_size}")
 
 
 def save_heads(out_dir: Path, heads, params, draft_ids=None) -> None:
@@ -91,6 +98,8 @@ def load_heads(path: str | Path, target_model, dtype: str = "float32") -> Loaded
     check_target(config, target_model, path)
     if config.kind == KANGAROO:
         check_adapter(config, path)
+    else:
+        check_attention_heads(config, path, required=False)
     heads = KINDS[config.kind](config, dtype)
     weights = path / HEADS_FILE
     if not weights.exists():

@@ -12,6 +12,7 @@ import numpy as np
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
 from jaxspec.drafters.dynamic_exit import DynamicExit
+from jaxspec.drafters.hydra import Hydra
 from jaxspec.drafters.early_exit import EarlyExit
 from jaxspec.drafters.jacobi import Jacobi
 from jaxspec.drafters.layer_skip import LayerSkip
@@ -26,16 +27,18 @@ from jaxspec.heads_io import LoadedHeads, check_adapter, check_target, target_fi
 from jaxspec.sampling import SamplingConfig
 from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
 from models.early_exit import KANGAROO, ExitAdapter, ExitDraftModel
+from models.hydra import HYDRA
 from models.layer_skip import SkippedModel, SkipSet, SkipSetError
 from models.medusa import HeadsConfig
 
 METHODS = (
-    "autoregressive", "draft-model", "prompt-lookup", "medusa", "token-recycling", "ngram-trie", "jacobi",
+    "autoregressive", "draft-model", "prompt-lookup", "medusa", "hydra", "token-recycling", "ngram-trie", "jacobi",
     "speculative-jacobi", "lookahead", "layer-skip", "early-exit", "dynamic-exit",
 )
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
-TREE_METHODS = ("medusa", "token-recycling", "ngram-trie")
-HEAD_METHODS = ("medusa",)
+TREE_METHODS = ("medusa", "hydra", "token-recycling", "ngram-trie")
+# Head methods draft with heads of their own kind (a heads directory's config.json "kind").
+HEAD_METHODS = ("medusa", "hydra")
 # Jacobi's window is a chain of W guesses (--window), sized per step like other chains.
 JACOBI_METHODS = ("jacobi", "speculative-jacobi")
 # Lookahead's tree: (W + G) x (N - 1) nodes from --window, --levels and --pool-size.
@@ -130,7 +133,7 @@ def build_drafter(
             return _recycling_drafter(target_vocab, int(size), accuracy, successors)
         if method == "ngram-trie":
             return NgramTrie(grow(accuracy or rank_accuracy(method), int(size)), width=SUCCESSOR_WIDTH), None
-        return _head_drafter(heads, target, int(size))
+        return _head_drafter(method, heads, target, int(size))
     if method == "lookahead":
         return _lookahead_drafter(LOOKAHEAD_DEFAULTS["window"] if num_draft_tokens is None else num_draft_tokens,
                                   levels, pool_size), None
@@ -333,23 +336,27 @@ def resolve_skip_set(
         raise InputError(str(e)) from None
 
 
-def _head_drafter(heads: LoadedHeads, target, tree_size: int):
+def _head_drafter(method: str, heads: LoadedHeads, target, tree_size: int):
     model, params = target
     check_target(heads.heads.config, model, heads.source)
-    expect_heads_for("medusa", heads)
-    embedding = model.output_embedding(params)
-    if heads.draft_ids is not None:
-        embedding = embedding[heads.draft_ids]
+    expect_heads_for(method, heads)
+    table = model.output_embedding(params)
+    rows = table if heads.draft_ids is None else table[heads.draft_ids]
     tree = grow(head_accuracy(heads), int(tree_size))
-    return Medusa(heads.heads, tree), (heads.params, embedding, heads.draft_ids)
+    if method == "hydra":
+        return Hydra(heads.heads, tree), (heads.params, rows, table, heads.draft_ids)
+    return Medusa(heads.heads, tree), (heads.params, rows, heads.draft_ids)
 
 
 def expect_heads_for(method: str, heads: LoadedHeads) -> None:
-    """Medusa drafts with heads, early exit with an exit adapter; both load as heads directories."""
+    """Each head method drafts with heads of its own kind, early exit with an exit adapter; all load as heads
+    directories."""
     if method == "early-exit" and not isinstance(heads.heads, ExitAdapter):
         raise InputError(f"{heads.source}: not an exit adapter ({heads.heads.config.kind} heads)")
     if method in HEAD_METHODS and isinstance(heads.heads, ExitAdapter):
         raise InputError(f"{heads.source}: an exit adapter, not draft heads (use it with --method early-exit --adapter)")
+    if method in HEAD_METHODS and heads.heads.config.kind != method:
+        raise InputError(f"{heads.source}: {heads.heads.config.kind} heads, not {method} heads (use --method {heads.heads.config.kind})")
 
 
 def head_accuracy(heads: LoadedHeads):
@@ -375,12 +382,18 @@ def _param_count(tree) -> int:
     return sum(x.size for x in jax.tree_util.tree_leaves(tree))
 
 
-def heads_drafting_cost(heads: LoadedHeads, params) -> float:
+def heads_drafting_cost(heads: LoadedHeads, params):
     """The heads' cost per step relative to a one-token forward, from the weights each reads (a decoding
-    step is memory-bound): the heads' params plus the embedding rows they project through, once for all
-    heads, over the target's params."""
-    rows = heads.heads.config.draft_vocab or heads.heads.config.vocab_size
-    return (_param_count(heads.params) + rows * heads.heads.config.hidden_size) / _param_count(params)
+    step is memory-bound): the heads' params plus the embedding rows they project through, over the
+    target's params. Medusa's heads score once for all heads; Hydra's once per depth of the tree, so its
+    cost is a function of the tree size n."""
+    config = heads.heads.config
+    rows = (config.draft_vocab or config.vocab_size) * config.hidden_size
+    total = _param_count(params)
+    if config.kind != HYDRA:
+        return (_param_count(heads.params) + rows) / total
+    accuracy = head_accuracy(heads)
+    return lambda n: (_param_count(heads.params) + rows * max(grow(accuracy, n).depth)) / total
 
 
 def training_free_drafting_cost(method: str, model, params):

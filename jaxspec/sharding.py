@@ -69,6 +69,8 @@ _PARAM_AXES = {
     # Medusa's ResBlocks (models/medusa.py): D -> D, the output side like an MLP's hidden.
     ("res_block", "kernel"): ("embed", "mlp"),
     ("res_block", "bias"): ("mlp",),
+    # Hydra's input projection (models/hydra.py): [(k + 2) D, D], the output side like the ResBlocks'.
+    ("res_proj", "kernel"): ("embed", "mlp"),
     # The Block Transformer (models/block_transformer.py): its block embedder (token table, start block,
     # the projection variant's [L * De, D]) and the context's expansion into the token decoder's prefix.
     ("embedder", "embedding"): ("vocab", "embed"),

@@ -46,6 +46,8 @@ class HeadsConfig:
     accuracy: tuple[tuple[float, ...], ...] = ()
     # Kangaroo's exit adapter (models/early_exit.py): the target layers it follows, its attention heads.
     exit_layer: int | None = None
+    # The attention heads of an exit adapter, or of Hydra++'s prefix-attention layer (models/hydra.py:
+    # None for Hydra heads without one).
     attention_heads: int | None = None
 
     def to_json(self) -> dict:
@@ -113,6 +115,13 @@ class MedusaHeads:
     def logits(features, embedding) -> jax.Array:
         """features [..., K, D] against the target's output embedding (or its draft rows) [N, D] -> [..., K, N]."""
         return jnp.einsum("...kd,nd->...kn", features, embedding.astype(features.dtype)).astype(jnp.float32)
+
+    def training_logits(self, params, hidden, tokens, table, rows) -> jax.Array:
+        """Teacher-forced logits [B, T, K, N] over the target's hidden states [B, T, D]: head k at t guesses
+        token t + k + 2 from h_t alone (the tokens and the embedding `table` are for heads that read them,
+        models/hydra.py); scored against `rows` [N, D] (a draft vocabulary's rows)."""
+        del tokens, table
+        return self.logits(self.features(params, hidden), rows)
 
     @staticmethod
     def tensor_name(path: tuple[str, ...]) -> str:

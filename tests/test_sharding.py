@@ -105,12 +105,14 @@ def _t5gemma(tie):
 def _heads(kind):
     from jaxspec.heads_io import target_fields
     from jaxspec.methods import untrained_adapter
-    from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
+    from jaxspec.heads_io import KINDS
+    from models.medusa import HeadsConfig
 
     target = _decoder_only("llama")
     if kind == "exit-adapter":
         return untrained_adapter(target, 1)
-    return MedusaHeads(HeadsConfig(kind=MEDUSA, num_heads=2, num_layers=2, **target_fields(target)))
+    prefix = {"attention_heads": 2} if kind == "hydra" else {}  # Hydra++'s prefix layer
+    return KINDS[kind](HeadsConfig(kind=kind, num_heads=2, num_layers=2, **prefix, **target_fields(target)))
 
 
 def _block(variant):
@@ -131,6 +133,7 @@ MODEL_KINDS = {
     "t5gemma": functools.partial(_t5gemma, True),
     "t5gemma-untied": functools.partial(_t5gemma, False),
     "medusa-heads": functools.partial(_heads, "medusa"),
+    "hydra-heads": functools.partial(_heads, "hydra"),
     "exit-adapter": functools.partial(_heads, "exit-adapter"),
     **{f"block-{v}": functools.partial(_block, v) for v in ("lookup-prefix", "projection-sum-tied")},
     "hat": _hat,

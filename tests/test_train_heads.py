@@ -81,3 +81,33 @@ def test_cli_generates_with_heads_and_rejects_bad_ones(capsys, heads_run, target
         assert words in one_error_line(capsys.readouterr().err)
     assert cli_main(base + ["--method", "medusa", "--heads", str(heads_run / "heads"), "--tree-size", "0"]) == 2
     assert "tree size" in one_error_line(capsys.readouterr().err)
+
+
+def test_hydra_heads_with_prefix_attention_train_and_draft_exactly(capsys, data_dir, target_dir, tmp_path):
+    """`--kind hydra --prefix-attention` (Hydra++) trains, exports heads with the prefix layer, and drafts the
+    target's own greedy text; a heads directory of one kind refuses the other method in one line."""
+    run = tmp_path / "hydra"
+    argv = ["heads", "--kind", "hydra", "--prefix-attention", "--model", str(target_dir), "--data", str(data_dir),
+            "--out", str(run), "--num-heads", "2", "--num-layers", "2", *SCHEDULE, "--lr", "1e-2", "--steps", "40"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert np.mean(losses[-5:]) < losses[0] - 0.5
+    target = load(target_dir)
+    heads = load_heads(run / "heads", target.model)
+    assert heads.heads.config.kind == "hydra" and heads.heads.prefix is not None
+    assert heads.heads.config.accuracy[0][0] > 0.2
+
+    rows = open_dataset(data_dir).eval[:4, :12].astype(int).tolist()
+    plain = generate(target.model, target.params, rows, max_new_tokens=24)
+    drafter, dparams = build_drafter("hydra", batch=4, sampling=SamplingConfig(), target_vocab=target.model.vocab_size,
+                                     heads=heads, target=(target.model, target.params), tree_size=6)
+    out = generate(target.model, target.params, rows, max_new_tokens=24, drafter=drafter, drafter_params=dparams)
+    assert [g.output_ids for g in out] == [g.output_ids for g in plain]
+    assert sum(len(g.output_ids) for g in out) / sum(g.target_calls for g in out) > 1.2
+
+    base = ["generate", "--model", str(target_dir), "--prompt-ids", "5,6,7,8", "--max-new-tokens", "4"]
+    assert cli_main(base + ["--method", "medusa", "--heads", str(run / "heads")]) == 2
+    assert "hydra heads, not medusa heads" in one_error_line(capsys.readouterr().err)
+    assert main(argv[:1] + ["--kind", "medusa"] + argv[3:]) == 2
+    assert "needs --kind hydra" in one_error_line(capsys.readouterr().err)

@@ -24,7 +24,7 @@ from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.base import Context, Draft
 from jaxspec.errors import CheckpointError, InputError
 from jaxspec.generate import _pad
-from jaxspec.heads_io import LoadedHeads, load_heads, save_heads, target_fields
+from jaxspec.heads_io import KINDS, LoadedHeads, load_heads, save_heads, target_fields
 from jaxspec.methods import auto_tree_size, best_tree_size, build_drafter, head_accuracy, heads_drafting_cost
 from jaxspec.static_tree import StaticTree, grow, prior_accuracy
 from models import Start
@@ -128,9 +128,10 @@ def test_cache_after_tree_commits_equals_cache_after_plain():
 # ---------------------------------------------------------------- Medusa heads
 
 
-def _random_heads(model, seed=0, num_heads=3, scale=0.5, **config):
-    cfg = HeadsConfig(kind=MEDUSA, num_heads=num_heads, num_layers=1, **target_fields(model), **config)
-    heads = MedusaHeads(cfg)
+def random_heads(model, seed=0, num_heads=3, scale=0.5, kind=MEDUSA, num_layers=1, **config):
+    """Heads of `kind` for `model` with every parameter perturbed (a trained head's stand-in)."""
+    cfg = HeadsConfig(kind=kind, num_heads=num_heads, num_layers=num_layers, **target_fields(model), **config)
+    heads = KINDS[kind](cfg)
     params = heads.init_params(jax.random.key(seed))
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
@@ -138,23 +139,28 @@ def _random_heads(model, seed=0, num_heads=3, scale=0.5, **config):
     return LoadedHeads(heads, params, None, "random")
 
 
-def _medusa(model, params, heads, batch, tree_size, sampling=SamplingConfig()):
-    return build_drafter("medusa", batch=batch, sampling=sampling, target_vocab=model.vocab_size, heads=heads,
+def _medusa(model, params, heads, batch, tree_size, sampling=SamplingConfig(), method="medusa"):
+    return build_drafter(method, batch=batch, sampling=sampling, target_vocab=model.vocab_size, heads=heads,
                          target=(model, params), tree_size=tree_size)
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.7])
-def test_wide_tree_and_batch_give_what_one_node_and_batch_one_give(temperature):
+# Hydra's heads read the drafted tokens; Hydra++'s also a prefix-attention layer with a cache of its own.
+HEAD_KINDS = {"medusa": {}, "hydra": {"kind": "hydra", "num_layers": 2}, "hydra++": {"kind": "hydra", "attention_heads": 2}}
+
+
+@pytest.mark.parametrize("kind, temperature", [("medusa", 0.0), ("medusa", 0.7), ("hydra", 0.0), ("hydra++", 0.7)])
+def test_wide_tree_and_batch_give_what_one_node_and_batch_one_give(kind, temperature):
     """SGLang's test: batch 3 with a 12-node tree, row by row with a 1-node tree, and plain decoding all
     emit the same tokens; under sampling too, since a point-mass tree emits the target's own draws."""
     model, params = random_model(7, 2, 32, 4, 2, scale=12.0 if temperature == 0 else 3.0)
-    heads = _random_heads(model)
+    heads = random_heads(model, **HEAD_KINDS[kind])
+    method = heads.heads.config.kind
     prompts = [[1, 2, 3, 4, 5], [7, 8], [3, 9, 3, 9, 3, 9, 3, 9, 3]]
     sampling = SamplingConfig(temperature=temperature)
     wide = generate(model, params, prompts, max_new_tokens=20, sampling=sampling, seed=[11, 12, 13],
-                    drafter=(d := _medusa(model, params, heads, 3, 12, sampling))[0], drafter_params=d[1])
+                    drafter=(d := _medusa(model, params, heads, 3, 12, sampling, method))[0], drafter_params=d[1])
     for i, prompt in enumerate(prompts):
-        d = _medusa(model, params, heads, 1, 1, sampling)
+        d = _medusa(model, params, heads, 1, 1, sampling, method)
         one = generate(model, params, [prompt], max_new_tokens=20, sampling=sampling, seed=[11 + i],
                        drafter=d[0], drafter_params=d[1])[0]
         plain = generate(model, params, [prompt], max_new_tokens=20, sampling=sampling, seed=[11 + i])[0]
@@ -163,7 +169,7 @@ def test_wide_tree_and_batch_give_what_one_node_and_batch_one_give(temperature):
 
 def test_heads_directory_round_trip_and_bad_heads(tmp_path):
     model, params = random_model(8, 2, 32, 4, 2)
-    heads = _random_heads(model, num_heads=2)
+    heads = random_heads(model, num_heads=2)
     save_heads(tmp_path / "heads", heads.heads, heads.params)
     loaded = load_heads(tmp_path / "heads", model)
     for a, b in zip(jax.tree_util.tree_leaves(heads.params), jax.tree_util.tree_leaves(loaded.params)):
@@ -182,7 +188,7 @@ def test_heads_directory_round_trip_and_bad_heads(tmp_path):
 def test_a_reduced_draft_vocabulary_drafts_only_its_ids():
     model, params = random_model(9, 2, 32, 4, 2)
     ids = jnp.asarray([3, 5, 8, 13, 21, 34], jnp.int32)
-    heads = _random_heads(model, draft_vocab=len(ids))
+    heads = random_heads(model, draft_vocab=len(ids))
     heads = dataclasses.replace(heads, draft_ids=ids)
     drafter, dparams = _medusa(model, params, heads, 2, 8)
     start = Start(None, None, jnp.full((2,), 3), hidden=jax.random.normal(jax.random.key(0), (2, 3, 32)))
@@ -201,7 +207,7 @@ def test_medusa_starts_from_the_hidden_state_before_the_last_prompt_token():
     model, params = random_model(10, 2, 32, 4, 2)
     tokens, lengths = map(jnp.asarray, _pad([[1, 2, 3, 4, 5], [6, 7], [8]]))
     start = model.start(params, tokens, lengths, 8)
-    drafter, dparams = _medusa(model, params, _random_heads(model), 3, 4)
+    drafter, dparams = _medusa(model, params, random_heads(model), 3, 4)
     state = drafter.init(dparams, tokens, lengths, 8, start)
     b, p = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(p), (b, p))
@@ -224,7 +230,7 @@ def test_tree_size_for_the_best_expected_speedup():
 
 def test_auto_tree_size_measures_the_cost_and_keeps_useless_heads_plain():
     model, params = random_model(11, 2, 32, 4, 2)
-    heads = _random_heads(model)
+    heads = random_heads(model)
     useless = dataclasses.replace(heads, heads=MedusaHeads(dataclasses.replace(heads.heads.config, accuracy=((1e-6, 1e-6),) * 3)))
     assert auto_tree_size(head_accuracy(useless), heads_drafting_cost(useless, params), model, params, 1, "heads") == 0
 

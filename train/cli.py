@@ -149,11 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prefix", type=float, default=0.75, help="longest source, as a share of each packed row")
     _train_args(p)
 
-    p = sub.add_parser("heads", help="train draft heads (Medusa) on a frozen target's own distributions")
-    p.add_argument("--kind", choices=("medusa",), default="medusa")
+    p = sub.add_parser("heads", help="train draft heads (Medusa, Hydra) on a frozen target's own distributions")
+    p.add_argument(
+        "--kind", choices=("medusa", "hydra"), default="medusa",
+        help="medusa: heads over the target's hidden state; hydra: each head also reads the tokens drafted before it",
+    )
     p.add_argument("--model", type=Path, required=True, help="the target's model directory (same tokenizer as --data)")
     p.add_argument("--num-heads", type=int, default=3, help="heads: head k guesses the token k + 2 places ahead")
-    p.add_argument("--num-layers", type=int, default=1, help="ResBlocks per head")
+    p.add_argument("--num-layers", type=int, default=1, help="ResBlocks per head (Hydra's first block is its input's)")
+    p.add_argument(
+        "--prefix-attention", action="store_true",
+        help="hydra: Hydra++'s prefix-attention layer over the target's earlier hidden states before the heads",
+    )
     p.add_argument(
         "--draft-vocab", type=int, metavar="N",
         help="draft from the N most frequent ids of the training data only (cheap heads for large vocabularies)",
@@ -379,6 +386,7 @@ def _cmd_prefix_lm(a) -> None:
 def _cmd_heads(a) -> None:
     from jaxspec.heads_io import target_fields
     from jaxspec.loading import load
+    from jaxspec.methods import adapter_heads
     from models.medusa import HeadsConfig
     from train.dataset import open_dataset
     from train.heads import HeadsObjective, most_frequent_ids
@@ -398,7 +406,11 @@ def _cmd_heads(a) -> None:
         if not 1 <= a.draft_vocab <= fields["vocab_size"]:
             raise TrainingError(f"--draft-vocab must be in [1, {fields['vocab_size']}], got {a.draft_vocab}")
         ids = most_frequent_ids(data.train, a.draft_vocab, fields["vocab_size"])
-    config = HeadsConfig(kind=a.kind, num_heads=a.num_heads, num_layers=a.num_layers, draft_vocab=a.draft_vocab, **fields)
+    if a.prefix_attention and a.kind != "hydra":
+        raise TrainingError("--prefix-attention is Hydra++'s layer: it needs --kind hydra")
+    attention = adapter_heads(fields["hidden_size"]) if a.prefix_attention else None
+    config = HeadsConfig(kind=a.kind, num_heads=a.num_heads, num_layers=a.num_layers, draft_vocab=a.draft_vocab,
+                         attention_heads=attention, **fields)
     objective = HeadsObjective(config, str(a.model), ids)
     export = a.export or a.out / "heads"
     result = train(a.out, target.hf_config, data, _run_config(a), export, plan=plan, custom_objective=objective,

@@ -1,7 +1,9 @@
 """Training draft heads on a frozen target: the target's own distributions are the labels.
 
 Each packed row runs through the frozen target once; at every position t the
-heads read its final hidden state h_t, and head k is trained towards the
+heads read its final hidden state h_t (Hydra's heads also the row's own
+tokens t + 1 .. t + 1 + k, teacher-forced, and Hydra++'s prefix layer the
+hidden states before t: models/hydra.py), and head k is trained towards the
 target's distribution at position t + 1 + k (its prediction of token t + 2 + k
 given the true text), by cross-entropy against those soft labels (the
 self-distillation of Medusa-2 and of the Hydra recipe; with a reduced draft
@@ -21,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspec.heads_io import save_heads
-from models.medusa import HeadsConfig, MedusaHeads
+from jaxspec.heads_io import KINDS, save_heads
+from models.medusa import HeadsConfig
 
 MEASURED_RANKS = 4  # accuracies kept per head: ranks 0 .. 3 feed the tree builder
 
@@ -44,8 +46,8 @@ class HeadsObjective:
     name = "heads"
 
     @property
-    def heads(self) -> MedusaHeads:
-        return MedusaHeads(self.config)
+    def heads(self):
+        return KINDS[self.config.kind](self.config)
 
     def init_params(self, key):
         return self.heads.init_params(key)
@@ -62,10 +64,11 @@ class HeadsObjective:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
             out = model.forward(target_params, inputs, positions, model.init_cache(b, t))
             hidden, teacher = jax.lax.stop_gradient(out.hidden), jax.lax.stop_gradient(out.logits)
-            embedding = jax.lax.stop_gradient(model.output_embedding(target_params))
+            table = jax.lax.stop_gradient(model.output_embedding(target_params))
+            rows = table
             if ids is not None:
-                embedding, teacher = embedding[ids], teacher[..., ids]
-            logits = heads.logits(heads.features(params, hidden), embedding)  # [B, T, K, N]
+                rows, teacher = table[ids], teacher[..., ids]
+            logits = heads.training_logits(params, hidden, inputs, table, rows)  # [B, T, K, N]
             total, metrics = 0.0, {}
             for k in range(k_heads):
                 span = t - 1 - k  # positions whose label t + 1 + k lies inside the row
@@ -100,4 +103,4 @@ class HeadsObjective:
     def export(self, out_dir, params, metrics: dict) -> None:
         """The heads directory, with the measured accuracies its static tree is grown from."""
         config = dataclasses.replace(self.config, accuracy=self.measured_accuracy(metrics))
-        save_heads(out_dir, MedusaHeads(config), params, self.draft_ids)
+        save_heads(out_dir, KINDS[config.kind](config), params, self.draft_ids)
