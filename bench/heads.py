@@ -1,12 +1,13 @@
-"""Draft heads (Medusa) on the demo target: tokens per target call and speedup over autoregressive decoding.
+"""Draft heads (Medusa, Hydra++) on the demo target: tokens per target call and speedup over autoregressive decoding.
 
     python -m bench.heads --summary --markdown
 
 For each prompt set (bench/prompts/code.jsonl, quote.jsonl), batch size,
 sampling setting (greedy; temperature 0.7, seeded) and tree size (and
 "auto": the size that the heads' accuracies and the measured cost pick,
-jaxspec/methods.py), jaxspec decodes the same prompts plainly and with the
-shipped heads (demo/heads, made by train/recipes/demo.sh), float32. A point-mass tree emits the target's
+jaxspec/methods.py), jaxspec decodes the same prompts plainly and with each
+shipped heads directory (demo/heads: Medusa, demo/hydra: Hydra++; made by
+train/recipes/demo.sh), by the method of the heads' kind, float32. A point-mass tree emits the target's
 own draws, so sampled runs emit the same tokens as plain sampling with the
 same seeds and the two are timed on identical work. Beside the table, the
 target's measured forward cost per window width (jaxspec/cost_model.py): a
@@ -45,7 +46,8 @@ def options(args, batch: int, heads: str | None, tree_size: int | None) -> argpa
 
 def run(args) -> tuple[list[dict], dict]:
     target = load(args.target)
-    load_heads(args.heads, target.model)  # a bad heads directory fails before any timing
+    # A bad heads directory fails before any timing; each drafts by the method of its kind.
+    kinds = {heads: load_heads(heads, target.model).heads.config.kind for heads in args.heads}
     rows, curves = [], {}
     for batch in args.batches:
         curve = cost_curve(target.model, target.params, batch_size=batch, widths=sorted({1, *(n + 1 for n in args.tree_sizes)}))
@@ -55,15 +57,16 @@ def run(args) -> tuple[list[dict], dict]:
             for temperature in args.temperatures:
                 sampling = SamplingConfig(temperature=temperature)
                 records = []
-                labels = [("autoregressive", None)] + [(f"medusa-{n}", n) for n in args.tree_sizes] + [("medusa-auto", AUTO)]
-                for label, n in labels:
+                labels = [("autoregressive", "autoregressive", None, None)] + [
+                    (f"{kind}-{n}", kind, heads, n) for heads, kind in kinds.items() for n in (*args.tree_sizes, AUTO)
+                ]
+                for label, method, heads, n in labels:
                     print(f"[{set_name}, batch {batch}, T={temperature}] {label}", file=sys.stderr, flush=True)
-                    method = "autoregressive" if n is None else "medusa"
-                    opts = options(args, batch, args.heads, n)
+                    opts = options(args, batch, heads, n)
                     records += [dict(r, method=label) for r in run_jaxspec(opts, method, target, None, prompts, sampling)]
                 summary = summarize(records)
                 base = summary["autoregressive"]["tokens_per_s"]
-                for label, n in labels:
+                for label, _, _, n in labels:
                     s = summary[label]
                     rows.append(dict(prompts=set_name, batch=batch, temperature=temperature, method=label,
                                      tree_size=n, speedup=s["tokens_per_s"] / base, **s))
@@ -96,19 +99,21 @@ def plot(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    kinds = sorted({r["method"].rsplit("-", 1)[0] for r in rows} - {"autoregressive"})
     groups = sorted({(r["prompts"], r["batch"], r["temperature"]) for r in rows})
     for ax, field, title in ((axes[0], "tokens_per_call", "tokens per target call"), (axes[1], "speedup", "speedup vs autoregressive")):
-        for prompts, batch, temperature in groups:
-            sub = [r for r in rows if (r["prompts"], r["batch"], r["temperature"]) == (prompts, batch, temperature)
-                   and isinstance(r["tree_size"], int)]
-            ax.plot([r["tree_size"] for r in sub], [r[field] for r in sub], marker="o",
-                    label=f"{prompts}, batch {batch}, T={temperature}")
+        for i, (prompts, batch, temperature) in enumerate(groups):
+            for kind, style in zip(kinds, ("-", "--", ":")):
+                sub = [r for r in rows if (r["prompts"], r["batch"], r["temperature"]) == (prompts, batch, temperature)
+                       and isinstance(r["tree_size"], int) and r["method"].startswith(kind + "-")]
+                ax.plot([r["tree_size"] for r in sub], [r[field] for r in sub], marker="o", ls=style, color=f"C{i}",
+                        label=f"{kind}: {prompts}, batch {batch}, T={temperature}")
         ax.set_xlabel("tree size (nodes)")
         ax.set_title(title)
         ax.set_xscale("log", base=2)
     axes[1].axhline(1.0, color="grey", lw=0.8)
     axes[0].legend(fontsize=7)
-    fig.suptitle("Medusa heads on the demo target (8.0M, CPU, float32)")
+    fig.suptitle(f"Draft heads on the demo target (8.0M, CPU, float32): {', '.join(kinds)}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -117,7 +122,7 @@ def plot(rows: list[dict], out: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.heads", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="demo/target")
-    parser.add_argument("--heads", default="demo/heads")
+    parser.add_argument("--heads", nargs="+", default=["demo/heads", "demo/hydra"], help="heads directories")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--tree-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16])

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the demo pair shipped in demo/: a ~8M-parameter Llama-style target
 # trained on the Python standard library's source, and a ~0.9M-parameter draft
-# distilled from the shipped target (same tokenizer), and Medusa heads for the
-# target. About 50 + 15 + 20 minutes on 2 CPU cores. Re-running resumes from the last checkpoint in $WORK.
+# distilled from the shipped target (same tokenizer), and Medusa and Hydra++ heads for the
+# target. About 50 + 15 + 20 + 20 minutes on 2 CPU cores. Re-running resumes from the last checkpoint in $WORK.
 #
 #   bash train/recipes/demo.sh            # from the repository root, venv active
 set -euo pipefail
@@ -27,6 +27,12 @@ jaxspec-train distill --teacher "$OUT/target" --data "$WORK/data" --out "$WORK/d
 # Medusa heads on the shipped target: three heads, one ResBlock each, projecting through its head.
 jaxspec-train heads --model "$OUT/target" --data "$WORK/data" --out "$WORK/heads" --export "$OUT/heads" \
   --num-heads 3 --steps 1200 --batch-size 8 --lr 3e-3 --warmup 30 \
+  --save-every 200 --keep 2 --eval-every 400 --eval-batches 8
+
+# Hydra++ heads on the shipped target: three sequentially dependent heads of two blocks each, after a
+# prefix-attention layer over the target's hidden states (models/hydra.py).
+jaxspec-train heads --kind hydra --prefix-attention --model "$OUT/target" --data "$WORK/data" --out "$WORK/hydra" \
+  --export "$OUT/hydra" --num-heads 3 --num-layers 2 --steps 1200 --batch-size 8 --lr 3e-3 --warmup 30 \
   --save-every 200 --keep 2 --eval-every 400 --eval-batches 8
 
 jaxspec-train plot "$WORK/target/metrics.jsonl=target" "$WORK/draft/metrics.jsonl=draft" --out docs/img/demo_loss.png
