@@ -22,6 +22,8 @@ import json
 import sys
 from pathlib import Path
 
+import jax
+
 from bench import summaries
 from bench.speculative import add_timing_args
 from jaxspec.bench import run_jaxspec, summarize
@@ -64,6 +66,9 @@ def run(args) -> tuple[list[dict], dict]:
                     print(f"[{set_name}, batch {batch}, T={temperature}] {label}", file=sys.stderr, flush=True)
                     opts = options(args, batch, heads, n)
                     records += [dict(r, method=label) for r in run_jaxspec(opts, method, target, None, prompts, sampling)]
+                    # Kept, the dozens of programs of a run (a width switch each) exhaust the process's memory
+                    # maps and LLVM fails to allocate (bench/training_free.py does the same).
+                    jax.clear_caches()
                 summary = summarize(records)
                 base = summary["autoregressive"]["tokens_per_s"]
                 for label, _, _, n in labels:
