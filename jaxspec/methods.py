@@ -12,8 +12,8 @@ import numpy as np
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
 from jaxspec.drafters.dynamic_exit import DynamicExit
-from jaxspec.drafters.hydra import Hydra
 from jaxspec.drafters.early_exit import EarlyExit
+from jaxspec.drafters.hydra import Hydra
 from jaxspec.drafters.jacobi import Jacobi
 from jaxspec.drafters.layer_skip import LayerSkip
 from jaxspec.drafters.lookahead import Lookahead

@@ -392,6 +392,8 @@ def _cmd_heads(a) -> None:
     from train.heads import HeadsObjective, most_frequent_ids
     from train.trainer import train
 
+    if a.prefix_attention and a.kind != "hydra":
+        raise TrainingError("--prefix-attention is Hydra++'s layer: it needs --kind hydra")
     plan = _join_and_plan(a)
     data = open_dataset(a.data)
     target = load(a.model, dtype="float32")
@@ -406,8 +408,6 @@ def _cmd_heads(a) -> None:
         if not 1 <= a.draft_vocab <= fields["vocab_size"]:
             raise TrainingError(f"--draft-vocab must be in [1, {fields['vocab_size']}], got {a.draft_vocab}")
         ids = most_frequent_ids(data.train, a.draft_vocab, fields["vocab_size"])
-    if a.prefix_attention and a.kind != "hydra":
-        raise TrainingError("--prefix-attention is Hydra++'s layer: it needs --kind hydra")
     attention = adapter_heads(fields["hidden_size"]) if a.prefix_attention else None
     config = HeadsConfig(kind=a.kind, num_heads=a.num_heads, num_layers=a.num_layers, draft_vocab=a.draft_vocab,
                          attention_heads=attention, **fields)

@@ -81,18 +81,15 @@ class Hydra:
     def init(self, params, prompts, prompt_len, new_slots, start):
         """f before each row's last prompt token, from the target's prefill (through the prefix layer over
         the whole prompt, when there is one)."""
-        head_params = params[0]
         b = prompts.shape[0]
-        d = self.heads.config.hidden_size
-        if start.hidden is None:  # an encoder-decoder's decoder: nothing prefilled, a plain first step
-            cache = self.heads.init_prefix_cache(b, start.cache.max_len)
-            return HydraState(jnp.zeros((b, d), jnp.float32), jnp.zeros((b,), bool), cache)
-        p = start.hidden.shape[1]
         cache = self.heads.init_prefix_cache(b, start.cache.max_len)
         if cache is not None and start.constrain is not None:  # on a mesh, laid out as the target's cache is
             cache = start.constrain(cache)
+        if start.hidden is None:  # an encoder-decoder's decoder: nothing prefilled, a plain first step
+            return HydraState(jnp.zeros((b, self.heads.config.hidden_size), jnp.float32), jnp.zeros((b,), bool), cache)
+        p = start.hidden.shape[1]
         positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-        f, cache = self.heads.features(head_params, start.hidden, positions, cache)
+        f, cache = self.heads.features(params[0], start.hidden, positions, cache)
         before_last = jnp.maximum(start.lengths - 2, 0)
         feature = jnp.take_along_axis(f, before_last[:, None, None], axis=1)[:, 0]
         if cache is not None:
