@@ -45,7 +45,7 @@ def scenarios(draw):
     return seed, layers, hidden, kv_heads, window, prompt_lengths, method, k
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 # Sliding windows under the methods the draws above may miss.
 @example((3, 2, 32, 2, 4, [9, 3, 14], "lookahead", 4))

@@ -33,17 +33,21 @@ def test_training_raises_head_accuracy_and_saves_it(heads_run, target_dir):
     assert config.accuracy[0][0] > 0.2 and config.accuracy[0][0] > config.accuracy[0][1]
 
 
-def test_trained_heads_draft_exactly_and_accept_more_than_one_token(heads_run, target_dir, data_dir):
+def assert_heads_draft_exactly(method, heads_dir, target_dir, data_dir):
+    """Trained heads decode held-out rows into the target's own greedy text, more than 1.2 tokens per call."""
     target = load(target_dir)
-    heads = load_heads(heads_run / "heads", target.model)
+    heads = load_heads(heads_dir, target.model)
     rows = open_dataset(data_dir).eval[:4, :12].astype(int).tolist()
     plain = generate(target.model, target.params, rows, max_new_tokens=24)
-    drafter, dparams = build_drafter("medusa", batch=4, sampling=SamplingConfig(), target_vocab=target.model.vocab_size,
+    drafter, dparams = build_drafter(method, batch=4, sampling=SamplingConfig(), target_vocab=target.model.vocab_size,
                                      heads=heads, target=(target.model, target.params), tree_size=6)
     out = generate(target.model, target.params, rows, max_new_tokens=24, drafter=drafter, drafter_params=dparams)
     assert [g.output_ids for g in out] == [g.output_ids for g in plain]
-    emitted = sum(len(g.output_ids) for g in out)
-    assert emitted / sum(g.target_calls for g in out) > 1.2
+    assert sum(len(g.output_ids) for g in out) / sum(g.target_calls for g in out) > 1.2
+
+
+def test_trained_heads_draft_exactly_and_accept_more_than_one_token(heads_run, target_dir, data_dir):
+    assert_heads_draft_exactly("medusa", heads_run / "heads", target_dir, data_dir)
 
 
 def test_a_draft_vocabulary_keeps_the_most_frequent_ids(data_dir, target_dir, tmp_path):
@@ -93,18 +97,10 @@ def test_hydra_heads_with_prefix_attention_train_and_draft_exactly(capsys, data_
     capsys.readouterr()
     losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
     assert np.mean(losses[-5:]) < losses[0] - 0.5
-    target = load(target_dir)
-    heads = load_heads(run / "heads", target.model)
+    heads = load_heads(run / "heads", load(target_dir).model)
     assert heads.heads.config.kind == "hydra" and heads.heads.prefix is not None
     assert heads.heads.config.accuracy[0][0] > 0.2
-
-    rows = open_dataset(data_dir).eval[:4, :12].astype(int).tolist()
-    plain = generate(target.model, target.params, rows, max_new_tokens=24)
-    drafter, dparams = build_drafter("hydra", batch=4, sampling=SamplingConfig(), target_vocab=target.model.vocab_size,
-                                     heads=heads, target=(target.model, target.params), tree_size=6)
-    out = generate(target.model, target.params, rows, max_new_tokens=24, drafter=drafter, drafter_params=dparams)
-    assert [g.output_ids for g in out] == [g.output_ids for g in plain]
-    assert sum(len(g.output_ids) for g in out) / sum(g.target_calls for g in out) > 1.2
+    assert_heads_draft_exactly("hydra", run / "heads", target_dir, data_dir)
 
     base = ["generate", "--model", str(target_dir), "--prompt-ids", "5,6,7,8", "--max-new-tokens", "4"]
     assert cli_main(base + ["--method", "medusa", "--heads", str(run / "heads")]) == 2

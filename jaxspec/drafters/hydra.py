@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxspec.drafters.base import Context, Draft, Verified
+from jaxspec.drafters.base import Context, Verified, static_tree_draft
 from jaxspec.static_tree import StaticTree
 
 
@@ -117,13 +117,7 @@ class Hydra:
                 guesses = ids[guesses]
             tokens = tokens.at[:, jnp.asarray(depth.nodes)].set(guesses.astype(jnp.int32))
         ready = state.ready & ~ctx.done
-        return Draft(
-            tokens=tokens,
-            n_valid=jnp.where(ready, t, 0).astype(jnp.int32),
-            probs=None,
-            parents=jnp.broadcast_to(jnp.asarray(self.tree.parents, jnp.int32), (b, t)),
-            valid=jnp.broadcast_to(ready[:, None], (b, t)),
-        ), state
+        return static_tree_draft(self.tree.parents, tokens, jnp.broadcast_to(ready[:, None], (b, t))), state
 
     def update(self, params, state: HydraState, ctx: Context, verified: Verified):
         """f at the end of the accepted path; the prefix layer first takes the whole path's hidden states

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxspec.drafters.base import Context, Draft, Verified
+from jaxspec.drafters.base import Context, Verified, static_tree_draft
 from jaxspec.static_tree import StaticTree
 
 
@@ -59,13 +59,7 @@ class Medusa:
         if ids is not None:
             tokens = ids[tokens]
         ready = state.ready & ~ctx.done
-        return Draft(
-            tokens=tokens.astype(jnp.int32),
-            n_valid=jnp.where(ready, t, 0).astype(jnp.int32),
-            probs=None,
-            parents=jnp.broadcast_to(jnp.asarray(self.tree.parents, jnp.int32), (b, t)),
-            valid=jnp.broadcast_to(ready[:, None], (b, t)),
-        ), state
+        return static_tree_draft(self.tree.parents, tokens.astype(jnp.int32), jnp.broadcast_to(ready[:, None], (b, t))), state
 
     def update(self, params, state: MedusaState, ctx: Context, verified: Verified):
         end = jnp.take_along_axis(verified.path, verified.n_accepted[:, None], axis=1)  # [B, 1]
