@@ -202,12 +202,13 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         "after the best match",
     )
     p.add_argument(
-        "--heads", metavar="DIR", help="draft heads for --method medusa or hydra, of that kind (made by jaxspec-train heads)"
+        "--heads", metavar="DIR", help="draft heads for --method medusa, hydra or eagle, of that kind (made by jaxspec-train heads)"
     )
     p.add_argument(
         "--tree-size", type=_int_or_auto, default=default.tree_size, metavar="N|auto",
-        help="tree methods (medusa, hydra, token-recycling, ngram-trie): nodes of the static draft tree, grown from the "
-        "heads' measured accuracies, or for the training-free methods from their hit rates measured on Gemma 3; "
+        help="tree methods (medusa, hydra, eagle, token-recycling, ngram-trie): nodes of the draft tree, grown from the "
+        "heads' measured accuracies (eagle: the best nodes by draft probability, each step), or for the training-free "
+        "methods from their hit rates measured on Gemma 3; "
         f"auto (the default): the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best expected speedup given "
         "those accuracies and the target's measured forward cost, or plain decoding where no tree pays",
     )

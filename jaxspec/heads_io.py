@@ -1,4 +1,4 @@
-"""Draft heads directories (Medusa or Hydra heads, a Kangaroo exit adapter): config.json (models.medusa.HeadsConfig) and
+"""Draft heads directories (Medusa or Hydra heads, an EAGLE-style drafter, a Kangaroo exit adapter): config.json (models.medusa.HeadsConfig) and
 heads.safetensors, next to a target.
 
 The config names the target the heads were trained for (hidden size,
@@ -23,6 +23,7 @@ from safetensors.flax import save_file
 from jaxspec.atomic import atomic_directory
 from jaxspec.errors import CheckpointError
 from jaxspec.hf_io import check_tensor_names, flatten, read_json, unflatten
+from models.eagle import EAGLE, EagleHeads
 from models.early_exit import KANGAROO, ExitAdapter
 from models.hydra import HYDRA, HydraHeads
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
@@ -30,7 +31,7 @@ from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
 HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
 DRAFT_IDS = "draft_ids"
-KINDS = {MEDUSA: MedusaHeads, HYDRA: HydraHeads, KANGAROO: ExitAdapter}
+KINDS = {MEDUSA: MedusaHeads, HYDRA: HydraHeads, EAGLE: EagleHeads, KANGAROO: ExitAdapter}
 
 
 @dataclasses.dataclass
@@ -67,7 +68,8 @@ def check_adapter(config: HeadsConfig, where) -> None:
 
 
 def check_attention_heads(config: HeadsConfig, where, required: bool) -> None:
-    """An attention layer's heads (an exit adapter's, Hydra++'s prefix layer's) divide the hidden size."""
+    """An attention layer's heads (an exit adapter's, Hydra++'s prefix layer's, an EAGLE drafter's) divide the
+    hidden size."""
     heads = config.attention_heads
     if (required and not heads) or (heads is not None and (heads < 1 or config.hidden_size % heads)):
         raise CheckpointError(f"{where}: attention heads {heads} must divide the hidden size {config.hidden_size}")
@@ -99,7 +101,7 @@ def load_heads(path: str | Path, target_model, dtype: str = "float32") -> Loaded
     if config.kind == KANGAROO:
         check_adapter(config, path)
     else:
-        check_attention_heads(config, path, required=False)
+        check_attention_heads(config, path, required=config.kind == EAGLE)
     heads = KINDS[config.kind](config, dtype)
     weights = path / HEADS_FILE
     if not weights.exists():

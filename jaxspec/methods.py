@@ -11,6 +11,7 @@ import numpy as np
 
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
+from jaxspec.drafters.eagle import Eagle
 from jaxspec.drafters.dynamic_exit import DynamicExit
 from jaxspec.drafters.early_exit import EarlyExit
 from jaxspec.drafters.hydra import Hydra
@@ -26,19 +27,20 @@ from jaxspec.generate import bucket
 from jaxspec.heads_io import LoadedHeads, check_adapter, check_target, target_fields
 from jaxspec.sampling import SamplingConfig
 from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
+from models.eagle import EAGLE
 from models.early_exit import KANGAROO, ExitAdapter, ExitDraftModel
 from models.hydra import HYDRA
 from models.layer_skip import SkippedModel, SkipSet, SkipSetError
 from models.medusa import HeadsConfig
 
 METHODS = (
-    "autoregressive", "draft-model", "prompt-lookup", "medusa", "hydra", "token-recycling", "ngram-trie", "jacobi",
+    "autoregressive", "draft-model", "prompt-lookup", "medusa", "hydra", "eagle", "token-recycling", "ngram-trie", "jacobi",
     "speculative-jacobi", "lookahead", "layer-skip", "early-exit", "dynamic-exit",
 )
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
-TREE_METHODS = ("medusa", "hydra", "token-recycling", "ngram-trie")
+TREE_METHODS = ("medusa", "hydra", "eagle", "token-recycling", "ngram-trie")
 # Head methods draft with heads of their own kind (a heads directory's config.json "kind").
-HEAD_METHODS = ("medusa", "hydra")
+HEAD_METHODS = ("medusa", "hydra", "eagle")
 # Jacobi's window is a chain of W guesses (--window), sized per step like other chains.
 JACOBI_METHODS = ("jacobi", "speculative-jacobi")
 # Lookahead's tree: (W + G) x (N - 1) nodes from --window, --levels and --pool-size.
@@ -342,6 +344,9 @@ def _head_drafter(method: str, heads: LoadedHeads, target, tree_size: int):
     expect_heads_for(method, heads)
     table = model.output_embedding(params)
     rows = table if heads.draft_ids is None else table[heads.draft_ids]
+    if method == "eagle":  # a dynamic tree, as deep as the drafter was trained to draft
+        depth = min(heads.heads.config.num_heads, tree_size)
+        return Eagle(heads.heads, tree_size, depth), (heads.params, rows, table, heads.draft_ids)
     tree = grow(head_accuracy(heads), int(tree_size))
     if method == "hydra":
         return Hydra(heads.heads, tree), (heads.params, rows, table, heads.draft_ids)
@@ -385,11 +390,13 @@ def _param_count(tree) -> int:
 def heads_drafting_cost(heads: LoadedHeads, params):
     """The heads' cost per step relative to a one-token forward, from the weights each reads (a decoding
     step is memory-bound): the heads' params plus the embedding rows they project through, over the
-    target's params. Medusa's heads score once for all heads; Hydra's once per depth of the tree, so its
-    cost is a function of the tree size n."""
+    target's params. Medusa's heads score once for all heads; Hydra's once per depth of the tree, and the
+    EAGLE drafter runs its layer and scores once per depth, so their cost is a function of the tree size n."""
     config = heads.heads.config
     rows = (config.draft_vocab or config.vocab_size) * config.hidden_size
     total = _param_count(params)
+    if config.kind == EAGLE:
+        return lambda n: (_param_count(heads.params) + rows) * min(config.num_heads, n) / total
     if config.kind != HYDRA:
         return (_param_count(heads.params) + rows) / total
     accuracy = head_accuracy(heads)

@@ -71,6 +71,8 @@ _PARAM_AXES = {
     ("res_block", "bias"): ("mlp",),
     # Hydra's input projection (models/hydra.py): [(k + 2) D, D], the output side like the ResBlocks'.
     ("res_proj", "kernel"): ("embed", "mlp"),
+    # The EAGLE drafter's fusion of [token embedding, feature] (models/eagle.py): [2 D, D], likewise.
+    ("fc", "kernel"): ("embed", "mlp"),
     # The Block Transformer (models/block_transformer.py): its block embedder (token table, start block,
     # the projection variant's [L * De, D]) and the context's expansion into the token decoder's prefix.
     ("embedder", "embedding"): ("vocab", "embed"),

@@ -111,8 +111,9 @@ def _heads(kind):
     target = _decoder_only("llama")
     if kind == "exit-adapter":
         return untrained_adapter(target, 1)
-    prefix = {"attention_heads": 2} if kind == "hydra" else {}  # Hydra++'s prefix layer
-    return KINDS[kind](HeadsConfig(kind=kind, num_heads=2, num_layers=2, **prefix, **target_fields(target)))
+    attention = {"attention_heads": 2} if kind in ("hydra", "eagle") else {}  # Hydra++'s prefix layer, EAGLE's
+    layers = 1 if kind == "eagle" else 2
+    return KINDS[kind](HeadsConfig(kind=kind, num_heads=2, num_layers=layers, **attention, **target_fields(target)))
 
 
 def _block(variant):
@@ -134,6 +135,7 @@ MODEL_KINDS = {
     "t5gemma-untied": functools.partial(_t5gemma, False),
     "medusa-heads": functools.partial(_heads, "medusa"),
     "hydra-heads": functools.partial(_heads, "hydra"),
+    "eagle-heads": functools.partial(_heads, "eagle"),
     "exit-adapter": functools.partial(_heads, "exit-adapter"),
     **{f"block-{v}": functools.partial(_block, v) for v in ("lookup-prefix", "projection-sum-tied")},
     "hat": _hat,

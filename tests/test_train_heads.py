@@ -107,3 +107,21 @@ def test_hydra_heads_with_prefix_attention_train_and_draft_exactly(capsys, data_
     assert "hydra heads, not medusa heads" in one_error_line(capsys.readouterr().err)
     assert main(argv[:1] + ["--kind", "medusa"] + argv[3:]) == 2
     assert "needs --kind hydra" in one_error_line(capsys.readouterr().err)
+
+
+def test_an_eagle_drafter_trains_and_drafts_exactly(capsys, data_dir, target_dir, tmp_path):
+    """`--kind eagle` trains the one-layer drafter through its unrolled steps, exports it, and its dynamic
+    tree decodes the target's own greedy text; a ResBlock count is refused in one line."""
+    run = tmp_path / "eagle"
+    argv = ["heads", "--kind", "eagle", "--model", str(target_dir), "--data", str(data_dir), "--out", str(run),
+            "--num-heads", "2", *SCHEDULE, "--lr", "1e-2", "--steps", "40"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert np.mean(losses[-5:]) < losses[0] - 0.5
+    heads = load_heads(run / "heads", load(target_dir).model)
+    assert heads.heads.config.kind == "eagle" and heads.heads.config.attention_heads
+    assert heads.heads.config.accuracy[0][0] > 0.2
+    assert_heads_draft_exactly("eagle", run / "heads", target_dir, data_dir)
+    assert main(argv + ["--num-layers", "2"]) == 2
+    assert "an eagle drafter is one layer" in one_error_line(capsys.readouterr().err)

@@ -149,14 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prefix", type=float, default=0.75, help="longest source, as a share of each packed row")
     _train_args(p)
 
-    p = sub.add_parser("heads", help="train draft heads (Medusa, Hydra) on a frozen target's own distributions")
+    p = sub.add_parser("heads", help="train draft heads (Medusa, Hydra, EAGLE) on a frozen target's own distributions")
     p.add_argument(
-        "--kind", choices=("medusa", "hydra"), default="medusa",
-        help="medusa: heads over the target's hidden state; hydra: each head also reads the tokens drafted before it",
+        "--kind", choices=("medusa", "hydra", "eagle"), default="medusa",
+        help="medusa: heads over the target's hidden state; hydra: each head also reads the tokens drafted before it; "
+        "eagle: one decoder layer autoregressive over the target's features (drafts a dynamic tree)",
     )
     p.add_argument("--model", type=Path, required=True, help="the target's model directory (same tokenizer as --data)")
-    p.add_argument("--num-heads", type=int, default=3, help="heads: head k guesses the token k + 2 places ahead")
-    p.add_argument("--num-layers", type=int, default=1, help="ResBlocks per head (Hydra's first block is its input's)")
+    p.add_argument(
+        "--num-heads", type=int, default=3,
+        help="heads: head k guesses the token k + 2 places ahead (eagle: drafting steps unrolled in training, the "
+        "deepest its trees grow)",
+    )
+    p.add_argument("--num-layers", type=int, default=1,
+                   help="ResBlocks per head (Hydra's first block is its input's; not for eagle: one layer)")
     p.add_argument(
         "--prefix-attention", action="store_true",
         help="hydra: Hydra++'s prefix-attention layer over the target's earlier hidden states before the heads",
@@ -394,6 +400,8 @@ def _cmd_heads(a) -> None:
 
     if a.prefix_attention and a.kind != "hydra":
         raise TrainingError("--prefix-attention is Hydra++'s layer: it needs --kind hydra")
+    if a.kind == "eagle" and a.num_layers != 1:
+        raise TrainingError("--num-layers counts ResBlocks of medusa and hydra heads: an eagle drafter is one layer")
     plan = _join_and_plan(a)
     data = open_dataset(a.data)
     target = load(a.model, dtype="float32")
@@ -408,7 +416,7 @@ def _cmd_heads(a) -> None:
         if not 1 <= a.draft_vocab <= fields["vocab_size"]:
             raise TrainingError(f"--draft-vocab must be in [1, {fields['vocab_size']}], got {a.draft_vocab}")
         ids = most_frequent_ids(data.train, a.draft_vocab, fields["vocab_size"])
-    attention = adapter_heads(fields["hidden_size"]) if a.prefix_attention else None
+    attention = adapter_heads(fields["hidden_size"]) if a.prefix_attention or a.kind == "eagle" else None
     config = HeadsConfig(kind=a.kind, num_heads=a.num_heads, num_layers=a.num_layers, draft_vocab=a.draft_vocab,
                          attention_heads=attention, **fields)
     objective = HeadsObjective(config, str(a.model), ids)
