@@ -117,16 +117,16 @@ class EagleHeads:
         b, t, _ = hidden.shape
         k_steps = self.config.num_heads
         e = jnp.pad(self.token_inputs(table, tokens), ((0, 0), (0, k_steps), (0, 0)))
-        cache = self.init_cache(b, k_steps * t)
+        cache = self.init_cache(b, 0)  # each step appends its pairs' K/V: step k's are slots k T .. (k + 1) T
         keys, values = cache.keys[0], cache.values[0]
         query = jnp.arange(t)[:, None]
-        slot = jnp.arange(k_steps * t)[None, :]
-        true_pairs = (slot < t) & (slot <= query)  # [T, K T]: step 0's causal block
         feature, out = hidden.astype(jnp.float32), []
         for k in range(k_steps):
-            own = (slot >= t) & (slot < (k + 1) * t) & (slot % t == query)  # steps 1 .. k at the same t
-            allowed = jnp.broadcast_to(true_pairs | own, (b, t, k_steps * t))
+            slot = jnp.arange((k + 1) * t)[None, :]
+            # Step 0's causal block, then steps 1 .. k at the same t.
+            allowed = jnp.broadcast_to(((slot < t) & (slot <= query)) | ((slot >= t) & (slot % t == query)),
+                                       (b, t, (k + 1) * t))
             feature, keys, values = self.step(params, feature, e[:, 1 + k : 1 + k + t], arange_rows(b, t) + k,
-                                              keys, values, arange_rows(b, t) + k * t, allowed)
+                                              keys, values, None, allowed)
             out.append(feature)
         return MedusaHeads.logits(jnp.stack(out, axis=-2), rows)

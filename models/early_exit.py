@@ -62,7 +62,8 @@ class AdapterModule(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, keys, values, slots, allowed):
-        """x [B, T, D] (h_E) -> (a [B, T, D], keys, values) with this window's K/V written at `slots`."""
+        """x [B, T, D] (h_E) -> (a [B, T, D], keys, values) with this window's K/V written at `slots`, or
+        appended after the given ones where `slots` is None (training: no scatter to differentiate)."""
         shape = _shape(self.config)
         b, t, d = x.shape
 
@@ -73,8 +74,13 @@ class AdapterModule(nn.Module):
         q, k, v = (dense(n)(y).reshape(b, t, shape.num_heads, shape.head_dim) for n in ("q_proj", "k_proj", "v_proj"))
         inv_freq = inverse_frequencies(ADAPTER_ROPE, shape.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-        keys = write_slots(keys, slots, k.transpose(0, 2, 3, 1), KVCache.KEY_SLOT_AXIS)
-        values = write_slots(values, slots, v.transpose(0, 2, 1, 3), KVCache.VALUE_SLOT_AXIS)
+        k, v = k.transpose(0, 2, 3, 1).astype(keys.dtype), v.transpose(0, 2, 1, 3).astype(values.dtype)
+        if slots is None:
+            keys = jnp.concatenate([keys, k], axis=KVCache.KEY_SLOT_AXIS)
+            values = jnp.concatenate([values, v], axis=KVCache.VALUE_SLOT_AXIS)
+        else:
+            keys = write_slots(keys, slots, k, KVCache.KEY_SLOT_AXIS)
+            values = write_slots(values, slots, v, KVCache.VALUE_SLOT_AXIS)
         out = attend(shape, q, keys, values, allowed, self.dtype)
         return x + dense("o_proj", nn.initializers.zeros)(out), keys, values
 
