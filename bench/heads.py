@@ -1,4 +1,4 @@
-"""Draft heads (Medusa, Hydra++) on the demo target: tokens per target call and speedup over autoregressive decoding.
+"""Draft heads (Medusa, Hydra++, EAGLE) on the demo target: tokens per target call and speedup over autoregressive decoding.
 
     python -m bench.heads --summary --markdown
 
@@ -6,8 +6,8 @@ For each prompt set (bench/prompts/code.jsonl, quote.jsonl), batch size,
 sampling setting (greedy; temperature 0.7, seeded) and tree size (and
 "auto": the size that the heads' accuracies and the measured cost pick,
 jaxspec/methods.py), jaxspec decodes the same prompts plainly and with each
-shipped heads directory (demo/heads: Medusa, demo/hydra: Hydra++; made by
-train/recipes/demo.sh), by the method of the heads' kind, float32. A point-mass tree emits the target's
+shipped heads directory (demo/heads: Medusa, demo/hydra: Hydra++, demo/eagle:
+EAGLE; made by train/recipes/demo.sh), by the method of the heads' kind, float32. A point-mass tree emits the target's
 own draws, so sampled runs emit the same tokens as plain sampling with the
 same seeds and the two are timed on identical work. Beside the table, the
 target's measured forward cost per window width (jaxspec/cost_model.py): a
@@ -127,7 +127,7 @@ def plot(rows: list[dict], out: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.heads", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="demo/target")
-    parser.add_argument("--heads", nargs="+", default=["demo/heads", "demo/hydra"], help="heads directories")
+    parser.add_argument("--heads", nargs="+", default=["demo/heads", "demo/hydra", "demo/eagle"], help="heads directories")
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--tree-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[4, 8, 16])

@@ -23,6 +23,7 @@ excluded, median of --repeats, calls disturbed by other processes redone).
 from __future__ import annotations
 
 import argparse
+import functools
 import collections
 import json
 import sys
@@ -40,8 +41,8 @@ from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
 from jaxspec.heads_io import load_heads
 from jaxspec.methods import (
-    DYNAMIC_EXIT_METHODS, EXIT_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size, exit_draft_cost, rank_accuracy,
-    training_free_drafting_cost,
+    DYNAMIC_EXIT_METHODS, EXIT_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size, exit_draft_cost,
+    measured_drafting_cost, rank_accuracy,
 )
 from jaxspec.sampling import SamplingConfig
 
@@ -118,10 +119,11 @@ def dynamic_exit_row(records: list[dict]) -> dict:
 
 def auto_choices(lm, methods, batches) -> dict:
     """Per method and batch size, the tree `--tree-size auto` picks here (nodes, 0 meaning plain decoding)."""
+    progress = functools.partial(print, file=sys.stderr)
     return {
         f"{method}, batch {b}": auto_tree_size(
-            rank_accuracy(method), training_free_drafting_cost(method, lm.model, lm.params), lm.model, lm.params, b,
-            "the hit rates", progress=lambda m: print(m, file=sys.stderr),
+            rank_accuracy(method), measured_drafting_cost(method, lm.model, lm.params, b, progress), lm.model, lm.params,
+            b, "the hit rates", progress=progress,
         )
         for method in methods for b in batches
     }

@@ -12,6 +12,10 @@ cached tokens, with the cache donated and fed back as the decode loop does
 same once per model, dtype, backend and batch size and keeps the result on
 disk ($JAXSPEC_CACHE/cost/); `draft_sizing` turns curves into the per-step
 draft sizing every speculative method uses (jaxspec/draft_sizing.py).
+`drafting_costs` times a tree drafter's step (propose, then update) against
+the target's one-token forward, measured together and kept on disk alike:
+small head calls are bound by latency, not by the bytes they read, so an
+estimate from their weights misses most of their cost on a CPU.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.decode_loop import verify_widths
+from jaxspec.drafters.base import Context, Verified
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.reference_model import cache_root
 from models import skinny_matmul
@@ -109,6 +114,45 @@ def measure_forward_cost(
     return CostCurve(widths, tuple(seconds), batch_size, context)
 
 
+def measure_drafting_seconds(
+    model, params, drafter, drafter_params, *, batch_size: int = 1, context: int = DEFAULT_CONTEXT, repeats: int = 10,
+) -> float:
+    """Median seconds of one drafting step after `context` prompt tokens: `drafter`'s propose, then its update
+    on a verified window of its K + 1 tokens (random ids and zero states: speed does not depend on values)."""
+    rng = np.random.default_rng(0)
+    k = drafter.num_draft_tokens
+    prompts = jnp.asarray(rng.integers(0, model.vocab_size, (batch_size, context + 1)), jnp.int32)
+    prompt_len = jnp.full((batch_size,), context + 1, jnp.int32)
+    new = k + 1
+    start = model.start(params, prompts, prompt_len, new)
+    state = drafter.init(drafter_params, prompts, prompt_len, new, start)
+    zeros = jnp.zeros((batch_size,), jnp.int32)
+    ctx = Context(jnp.pad(prompts, ((0, 0), (0, new))), prompt_len, prompt_len, jnp.zeros((batch_size,), bool),
+                  jnp.zeros((batch_size,), jnp.uint32), draft_limit=jnp.full((batch_size,), k, jnp.int32),
+                  target_cache=start.cache)
+    width = model.output_embedding(params).shape[-1]
+    verified = Verified(
+        zeros, zeros, jnp.broadcast_to(jnp.arange(k + 1, dtype=jnp.int32), (batch_size, k + 1)),
+        jnp.zeros((batch_size, k + 1, width), jnp.float32), jnp.zeros((batch_size, k + 1), jnp.int32),
+        jnp.zeros((batch_size, k + 1, model.vocab_size), jnp.float32), jnp.ones((batch_size, k + 1), bool),
+    )
+
+    @jax.jit
+    def step(drafter_params, state):
+        draft, state = drafter.propose(drafter_params, state, ctx)
+        return draft.tokens, drafter.update(drafter_params, state, ctx, verified)
+
+    tokens, state = step(drafter_params, state)
+    tokens.block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        tokens, state = step(drafter_params, state)
+        tokens.block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def curve_key(model, params, *, batch_size: int, widths: Sequence[int], context: int) -> dict:
     """Everything a forward's speed depends on besides the weights' values: the model (architecture and
     config), the parameters' dtypes, the backend and its devices, how few-row products run, the batch,
@@ -152,6 +196,41 @@ def cost_curve(
     tmp.write_text(json.dumps(dict(key=key, widths=list(curve.widths), seconds=list(curve.seconds)), indent=1))
     os.replace(tmp, path)
     return curve
+
+
+def drafting_costs(
+    model, params, drafters: dict, *, batch_size: int, context: int = DEFAULT_CONTEXT, repeats: int = 10,
+    cache_dir: Path | None = None, fresh: bool = False, progress: Callable[[str], None] = lambda msg: None,
+) -> dict:
+    """{name: a drafting step's seconds over the target's one-token forward's} for drafters {name: (drafter,
+    params)} at this batch size: each timed on first use (or when `fresh`), beside one timing of the
+    target's forward, and read from disk after (keyed by `curve_key` and the drafter, whose repr holds its
+    static config and tree)."""
+    base = curve_key(model, params, batch_size=batch_size, widths=[1], context=context)
+    out, forward_seconds = {}, None
+    for name, (drafter, drafter_params) in drafters.items():
+        key = dict(base, drafter=repr(drafter),
+                   drafter_param_dtypes=sorted({str(x.dtype) for x in jax.tree_util.tree_leaves(drafter_params)}))
+        path = curve_path(key, cache_dir)
+        if path.exists() and not fresh:
+            stored = json.loads(path.read_text())
+            if stored["key"] == key:
+                out[name] = stored["relative"]
+                continue
+        progress(f"measuring a {drafter.num_draft_tokens}-node drafting step, batch {batch_size} (once; cached in "
+                 f"{path.parent})")
+        if forward_seconds is None:
+            forward_seconds = measure_forward_cost(model, params, widths=(1,), batch_size=batch_size, context=context,
+                                                   repeats=repeats).seconds[0]
+        seconds = measure_drafting_seconds(model, params, drafter, drafter_params, batch_size=batch_size,
+                                           context=context, repeats=repeats)
+        out[name] = seconds / forward_seconds
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(dict(key=key, seconds=seconds, forward_seconds=forward_seconds, relative=out[name]),
+                                  indent=1))
+        os.replace(tmp, path)
+    return out
 
 
 def sizing_from_curves(target: CostCurve, num_draft_tokens: int, draft: CostCurve | None = None) -> DraftSizing:

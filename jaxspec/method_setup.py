@@ -18,8 +18,7 @@ from jaxspec.errors import InputError
 from jaxspec.methods import (
     AUTO, DEFAULT_DRAFT_TOKENS, DYNAMIC_EXIT_METHODS, EXIT_METHODS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS,
     SELF_DRAFT_VOCAB, SELF_METHODS, auto_lookahead, auto_sizing, auto_tree_size, build_drafter, drafts_to_build,
-    expect_heads_for, head_accuracy, heads_drafting_cost, prompt_agreement, rank_accuracy, resolve_skip_set,
-    training_free_drafting_cost,
+    expect_heads_for, head_accuracy, measured_drafting_cost, prompt_agreement, rank_accuracy, resolve_skip_set,
 )
 from jaxspec.skip_search import DEFAULT_BUDGET
 
@@ -98,8 +97,9 @@ def prepare_method(
         heads = load_heads(o.heads, lm.model)
         expect_heads_for(method, heads)
         if tree_size == AUTO:
-            tree_size = auto_tree_size(head_accuracy(heads), heads_drafting_cost(heads, lm.params), lm.model,
-                                       lm.params, batch, "the heads' accuracies", progress=progress)
+            drafting = measured_drafting_cost(method, lm.model, lm.params, batch, progress, heads=heads)
+            tree_size = auto_tree_size(head_accuracy(heads), drafting, lm.model, lm.params, batch,
+                                       "the heads' accuracies", progress=progress)
             plain = tree_size == 0
     if method in ("token-recycling", "ngram-trie"):
         from jaxspec.successor_table import load_successors
@@ -107,8 +107,9 @@ def prepare_method(
         if method == "token-recycling" and o.successor_table:
             successors = load_successors(o.successor_table)
         if tree_size == AUTO:
-            tree_size = auto_tree_size(rank_accuracy(method), training_free_drafting_cost(method, lm.model, lm.params),
-                                       lm.model, lm.params, batch, "the measured hit rates", progress=progress)
+            drafting = measured_drafting_cost(method, lm.model, lm.params, batch, progress)
+            tree_size = auto_tree_size(rank_accuracy(method), drafting, lm.model, lm.params, batch,
+                                       "the measured hit rates", progress=progress)
             plain = tree_size == 0
     if method in EXIT_METHODS and o.adapter:
         from jaxspec.heads_io import load_heads

@@ -27,9 +27,7 @@ from jaxspec.generate import bucket
 from jaxspec.heads_io import LoadedHeads, check_adapter, check_target, target_fields
 from jaxspec.sampling import SamplingConfig
 from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
-from models.eagle import EAGLE
 from models.early_exit import KANGAROO, ExitAdapter, ExitDraftModel
-from models.hydra import HYDRA
 from models.layer_skip import SkippedModel, SkipSet, SkipSetError
 from models.medusa import HeadsConfig
 
@@ -373,7 +371,8 @@ def head_accuracy(heads: LoadedHeads):
 def best_tree_size(accuracy, cost: dict[int, float], drafting) -> tuple[int, float]:
     """(n, expected speedup): the n of AUTO_TREE_SIZES maximising (1 + E[accepted](n)) / (cost[n + 1] +
     drafting(n)), E from accuracy[k][r]; n = 0 (plain decoding, speedup 1) when none beats 1. `drafting`:
-    a step's drafting cost, in one-token forwards, for an n-node tree (a number: the same for every n)."""
+    a step's drafting cost, in one-token forwards, for an n-node tree (measured_drafting_cost; a number: the
+    same for every n)."""
     drafting_cost = drafting if callable(drafting) else (lambda n: drafting)
     speedup = {
         n: (1 + expected_accepted(grow(accuracy, n), accuracy)) / (cost[n + 1] + drafting_cost(n))
@@ -383,34 +382,19 @@ def best_tree_size(accuracy, cost: dict[int, float], drafting) -> tuple[int, flo
     return (best, speedup[best]) if speedup[best] > 1.0 else (0, speedup[best])
 
 
-def _param_count(tree) -> int:
-    return sum(x.size for x in jax.tree_util.tree_leaves(tree))
+def measured_drafting_cost(method: str, model, params, batch: int, progress=lambda msg: None, **build):
+    """A tree method's drafting step (propose, then update) for an n-node tree, for each n of AUTO_TREE_SIZES,
+    in one-token target forwards at this batch size: timed (jaxspec/cost_model.py, once, cached on disk), not
+    estimated from the bytes read, since small head calls are bound by latency on a CPU. `build`: what
+    build_drafter needs besides the size (the heads)."""
+    from jaxspec.cost_model import drafting_costs
 
-
-def heads_drafting_cost(heads: LoadedHeads, params):
-    """The heads' cost per step relative to a one-token forward, from the weights each reads (a decoding
-    step is memory-bound): the heads' params plus the embedding rows they project through, over the
-    target's params. Medusa's heads score once for all heads; Hydra's once per depth of the tree, and the
-    EAGLE drafter runs its layer and scores once per depth, so their cost is a function of the tree size n."""
-    config = heads.heads.config
-    rows = (config.draft_vocab or config.vocab_size) * config.hidden_size
-    total = _param_count(params)
-    if config.kind == EAGLE:
-        return lambda n: (_param_count(heads.params) + rows) * min(config.num_heads, n) / total
-    if config.kind != HYDRA:
-        return (_param_count(heads.params) + rows) / total
-    accuracy = head_accuracy(heads)
-    return lambda n: (_param_count(heads.params) + rows * max(grow(accuracy, n).depth)) / total
-
-
-def training_free_drafting_cost(method: str, model, params):
-    """A training-free method's cost per step for an n-node tree, relative to a one-token forward, as
-    bytes read over the target's params (as for the heads). Token recycling's update reads the logits of
-    all n + 1 window tokens (a top-k each) and writes their table rows; the n-gram trie decays every
-    count of its table. Drafting itself is a few gathers."""
-    if method == "token-recycling":
-        return lambda n: (n + 1) * (model.vocab_size + SUCCESSOR_WIDTH) / _param_count(params)
-    return lambda n: NgramTrie.buckets * SUCCESSOR_WIDTH / _param_count(params)
+    drafters = {
+        n: build_drafter(method, batch=batch, sampling=SamplingConfig(), target_vocab=model.vocab_size,
+                         target=(model, params), tree_size=n, **build)
+        for n in AUTO_TREE_SIZES
+    }
+    return drafting_costs(model, params, drafters, batch_size=batch, progress=progress).__getitem__
 
 
 def _tree_costs(model, params, batch: int, progress, *extra_widths: int) -> dict[int, float]:

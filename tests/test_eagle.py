@@ -12,7 +12,6 @@ import pytest
 from jaxspec.drafters.base import Context
 from jaxspec.drafters.eagle import tree_width
 from jaxspec.generate import _pad, generate
-from jaxspec.methods import heads_drafting_cost
 from tests.random_models import random_model
 from tests.test_speculative import final_decode_state
 from tests.test_tree_engine import _medusa, random_heads
@@ -128,11 +127,3 @@ def test_the_pool_always_holds_the_tree(size, depth):
     width = tree_width(size, depth)
     assert width + (depth - 1) * width * width >= size and width >= min(size, 8)
 
-
-def test_eagle_drafting_cost_grows_with_the_trees_depth():
-    """The layer runs and scores once per depth: --tree-size auto must see deeper trees cost more, up to
-    the steps it was trained for."""
-    model, params = random_model(4, 1, 32, 4, 2)
-    cost = heads_drafting_cost(_eagle(model, steps=3), params)
-    assert cost(1) < cost(2) < cost(3) == cost(16)
-    assert cost(3) == pytest.approx(3 * cost(1))

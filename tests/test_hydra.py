@@ -11,7 +11,6 @@ import pytest
 from jaxspec.drafters.base import Context
 from jaxspec.drafters.hydra import expansions
 from jaxspec.generate import _pad, generate
-from jaxspec.methods import heads_drafting_cost
 from jaxspec.static_tree import grow, prior_accuracy
 from tests.random_models import random_model
 from tests.test_speculative import final_decode_state
@@ -119,14 +118,3 @@ def test_untrained_hydra_heads_guess_what_untrained_medusa_heads_guess():
         np.asarray(hydra.heads.training_logits(hydra.params, hidden, tokens, table, table)),
         np.asarray(medusa.heads.training_logits(medusa.params, hidden, tokens, table, table)), atol=1e-5)
 
-
-def test_hydra_drafting_cost_grows_with_the_trees_depth():
-    """Hydra scores against the embedding once per depth (Medusa once per step): --tree-size auto must see
-    deeper trees cost more."""
-    model, params = random_model(4, 1, 32, 4, 2)
-    hydra = random_heads(model, kind="hydra", accuracy=prior_accuracy(3))
-    cost = heads_drafting_cost(hydra, params)
-    depths = {n: max(grow(prior_accuracy(3), n).depth) for n in (1, 4, 16)}
-    assert depths[1] < depths[16]
-    rows = model.vocab_size * 32 / sum(x.size for x in jax.tree_util.tree_leaves(params))
-    assert cost(16) - cost(1) == pytest.approx(rows * (depths[16] - depths[1]))

@@ -25,7 +25,9 @@ from jaxspec.drafters.base import Context, Draft
 from jaxspec.errors import CheckpointError, InputError
 from jaxspec.generate import _pad
 from jaxspec.heads_io import KINDS, LoadedHeads, load_heads, save_heads, target_fields
-from jaxspec.methods import auto_tree_size, best_tree_size, build_drafter, head_accuracy, heads_drafting_cost
+from jaxspec.methods import (
+    AUTO_TREE_SIZES, auto_tree_size, best_tree_size, build_drafter, head_accuracy, measured_drafting_cost,
+)
 from jaxspec.static_tree import StaticTree, grow, prior_accuracy
 from models import Start
 from models.medusa import MEDUSA, HeadsConfig, MedusaHeads
@@ -233,10 +235,19 @@ def test_tree_size_for_the_best_expected_speedup():
 
 
 def test_auto_tree_size_measures_the_cost_and_keeps_useless_heads_plain():
+    """The drafting step is timed per tree size once and read back from disk after; heads that never guess
+    right decode plainly whatever it costs."""
     model, params = random_model(11, 2, 32, 4, 2)
     heads = random_heads(model)
     useless = dataclasses.replace(heads, heads=MedusaHeads(dataclasses.replace(heads.heads.config, accuracy=((1e-6, 1e-6),) * 3)))
-    assert auto_tree_size(head_accuracy(useless), heads_drafting_cost(useless, params), model, params, 1, "heads") == 0
+    said = []
+    drafting = measured_drafting_cost("medusa", model, params, 1, said.append, heads=useless)
+    # (Two sizes past the 14 nodes these 3 x 2 guesses can grow are one drafter, measured once.)
+    assert len(said) == len(AUTO_TREE_SIZES) - 1 and all(drafting(n) > 0 for n in AUTO_TREE_SIZES)
+    again = measured_drafting_cost("medusa", model, params, 1, said.append, heads=useless)
+    assert len(said) == len(AUTO_TREE_SIZES) - 1
+    assert [again(n) for n in AUTO_TREE_SIZES] == [drafting(n) for n in AUTO_TREE_SIZES]
+    assert auto_tree_size(head_accuracy(useless), drafting, model, params, 1, "heads") == 0
 
 
 @pytest.mark.parametrize("family", ["llama", "llama-tied", "t5gemma"])

@@ -18,7 +18,7 @@ from jaxspec.generate import generate
 from jaxspec.drafters.draft_model import DraftModel
 from jaxspec.heads_io import save_heads, target_fields
 from jaxspec.sharding import KEY_AXES, ShardingPlan, parse_mesh
-from models.hydra import HYDRA, HydraHeads
+from models.eagle import EAGLE, EagleHeads
 from models.medusa import HeadsConfig
 from tests.hf_factory import make_hf_model
 from tests.hf_seq2seq_factory import make_t5
@@ -142,22 +142,22 @@ def test_encoder_decoder_models_on_mesh_equal_one_device(seq2seq_dirs, name, cac
 @pytest.fixture(scope="module")
 def heads_dir(dirs):
     lm = load(dirs / "gqa4")
-    # Hydra++ heads: a head projection through the sharded embedding (as Medusa's) and a prefix layer with a
-    # cache of its own, laid out like the target's.
-    heads = HydraHeads(HeadsConfig(kind=HYDRA, num_heads=2, num_layers=1, attention_heads=2, **target_fields(lm.model)))
+    # An EAGLE drafter: scoring through the sharded embedding (as every head kind does) and a cache of its own
+    # (with scratch slots past the target's length) laid out like the target's.
+    heads = EagleHeads(HeadsConfig(kind=EAGLE, num_heads=2, num_layers=1, attention_heads=2, **target_fields(lm.model)))
     save_heads(dirs / "heads", heads, perturbed(heads.init_params(jax.random.key(0)), 1, 0.5))
     return dirs / "heads"
 
 
 @pytest.mark.parametrize("method, temperature, options", [
-    ("hydra", 1.0, {"tree_size": 6}),
+    ("eagle", 1.0, {"tree_size": 6}),
     ("early-exit", 0.0, {"exit_layer": 1, "num_draft_tokens": 3}),
     ("layer-skip", 1.0, {"skip_layers": "a1", "num_draft_tokens": 3}),
 ])
 def test_self_and_head_drafting_on_mesh_equal_one_device(dirs, heads_dir, method, temperature, options):
     """Draft heads, an exit adapter and the target's own skipped layers draft from the target's sharded
     params (nothing copied back to one device), with their own params placed on the mesh."""
-    if method == "hydra":
+    if method == "eagle":
         options = {**options, "heads": str(heads_dir)}
     one, lm = load(dirs / "gqa4"), load(dirs / "gqa4", mesh="data=2,tensor=4")
     kw = dict(method=method, max_new_tokens=10, temperature=temperature, seed=4, **options)
