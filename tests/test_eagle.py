@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxspec.drafters.base import Context
 from jaxspec.drafters.eagle import tree_width
-from jaxspec.generate import _pad, generate
+from jaxspec.generate import generate
 from tests.random_models import random_model
+from tests.test_hydra import assert_row_committed, first_draft
 from tests.test_speculative import final_decode_state
 from tests.test_tree_engine import _medusa, random_heads
 
@@ -65,20 +65,10 @@ def test_the_tree_is_eagle2s_over_the_teacher_forced_steps():
     model, params = random_model(3, 2, 32, 4, 2, scale=3.0)
     loaded = _eagle(model)
     prompts = [[1, 2, 3, 4, 5, 6], [7, 8], [9, 10, 11]]
-    tokens, lengths = map(jnp.asarray, _pad(prompts))
     size, depth = 10, 3
     drafter, dparams = _medusa(model, params, loaded, 3, size, method="eagle")
     assert (drafter.depth, drafter.width) == (depth, tree_width(size, depth)) == (3, 8)
-
-    @jax.jit
-    def first_draft(params, dparams):
-        start = model.start(params, tokens, lengths, 8)
-        state = drafter.init(dparams, tokens, lengths, 8, start)
-        history = jnp.pad(tokens, ((0, 0), (0, 8)))
-        ctx = Context(history, lengths, lengths, jnp.zeros((3,), bool), jnp.zeros((3,), jnp.uint32))
-        return drafter.propose(dparams, state, ctx)[0]
-
-    draft = first_draft(params, dparams)
+    draft = first_draft(model, params, drafter, dparams, prompts)
     forced = _teacher_forced(model, params, loaded)
     for b, prompt in enumerate(prompts):
         parents, toks = np.asarray(draft.parents[b]).tolist(), np.asarray(draft.tokens[b]).tolist()
@@ -115,11 +105,7 @@ def test_drafter_cache_after_decoding_holds_the_teacher_forced_pairs():
         g, cache = heads.extend(loaded.params, hidden, following, heads.init_cache(1, len(text)))
         gaps = np.abs(np.asarray(g[0, n - 2 : n - 1 + drafter.depth]) - np.asarray(eagle.feature[b])).max(axis=-1)
         assert gaps.min() < 1e-4
-        assert int(eagle.cache.lengths[b]) == n - 1
-        np.testing.assert_allclose(np.asarray(eagle.cache.keys[0][b, ..., : n - 1]),
-                                   np.asarray(cache.keys[0][0, ..., : n - 1]), atol=2e-5, rtol=1e-5)
-        np.testing.assert_allclose(np.asarray(eagle.cache.values[0][b, :, : n - 1]),
-                                   np.asarray(cache.values[0][0, :, : n - 1]), atol=2e-5, rtol=1e-5)
+        assert_row_committed(eagle.cache, b, cache, n - 1)
 
 
 @pytest.mark.parametrize("size, depth", [(1, 1), (2, 2), (12, 1), (16, 3), (64, 3)])

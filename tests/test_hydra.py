@@ -32,6 +32,31 @@ def _teacher_forced(model, params, loaded, tokens):
     return run(params, loaded.params, jnp.asarray(tokens, jnp.int32)[None])
 
 
+def first_draft(model, params, drafter, dparams, prompts):
+    """The drafter's draft after the target's prefill of `prompts`, as the loop's first step proposes it."""
+    tokens, lengths = map(jnp.asarray, _pad(prompts))
+    b = len(prompts)
+
+    @jax.jit
+    def run(params, dparams):
+        start = model.start(params, tokens, lengths, 8)
+        state = drafter.init(dparams, tokens, lengths, 8, start)
+        history = jnp.pad(tokens, ((0, 0), (0, 8)))
+        ctx = Context(history, lengths, lengths, jnp.zeros((b,), bool), jnp.zeros((b,), jnp.uint32))
+        return drafter.propose(dparams, state, ctx)[0]
+
+    return run(params, dparams)
+
+
+def assert_row_committed(cache, b, reference, n):
+    """A one-layer drafter cache's row b holds n committed slots equal to a one-row reference cache's first n."""
+    assert int(cache.lengths[b]) == n
+    np.testing.assert_allclose(np.asarray(cache.keys[0][b, ..., :n]), np.asarray(reference.keys[0][0, ..., :n]),
+                               atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(cache.values[0][b, :, :n]), np.asarray(reference.values[0][0, :, :n]),
+                               atol=2e-5, rtol=1e-5)
+
+
 def test_expansions_follow_the_tree_depth_by_depth():
     tree = grow(prior_accuracy(3, 3), 9)
     covered = []
@@ -57,19 +82,9 @@ def test_drafts_are_the_heads_top_guesses_over_the_drafted_path(prefix):
     loaded = random_heads(model, kind="hydra", num_layers=2, attention_heads=2 if prefix else None,
                           accuracy=CHAIN_ACCURACY)
     prompts = [[1, 2, 3, 4, 5, 6], [7, 8], [9, 10, 11]]
-    tokens, lengths = map(jnp.asarray, _pad(prompts))
     drafter, dparams = _medusa(model, params, loaded, 3, 3, method="hydra")
     assert drafter.tree.parents == (-1, 0, 1)
-
-    @jax.jit
-    def first_draft(params, dparams):
-        start = model.start(params, tokens, lengths, 8)
-        state = drafter.init(dparams, tokens, lengths, 8, start)
-        history = jnp.pad(tokens, ((0, 0), (0, 8)))
-        ctx = Context(history, lengths, lengths, jnp.zeros((3,), bool), jnp.zeros((3,), jnp.uint32))
-        return drafter.propose(dparams, state, ctx)[0]
-
-    draft = first_draft(params, dparams)
+    draft = first_draft(model, params, drafter, dparams, prompts)
     for b, prompt in enumerate(prompts):
         drafts = np.asarray(draft.tokens[b]).tolist()
         _, logits = _teacher_forced(model, params, loaded, prompt + drafts)
@@ -99,11 +114,7 @@ def test_prefix_cache_after_decoding_holds_the_teacher_forced_prefix_layer():
         f, cache = heads.features(loaded.params, hidden, jnp.arange(len(text))[None], heads.init_prefix_cache(1, len(text)))
         gaps = np.abs(np.asarray(f[0, n - 2 : n - 1 + depth]) - np.asarray(hydra.feature[b])).max(axis=-1)
         assert gaps.min() < 1e-4
-        assert int(hydra.prefix_cache.lengths[b]) == n - 1
-        np.testing.assert_allclose(np.asarray(hydra.prefix_cache.keys[0][b, ..., : n - 1]),
-                                   np.asarray(cache.keys[0][0, ..., : n - 1]), atol=2e-5, rtol=1e-5)
-        np.testing.assert_allclose(np.asarray(hydra.prefix_cache.values[0][b, :, : n - 1]),
-                                   np.asarray(cache.values[0][0, :, : n - 1]), atol=2e-5, rtol=1e-5)
+        assert_row_committed(hydra.prefix_cache, b, cache, n - 1)
 
 
 def test_untrained_hydra_heads_guess_what_untrained_medusa_heads_guess():

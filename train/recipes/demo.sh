@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the demo pair shipped in demo/: a ~8M-parameter Llama-style target
 # trained on the Python standard library's source, and a ~0.9M-parameter draft
-# distilled from the shipped target (same tokenizer), and Medusa and Hydra++ heads for the
-# target. About 50 + 15 + 20 + 20 minutes on 2 CPU cores. Re-running resumes from the last checkpoint in $WORK.
+# distilled from the shipped target (same tokenizer), and Medusa and Hydra++ heads and an EAGLE
+# drafter for the target. About 50 + 15 + 20 + 20 + 35 minutes on 2 CPU cores. Re-running resumes from the last checkpoint in $WORK.
 #
 #   bash train/recipes/demo.sh            # from the repository root, venv active
 set -euo pipefail
@@ -34,5 +34,11 @@ jaxspec-train heads --model "$OUT/target" --data "$WORK/data" --out "$WORK/heads
 jaxspec-train heads --kind hydra --prefix-attention --model "$OUT/target" --data "$WORK/data" --out "$WORK/hydra" \
   --export "$OUT/hydra" --num-heads 3 --num-layers 2 --steps 1200 --batch-size 8 --lr 3e-3 --warmup 30 \
   --save-every 200 --keep 2 --eval-every 400 --eval-batches 8
+
+# An EAGLE drafter on the shipped target: one decoder layer over [token embedding, target feature],
+# trained through 4 unrolled drafting steps (models/eagle.py); it drafts EAGLE-2's dynamic tree.
+jaxspec-train heads --kind eagle --model "$OUT/target" --data "$WORK/data" --out "$WORK/eagle" \
+  --export "$OUT/eagle" --num-heads 4 --steps 1000 --batch-size 8 --lr 3e-3 --warmup 30 \
+  --save-every 200 --keep 2 --eval-every 500 --eval-batches 8
 
 jaxspec-train plot "$WORK/target/metrics.jsonl=target" "$WORK/draft/metrics.jsonl=draft" --out docs/img/demo_loss.png
