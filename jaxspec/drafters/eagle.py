@@ -114,10 +114,10 @@ class Eagle:
         index = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, k))
         ancestors = jnp.zeros((b, k, self.scratch), bool)
         slot = jnp.arange(cache.max_len)[None, :] - lengths[:, None]  # [B, S] scratch index of each slot
+        in_scratch = (slot >= 0) & (slot < self.scratch)
         for d in range(2, self.depth + 1):
             own = (d - 2) * k + jnp.arange(k)
             seen = ancestors | (jnp.arange(self.scratch)[None, None, :] == own[None, :, None])
-            in_scratch = (slot >= 0) & (slot < self.scratch)
             allowed = (slot < 0)[:, None, :] | (in_scratch[:, None, :] & jnp.take_along_axis(
                 seen, jnp.broadcast_to(jnp.clip(slot, 0, self.scratch - 1)[:, None, :], (b, k, slot.shape[1])), axis=2))
             positions = jnp.broadcast_to(lengths[:, None] + d - 2, (b, k))
