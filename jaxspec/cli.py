@@ -210,7 +210,8 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         "heads' measured accuracies (eagle: the best nodes by draft probability, each step), or for the training-free "
         "methods from their hit rates measured on Gemma 3; "
         f"auto (the default): the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best expected speedup given "
-        "those accuracies and the target's measured forward cost, or plain decoding where no tree pays",
+        "those accuracies, the target's measured forward cost and the drafter's measured step time (both timed once "
+        "per model and batch size, cached on disk), or plain decoding where no tree pays",
     )
     p.add_argument(
         "--successor-table", metavar="FILE.npz",
