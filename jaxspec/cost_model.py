@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxspec.decode_loop import verify_widths
-from jaxspec.drafters.base import Context, Verified
 from jaxspec.draft_sizing import DraftSizing
+from jaxspec.drafters.base import Context, Verified
 from jaxspec.reference_model import cache_root
 from models import skinny_matmul
 
@@ -177,6 +177,22 @@ def curve_path(key: dict, cache_dir: Path | None = None) -> Path:
     return (cache_dir or cache_root() / "cost") / f"{digest}.json"
 
 
+def _stored(path: Path, key: dict) -> dict | None:
+    """The record measured for `key`, or None (none yet, or a hash collision: another key's)."""
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    return stored if stored["key"] == key else None
+
+
+def _store(path: Path, record: dict) -> None:
+    """Writes a measurement atomically: a temporary name, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+
+
 def cost_curve(
     model, params, *, batch_size: int, widths: Sequence[int], context: int = DEFAULT_CONTEXT, repeats: int = 10,
     cache_dir: Path | None = None, fresh: bool = False, progress: Callable[[str], None] = lambda msg: None,
@@ -185,16 +201,12 @@ def cost_curve(
     `curve_key`)."""
     key = curve_key(model, params, batch_size=batch_size, widths=widths, context=context)
     path = curve_path(key, cache_dir)
-    if path.exists() and not fresh:
-        stored = json.loads(path.read_text())
-        if stored["key"] == key:  # a hash collision would show here
-            return CostCurve(tuple(stored["widths"]), tuple(stored["seconds"]), batch_size, context)
+    stored = None if fresh else _stored(path, key)
+    if stored is not None:
+        return CostCurve(tuple(stored["widths"]), tuple(stored["seconds"]), batch_size, context)
     progress(f"measuring the forward cost at widths {key['widths']}, batch {batch_size} (once; cached in {path.parent})")
     curve = measure_forward_cost(model, params, widths=widths, batch_size=batch_size, context=context, repeats=repeats)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(dict(key=key, widths=list(curve.widths), seconds=list(curve.seconds)), indent=1))
-    os.replace(tmp, path)
+    _store(path, dict(key=key, widths=list(curve.widths), seconds=list(curve.seconds)))
     return curve
 
 
@@ -212,11 +224,10 @@ def drafting_costs(
         key = dict(base, drafter=repr(drafter),
                    drafter_param_dtypes=sorted({str(x.dtype) for x in jax.tree_util.tree_leaves(drafter_params)}))
         path = curve_path(key, cache_dir)
-        if path.exists() and not fresh:
-            stored = json.loads(path.read_text())
-            if stored["key"] == key:
-                out[name] = stored["relative"]
-                continue
+        stored = None if fresh else _stored(path, key)
+        if stored is not None:
+            out[name] = stored["relative"]
+            continue
         progress(f"measuring a {drafter.num_draft_tokens}-node drafting step, batch {batch_size} (once; cached in "
                  f"{path.parent})")
         if forward_seconds is None:
@@ -225,11 +236,7 @@ def drafting_costs(
         seconds = measure_drafting_seconds(model, params, drafter, drafter_params, batch_size=batch_size,
                                            context=context, repeats=repeats)
         out[name] = seconds / forward_seconds
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(dict(key=key, seconds=seconds, forward_seconds=forward_seconds, relative=out[name]),
-                                  indent=1))
-        os.replace(tmp, path)
+        _store(path, dict(key=key, seconds=seconds, forward_seconds=forward_seconds, relative=out[name]))
     return out
 
 

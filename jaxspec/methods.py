@@ -11,8 +11,8 @@ import numpy as np
 
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
-from jaxspec.drafters.eagle import Eagle
 from jaxspec.drafters.dynamic_exit import DynamicExit
+from jaxspec.drafters.eagle import Eagle
 from jaxspec.drafters.early_exit import EarlyExit
 from jaxspec.drafters.hydra import Hydra
 from jaxspec.drafters.jacobi import Jacobi
