@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Sets up a virtual environment with the test extra (torch==2.13.0 CPU, transformers) and runs the whole suite.
+# Sets up a virtual environment with the test extra (torch==2.13.0 CPU, transformers) and runs the whole suite,
+# one worker per core.
 set -euo pipefail
 cd "$(dirname "$0")"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
-exec .venv/bin/python -m pytest -q "$@"
+# One worker per core, each taking whole modules (their trained fixtures are built once).
+exec .venv/bin/python -m pytest -q -n auto --dist loadfile "$@"

@@ -8,6 +8,11 @@ from typing import Iterator
 
 import pytest
 
+from tests.xla_env import with_test_flags
+
+# Before anything imports jax: XLA reads its flags once, when the backend starts.
+os.environ["XLA_FLAGS"] = with_test_flags(os.environ.get("XLA_FLAGS", ""))
+
 from tests.test_train_data import SCHEDULE, TINY_MODEL, make_dataset
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from jaxspec import InputError
 from jaxspec.sharding import logical_param_axes, parse_mesh
 from models import ARCHITECTURES, CausalLM, build_model, from_hf_config
 from tests.hf_factory import BASE, FAMILIES
+from tests.xla_env import simulated_devices
 
 ARCH_BY_FAMILY = {v: k for k, v in ARCHITECTURES.items()}
 
@@ -23,10 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_on_eight_devices(check_file: str) -> None:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", check_file],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=simulated_devices(8), capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout

@@ -27,6 +27,7 @@ from train.metrics import read_metrics
 
 from tests.hf_factory import make_hf_model
 from tests.test_train_data import REPO, TINY_MODEL, one_error_line
+from tests.xla_env import simulated_devices
 
 RTOL = 1e-5
 PARAM_ATOL = 1e-5
@@ -42,7 +43,7 @@ def _cached_compiles(tmp_path: Path) -> dict:
 
 
 def test_training_on_a_2x4_mesh_of_eight_devices(tmp_path):
-    env = dict(_cached_compiles(tmp_path), XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = simulated_devices(8, _cached_compiles(tmp_path))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/mesh/mesh_train_checks.py"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
@@ -66,7 +67,7 @@ def _two_processes(command: Callable[[str, int], list[str]], logs: Path, env: di
     """Runs command(coordinator, process_id) as processes 0 and 1 of one job, 4 CPU devices each; returns
     their stdout and stderr."""
     coordinator = f"127.0.0.1:{_free_port()}"
-    env = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = simulated_devices(4, env)
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     try:
