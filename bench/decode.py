@@ -74,7 +74,7 @@ def jaxspec_engine(path: Path, new_tokens: int):
     loaded = jaxspec.load(path, "float32")
 
     def run(prompts: np.ndarray) -> np.ndarray:
-        gens = jaxspec.generate(loaded.model, loaded.params, prompts.tolist(), max_new_tokens=new_tokens, stop_ids=())
+        gens = jaxspec.generate_ids(loaded.model, loaded.params, prompts.tolist(), max_new_tokens=new_tokens, stop_ids=())
         return np.array([g.output_ids for g in gens])
 
     return run, loaded.num_params

@@ -67,7 +67,7 @@ def build(kind: str, layers: int, out: Path) -> None:
 
 def measure(lm, prompts: list[list[int]], args) -> dict:
     def call(n):
-        return lambda: jaxspec.generate(lm.model, lm.params, prompts, max_new_tokens=n, stop_ids=())
+        return lambda: jaxspec.generate_ids(lm.model, lm.params, prompts, max_new_tokens=n, stop_ids=())
 
     for n in (1, args.new_tokens):
         call(n)()  # compile
