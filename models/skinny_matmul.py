@@ -20,11 +20,19 @@ import jax
 import jax.numpy as jnp
 
 # Rows (batch x tokens) for which the kernel beats XLA's dot, per weight layout, measured on Gemma 3
-# 270M in float32 on a 2-core AVX-512 CPU (bench/forward_cost.py --formulations): one row is a
-# matrix-vector product, which XLA already streams as fast; past the upper ends the product is bound
-# by arithmetic and XLA's packed GEMM is as fast or faster (sooner for the Dense kernels, whose
-# [in, out] layout the kernel reads in column panels).
-ROW_RANGE = {"nt": (2, 24), "nn": (2, 16)}
+# 270M's shapes in float32 on a 2-core AVX-512 CPU, weights streamed from memory: for one row the
+# kernel reads the tied head at 23-25 GB/s against XLA's 19-22, and the layers' [K, N] kernels at
+# 19-29 against 12-23; past 16 rows the product is bound by arithmetic and XLA's packed GEMM is as
+# fast or faster (the head at 24 rows: 9 against 11 GB/s).
+ROW_RANGE = {"nt": (1, 16), "nn": (1, 16)}
+# Below this many weights (128 KiB of float32) XLA's dot is faster: the weights sit in cache, and the
+# kernel's hand-off to a second thread costs more than the product (a 64 x 176 Dense: 10 against 14
+# GB/s for one row). The tests' tiny models stay on XLA's dot.
+MIN_WEIGHTS = 1 << 15
+# Part of the formulation, so cost curves measured on disk with an earlier kernel are measured again.
+# 2: the [K, N] kernel reads blocks of whole weight rows (it read column panels); one row and past
+# MIN_WEIGHTS only.
+KERNEL_VERSION = 2
 
 
 @functools.cache
@@ -47,13 +55,15 @@ def formulation() -> str:
     """What a CPU product of a few rows runs as now: part of every speed measurement's key."""
     if os.environ.get("JAXSPEC_MATMUL", "auto") == "xla" or not _kernels():
         return "xla"
-    return "skinny-kernel " + ",".join(f"{k}:{lo}-{hi}" for k, (lo, hi) in sorted(ROW_RANGE.items()))
+    ranges = ",".join(f"{k}:{lo}-{hi}" for k, (lo, hi) in sorted(ROW_RANGE.items()))
+    return f"skinny-kernel v{KERNEL_VERSION} {ranges} min{MIN_WEIGHTS}"
 
 
 def _use_kernel(layout: str, rows: int, x: jax.Array, w: jax.Array) -> bool:
     low, high = ROW_RANGE[layout]
     return (
         low <= rows <= high
+        and w.size >= MIN_WEIGHTS
         and x.dtype == jnp.float32
         and w.dtype == jnp.float32
         and os.environ.get("JAXSPEC_MATMUL", "auto") != "xla"

@@ -8,7 +8,7 @@ import pytest
 from flax import linen as nn
 
 from models import skinny_matmul
-from models.skinny_matmul import ROW_RANGE, dense_dot_general, project_rows
+from models.skinny_matmul import MIN_WEIGHTS, ROW_RANGE, dense_dot_general, project_rows
 from tests.random_models import random_model
 
 
@@ -19,7 +19,8 @@ def test_the_install_built_the_kernel():
 
 # Odd sizes on purpose: K not a multiple of the vector width, N not a multiple of the column blocks,
 # M past the row blocks, and a single output column.
-SHAPES = [(1, 640, 1000), (2, 33, 17), (3, 17, 1), (5, 640, 262), (7, 48, 9), (17, 64, 130), (24, 100, 77)]
+SHAPES = [(1, 640, 1000), (2, 33, 17), (3, 17, 1), (5, 640, 262), (7, 48, 9), (17, 64, 130), (24, 100, 77),
+          (9, 2051, 70)]
 
 
 @pytest.mark.parametrize("layout", ["nt", "nn"])
@@ -38,16 +39,20 @@ def _custom_calls(fn, *args) -> str:
     return " ".join(line for line in jax.jit(fn).lower(*args).as_text().splitlines() if "jaxspec_matmul" in line)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 5, ROW_RANGE["nt"][1], ROW_RANGE["nt"][1] + 1, 64])
-def test_products_take_the_kernel_only_inside_its_row_range(rows):
+@pytest.mark.parametrize("rows", [1, 2, 5, ROW_RANGE["nn"][1], ROW_RANGE["nn"][1] + 1, ROW_RANGE["nt"][1] + 1, 64])
+def test_products_take_the_kernel_only_inside_its_row_range_and_past_its_size(rows):
     x = jnp.ones((rows, 32), jnp.float32)
-    table = jnp.ones((50, 32), jnp.float32)
-    low, high = ROW_RANGE["nt"]
-    assert ("jaxspec_matmul_nt" in _custom_calls(project_rows, x, table)) == (low <= rows <= high)
+    table = jnp.ones((MIN_WEIGHTS // 32, 32), jnp.float32)
+    kernel = jnp.ones((32, MIN_WEIGHTS // 32), jnp.float32)
+    dense = lambda x, w: dense_dot_general(x, w, (((1,), (0,)), ((), ())))  # noqa: E731
+    for layout, fn, w in (("nt", project_rows, table), ("nn", dense, kernel)):
+        low, high = ROW_RANGE[layout]
+        assert (f"jaxspec_matmul_{layout}" in _custom_calls(fn, x, w)) == (low <= rows <= high)
+        assert _custom_calls(fn, x, w[:-1] if layout == "nt" else w[:, :-1]) == ""  # one weight short
 
 
 def test_other_dtypes_and_the_xla_switch_take_xlas_dot(monkeypatch):
-    x, table = jnp.ones((4, 32)), jnp.ones((50, 32))
+    x, table = jnp.ones((4, 32)), jnp.ones((MIN_WEIGHTS // 32, 32))
     assert _custom_calls(project_rows, x.astype(jnp.bfloat16), table.astype(jnp.bfloat16)) == ""
     monkeypatch.setenv("JAXSPEC_MATMUL", "xla")
     assert _custom_calls(project_rows, x, table) == ""
@@ -55,8 +60,8 @@ def test_other_dtypes_and_the_xla_switch_take_xlas_dot(monkeypatch):
 
 
 def test_a_dense_layer_through_the_kernel_has_xlas_value_and_gradient():
-    dense = nn.Dense(24, dot_general=dense_dot_general)
-    plain = nn.Dense(24)
+    dense = nn.Dense(MIN_WEIGHTS // 40 + 1, dot_general=dense_dot_general)
+    plain = nn.Dense(MIN_WEIGHTS // 40 + 1)
     x = jax.random.normal(jax.random.key(0), (1, 3, 40))
     params = plain.init(jax.random.key(1), x)
     assert "jaxspec_matmul_nn" in _custom_calls(lambda p, x: dense.apply(p, x), params, x)
@@ -71,10 +76,10 @@ def test_a_dense_layer_through_the_kernel_has_xlas_value_and_gradient():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("width", [1, 3, 9])
+@pytest.mark.parametrize("width", [1, 3, 8])  # two rows each: 2 .. 16 rows
 def test_a_models_logits_through_the_kernel_equal_xlas(width, monkeypatch):
     """The formulation changes the order of float32 sums only: logits within 1e-5 relative."""
-    model, params = random_model(3, 2, 64, 4, 2)
+    model, params = random_model(3, 2, 256, 4, 2)  # every projection past MIN_WEIGHTS
     prompts = jnp.asarray(np.random.default_rng(0).integers(0, model.vocab_size, (2, 9)), jnp.int32)
     start = model.start(params, prompts, jnp.array([9, 6]), width)
     tokens = prompts[:, :width]
@@ -83,6 +88,8 @@ def test_a_models_logits_through_the_kernel_equal_xlas(width, monkeypatch):
     def logits():
         return jax.jit(lambda p, t, c: model.forward(p, t, positions, c).logits)(params, tokens, start.cache)
 
+    assert "jaxspec_matmul_nn" in _custom_calls(lambda p, t, c: model.forward(p, t, positions, c).logits, params,
+                                                tokens, start.cache)
     fast = logits()
     monkeypatch.setenv("JAXSPEC_MATMUL", "xla")
     plain = logits()

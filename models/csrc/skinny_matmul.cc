@@ -98,15 +98,17 @@ void nt_columns(const float* x, const float* w, float* y, int64_t M, int64_t K, 
   for (; n < n1; ++n) nt_rows<3, 1>(x, w + n * K, y + n, M, K, N);
 }
 
-// NN: a panel of kNV vectors of output columns for kMR input rows; each step k reads one row
-// segment of the weight panel and broadcasts x[i, k].
+// NN: y[kMR rows, kNV vectors of columns] (+)= x[kMR rows, kb] * w[kb rows, the same columns]; each
+// step k reads one row segment of w and broadcasts x[i, k]. The accumulators start at zero on the
+// first block of rows and from y after it.
 template <int kMR, int kNV>
-void nn_block(const float* x, const float* w, float* y, int64_t K, int64_t N) {
-  vec acc[kMR][kNV] = {};
-  for (int64_t k = 0; k < K; ++k) {
+void nn_tile(const float* x, const float* w, float* y, int64_t K, int64_t N, int64_t kb, bool first) {
+  vec acc[kMR][kNV];
+  for (int i = 0; i < kMR; ++i)
+    for (int j = 0; j < kNV; ++j) acc[i][j] = first ? vec{} : load(y + i * N + j * kLanes);
+  for (int64_t k = 0; k < kb; ++k) {
     vec wv[kNV];
     for (int j = 0; j < kNV; ++j) wv[j] = load(w + k * N + j * kLanes);
-    for (int j = 0; j < kNV; ++j) __builtin_prefetch(w + (k + 8) * N + j * kLanes);
     for (int i = 0; i < kMR; ++i) {
       const vec xs = splat(x[i * K + k]);
       for (int j = 0; j < kNV; ++j) acc[i][j] += xs * wv[j];
@@ -116,63 +118,86 @@ void nn_block(const float* x, const float* w, float* y, int64_t K, int64_t N) {
     for (int j = 0; j < kNV; ++j) store(y + i * N + j * kLanes, acc[i][j]);
 }
 
+// Every input row against one tile of columns of a block of kb weight rows, six rows at a time (6 x 4
+// accumulators, 4 weight vectors and a broadcast fill 29 of AVX-512's 32 registers): the tile is
+// read from memory for the first six and from L1 for the rest.
 template <int kNV>
-void nn_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
+void nn_tile_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t kb,
+                  bool first) {
   int64_t m = 0;
-  for (; m + 4 <= M; m += 4) nn_block<4, kNV>(x + m * K, w, y + m * N, K, N);
+  for (; m + 6 <= M; m += 6) nn_tile<6, kNV>(x + m * K, w, y + m * N, K, N, kb, first);
   switch (M - m) {
-    case 3: nn_block<3, kNV>(x + m * K, w, y + m * N, K, N); break;
-    case 2: nn_block<2, kNV>(x + m * K, w, y + m * N, K, N); break;
-    case 1: nn_block<1, kNV>(x + m * K, w, y + m * N, K, N); break;
+    case 5: nn_tile<5, kNV>(x + m * K, w, y + m * N, K, N, kb, first); break;
+    case 4: nn_tile<4, kNV>(x + m * K, w, y + m * N, K, N, kb, first); break;
+    case 3: nn_tile<3, kNV>(x + m * K, w, y + m * N, K, N, kb, first); break;
+    case 2: nn_tile<2, kNV>(x + m * K, w, y + m * N, K, N, kb, first); break;
+    case 1: nn_tile<1, kNV>(x + m * K, w, y + m * N, K, N, kb, first); break;
     default: break;
   }
 }
 
-void nn_columns(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0,
-                int64_t n1) {
-  int64_t n = n0;
-  for (; n + 4 * kLanes <= n1; n += 4 * kLanes) nn_rows<4>(x, w + n, y + n, M, K, N);
-  for (; n + kLanes <= n1; n += kLanes) nn_rows<1>(x, w + n, y + n, M, K, N);
-  for (; n < n1; ++n) {
-    for (int64_t i = 0; i < M; ++i) {
-      float s = 0.0f;
-      for (int64_t k = 0; k < K; ++k) s += x[i * K + k] * w[k * N + n];
-      y[i * N + n] = s;
+// Weight rows per block: the block's rows are read side by side as the column tiles advance, each
+// a contiguous stream, and the partial sums go through L1 once per block.
+constexpr int64_t kNNBlockRows = 32;
+
+// Weight rows [k0, k1) of the NN product into y (row stride N): the rows are read once, front to
+// back, in blocks of kNNBlockRows. A [K, N] matrix read in column panels instead jumps a whole row
+// (N floats) at every step, which the prefetchers follow at half the bandwidth of a contiguous read.
+void nn_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t k0, int64_t k1) {
+  for (int64_t kb0 = k0; kb0 < k1; kb0 += kNNBlockRows) {
+    const int64_t kb = std::min(kNNBlockRows, k1 - kb0);
+    const bool first = kb0 == k0;
+    const float* xb = x + kb0;
+    const float* wb = w + kb0 * N;
+    int64_t n = 0;
+    for (; n + 4 * kLanes <= N; n += 4 * kLanes) nn_tile_rows<4>(xb, wb + n, y + n, M, K, N, kb, first);
+    for (; n + kLanes <= N; n += kLanes) nn_tile_rows<1>(xb, wb + n, y + n, M, K, N, kb, first);
+    for (; n < N; ++n) {
+      for (int64_t i = 0; i < M; ++i) {
+        float s = first ? 0.0f : y[i * N + n];
+        for (int64_t k = 0; k < kb; ++k) s += xb[i * K + k] * wb[k * N + n];
+        y[i * N + n] = s;
+      }
     }
   }
 }
 
-using ColumnFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
+// A share of a product: columns [lo, hi) of y (NT), or the partial sums of weight rows [lo, hi) (NN).
+using RangeFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
 
 // Work shared between the calling thread and the pool's tasks. A task that starts after the
 // work is done finds no chunk left and returns; the shared_ptr keeps the state alive for it.
+// Chunks split the columns (each writes its own part of y) or, with `partials`, the weight rows:
+// chunk 0 sums into y, chunk c > 0 into partials[c - 1], and the caller adds them up at the end.
 struct Work {
-  ColumnFn fn;
+  RangeFn fn;
   const float* x;
   const float* w;
   float* y;
-  int64_t M, K, N, chunk, chunks;
+  int64_t M, K, N, extent, chunk, chunks;
+  std::unique_ptr<float[]> partials;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
 
   void run() {
     int64_t c;
     while ((c = next.fetch_add(1, std::memory_order_relaxed)) < chunks) {
-      const int64_t n0 = c * chunk;
-      fn(x, w, y, M, K, N, n0, std::min(N, n0 + chunk));
+      const int64_t lo = c * chunk;
+      float* out = (partials && c > 0) ? partials.get() + (c - 1) * M * N : y;
+      fn(x, w, out, M, K, N, lo, std::min(extent, lo + chunk));
       done.fetch_add(1, std::memory_order_release);
     }
   }
 };
 
-// Columns per chunk: about 256 KiB of weights, a multiple of the kernels' column blocks.
+// Columns per NT chunk: about 256 KiB of weights, a multiple of the kernel's column blocks.
 int64_t chunk_columns(int64_t K, int64_t block) {
   const int64_t cols = std::max<int64_t>(block, (int64_t{1} << 16) / std::max<int64_t>(K, 1));
   return (cols + block - 1) / block * block;
 }
 
-ffi::Error matmul(ColumnFn fn, int64_t block, bool nt, ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                  ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y) {
+ffi::Error matmul(bool nt, ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                  ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions();
   const auto wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 2) return ffi::Error::InvalidArgument("matmul: x and w must be 2-D");
@@ -180,31 +205,50 @@ ffi::Error matmul(ColumnFn fn, int64_t block, bool nt, ffi::ThreadPool pool, ffi
   const int64_t N = nt ? wd[0] : wd[1];
   if ((nt ? wd[1] : wd[0]) != K) return ffi::Error::InvalidArgument("matmul: inner dimensions differ");
   auto work = std::make_shared<Work>();
-  work->fn = fn;
   work->x = x.typed_data();
   work->w = w.typed_data();
   work->y = y->typed_data();
   work->M = M;
   work->K = K;
   work->N = N;
-  work->chunk = chunk_columns(K, block);
-  work->chunks = (N + work->chunk - 1) / work->chunk;
+  const int64_t runners = std::max<int64_t>(1, pool.num_threads());
+  if (nt) {
+    work->fn = nt_columns;
+    work->extent = N;
+    work->chunk = chunk_columns(K, 8);
+  } else {
+    // One block of weight rows per runner; each runner's partial sums are M x N floats, which the
+    // caller adds up once.
+    work->fn = nn_rows;
+    work->extent = K;
+    const int64_t per_runner = (K + runners - 1) / runners;
+    work->chunk = std::max<int64_t>(kNNBlockRows, (per_runner + kNNBlockRows - 1) / kNNBlockRows * kNNBlockRows);
+  }
+  work->chunks = (work->extent + work->chunk - 1) / work->chunk;
+  if (!nt && work->chunks > 1) work->partials.reset(new float[(work->chunks - 1) * M * N]);
   // The calling thread works too: one helper fewer than the pool's threads keeps one runner per core.
-  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, work->chunks - 1);
+  const int64_t helpers = std::min<int64_t>(runners - 1, work->chunks - 1);
   for (int64_t t = 0; t < helpers; ++t) pool.Schedule([work] { work->run(); });
   work->run();
   while (work->done.load(std::memory_order_acquire) < work->chunks) std::this_thread::yield();
+  if (work->partials) {
+    float* out = work->y;
+    for (int64_t c = 1; c < work->chunks; ++c) {
+      const float* part = work->partials.get() + (c - 1) * M * N;
+      for (int64_t i = 0; i < M * N; ++i) out[i] += part[i];
+    }
+  }
   return ffi::Error::Success();
 }
 
 ffi::Error matmul_nt(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                      ffi::ResultBuffer<ffi::F32> y) {
-  return matmul(nt_columns, 8, true, pool, x, w, y);
+  return matmul(true, pool, x, w, y);
 }
 
 ffi::Error matmul_nn(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                      ffi::ResultBuffer<ffi::F32> y) {
-  return matmul(nn_columns, 4 * kLanes, false, pool, x, w, y);
+  return matmul(false, pool, x, w, y);
 }
 
 }  // namespace
