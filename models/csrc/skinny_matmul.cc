@@ -142,7 +142,8 @@ constexpr int64_t kNNBlockRows = 32;
 
 // Weight rows [k0, k1) of the NN product into y (row stride N): the rows are read once, front to
 // back, in blocks of kNNBlockRows. A [K, N] matrix read in column panels instead jumps a whole row
-// (N floats) at every step, which the prefetchers follow at half the bandwidth of a contiguous read.
+// (N floats) at every step, which the prefetchers follow more slowly than contiguous reads: on Gemma
+// 3 270M's layer shapes, one row, 18-22 GB/s in column panels against 23-29 in row blocks.
 void nn_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t k0, int64_t k1) {
   for (int64_t kb0 = k0; kb0 < k1; kb0 += kNNBlockRows) {
     const int64_t kb = std::min(kNNBlockRows, k1 - kb0);
