@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxspec import load
 from jaxspec.generate import generate
 from jaxspec.cli import main as cli_main
-from jaxspec.heads_io import load_heads
+from jaxspec.heads_io import load_heads, target_fields
 from jaxspec.methods import build_drafter
 from jaxspec.sampling import SamplingConfig
 from train.cli import main
 from train.dataset import open_dataset
-from train.heads import most_frequent_ids
+from models.medusa import HeadsConfig
+from train.heads import HeadsObjective, most_frequent_ids
 from train.metrics import read_metrics
 
 from tests.test_train_data import SCHEDULE, one_error_line
@@ -57,6 +60,36 @@ def test_a_draft_vocabulary_keeps_the_most_frequent_ids(data_dir, target_dir, tm
     heads = load_heads(tmp_path / "run" / "heads", load(target_dir).model)
     want = most_frequent_ids(open_dataset(data_dir).train, 40, heads.heads.config.vocab_size)
     assert heads.heads.config.draft_vocab == 40 and tuple(np.asarray(heads.draft_ids).tolist()) == want
+
+
+class _SlicedTeacher:
+    """The target scoring all its rows, the logits cut to the subset afterwards (the objective's old way)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def forward(self, params, tokens, positions, cache, vocab=None):
+        out = self.model.forward(params, tokens, positions, cache)
+        return out if vocab is None else out._replace(logits=out.logits[..., vocab[0]])
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_a_draft_vocabulary_scores_only_its_rows_of_the_teacher(data_dir, target_dir):
+    """The target scores only the draft vocabulary's rows of its head; loss and metrics equal those of
+    its full logits restricted afterwards."""
+    target = load(target_dir, dtype="float32")
+    ids = most_frequent_ids(open_dataset(data_dir).train, 40, target.model.vocab_size)
+    config = HeadsConfig(kind="medusa", num_heads=2, num_layers=1, draft_vocab=40, **target_fields(target.model))
+    objective = HeadsObjective(config, str(target_dir), ids)
+    params = objective.init_params(jax.random.key(0))
+    rows = jnp.asarray(open_dataset(data_dir).train[:2, :17].astype(np.int32))
+    restricted = objective.loss_fn(target.model, 1e-4)(params, rows, None, target.params)
+    sliced = objective.loss_fn(_SlicedTeacher(target.model), 1e-4)(params, rows, None, target.params)
+    np.testing.assert_allclose(restricted[0], sliced[0], rtol=1e-5)
+    for name, value in sliced[1].items():
+        np.testing.assert_allclose(restricted[1][name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_most_frequent_ids_breaks_ties_by_id():

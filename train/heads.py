@@ -62,12 +62,17 @@ class HeadsObjective:
             inputs = rows[:, :-1].astype(jnp.int32)
             b, t = inputs.shape
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-            out = model.forward(target_params, inputs, positions, model.init_cache(b, t))
-            hidden, teacher = jax.lax.stop_gradient(out.hidden), jax.lax.stop_gradient(out.logits)
             table = jax.lax.stop_gradient(model.output_embedding(target_params))
-            rows = table
-            if ids is not None:
-                rows, teacher = table[ids], teacher[..., ids]
+            if ids is None:
+                out = model.forward(target_params, inputs, positions, model.init_cache(b, t))
+                rows = table
+            else:
+                # The labels are renormalised over the subset, so the target scores its N rows only: for a
+                # large vocabulary (Gemma 3: 262,144 rows) the full head is most of the target's forward.
+                subset = jnp.broadcast_to(ids, (b, ids.shape[0]))
+                out = model.forward(target_params, inputs, positions, model.init_cache(b, t), vocab=subset)
+                rows = table[ids]
+            hidden, teacher = jax.lax.stop_gradient(out.hidden), jax.lax.stop_gradient(out.logits)
             logits = heads.training_logits(params, hidden, inputs, table, rows)  # [B, T, K, N]
             total, metrics = 0.0, {}
             for k in range(k_heads):
