@@ -4,6 +4,7 @@
     python -m bench.training_free --runs layer-skip:4 --summary-name self_speculation --summary
     python -m bench.training_free --runs early-exit:4 --adapter RUN/adapter --summary-name early_exit --summary
     python -m bench.training_free --runs dynamic-exit:4 --summary-name dynamic_exit --summary
+    python -m bench.training_free --runs eagle:8,eagle:16,eagle:auto --heads RUN/heads --summary-name heads_gemma --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
@@ -12,7 +13,9 @@ n-gram trie, prompt lookup as a tree of --lookup-branches, Jacobi,
 speculative Jacobi and lookahead with their windows, layer skipping with
 its draft length and the skip set searched on each group's prompts, early
 exit with its draft length through --adapter, dynamic exit with its most
-drafts per step and the share of steps each exit took); then all
+drafts per step and the share of steps each exit took, draft heads with
+their tree's node budget through --heads, or "auto" for the size their
+accuracies and the measured cost pick); then all
 categories' prompts together run in batches of --batch (category "all").
 Rows give tokens/s, the speedup over plain decoding and tokens per target
 call, and per batch size the tree `--tree-size auto` chooses from the
@@ -41,8 +44,8 @@ from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
 from jaxspec.heads_io import load_heads
 from jaxspec.methods import (
-    DYNAMIC_EXIT_METHODS, EXIT_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size, exit_draft_cost,
-    measured_drafting_cost, rank_accuracy,
+    AUTO, DYNAMIC_EXIT_METHODS, EXIT_METHODS, HEAD_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size,
+    exit_draft_cost, head_accuracy, measured_drafting_cost, rank_accuracy,
 )
 from jaxspec.sampling import SamplingConfig
 
@@ -50,7 +53,8 @@ from jaxspec.sampling import SamplingConfig
 def options(args, batch: int, method: str, size: int | None, skip_file: Path | None = None) -> argparse.Namespace:
     """`size` is a tree's node count; prompt lookup's depth (its tree --lookup-branches wide); Jacobi's and
     lookahead's window (lookahead's levels and pool from --levels and --pool-size); layer skipping's draft
-    length (its searched skip set saved to `skip_file`); early exit's draft length (through --adapter)."""
+    length (its searched skip set saved to `skip_file`); early exit's draft length (through --adapter); draft
+    heads' node budget (through --heads)."""
     lookup, windowed = method == "prompt-lookup", method in (*JACOBI_METHODS, "lookahead")
     chain = lookup or method in (*SELF_METHODS, *EXIT_METHODS, *DYNAMIC_EXIT_METHODS)
     return argparse.Namespace(**method_defaults() | dict(
@@ -58,7 +62,7 @@ def options(args, batch: int, method: str, size: int | None, skip_file: Path | N
         max_other_load=args.max_other_load, tree_size=None if chain or windowed else size,
         num_draft_tokens=size if chain else None, lookup_branches=args.lookup_branches if lookup else 1,
         window=size if windowed else None, levels=args.levels, pool_size=args.pool_size,
-        save_skip_layers=skip_file, adapter=args.adapter,
+        save_skip_layers=skip_file, adapter=args.adapter, heads=args.heads if method in HEAD_METHODS else None,
     ))
 
 
@@ -117,16 +121,19 @@ def dynamic_exit_row(records: list[dict]) -> dict:
     return dict(skip=shares, agreement=None, draft_cost=None)
 
 
-def auto_choices(lm, methods, batches) -> dict:
-    """Per method and batch size, the tree `--tree-size auto` picks here (nodes, 0 meaning plain decoding)."""
+def auto_choices(args, lm, methods, batches) -> dict:
+    """Per method and batch size, the tree `--tree-size auto` picks here (nodes, 0 meaning plain decoding):
+    from the measured hit rates, or the heads' held-out accuracies."""
     progress = functools.partial(print, file=sys.stderr)
-    return {
-        f"{method}, batch {b}": auto_tree_size(
-            rank_accuracy(method), measured_drafting_cost(method, lm.model, lm.params, b, progress), lm.model, lm.params,
-            b, "the hit rates", progress=progress,
-        )
-        for method in methods for b in batches
-    }
+    choices = {}
+    for method in methods:
+        heads = load_heads(args.heads, lm.model) if method in HEAD_METHODS else None
+        accuracy, build = (head_accuracy(heads), dict(heads=heads)) if heads else (rank_accuracy(method), {})
+        for b in batches:
+            drafting = measured_drafting_cost(method, lm.model, lm.params, b, progress, **build)
+            choices[f"{method}, batch {b}"] = auto_tree_size(accuracy, drafting, lm.model, lm.params, b,
+                                                             "the accuracies", progress=progress)
+    return choices
 
 
 def markdown(rows: list[dict], auto: dict) -> str:
@@ -191,13 +198,15 @@ def main(argv=None) -> None:
         "--runs",
         default=[("token-recycling", 16), ("token-recycling", 64), ("ngram-trie", 16), ("prompt-lookup", 8),
                  ("jacobi", 4), ("speculative-jacobi", 4), ("lookahead", 4)],
-        type=lambda s: [(m, int(n)) for m, n in (x.rsplit(":", 1) for x in s.split(","))],
-        help="method:size, comma-separated (prompt lookup's size is its depth; Jacobi's and lookahead's their window)",
+        type=lambda s: [(m, n if n == AUTO else int(n)) for m, n in (x.rsplit(":", 1) for x in s.split(","))],
+        help="method:size, comma-separated (prompt lookup's size is its depth; Jacobi's and lookahead's their window; "
+             "draft heads' size may be 'auto')",
     )
     parser.add_argument("--lookup-branches", type=int, default=4)
     parser.add_argument("--levels", type=int, default=3, help="lookahead: n-gram size")
     parser.add_argument("--pool-size", type=int, default=4, help="lookahead: n-grams verified per step")
     parser.add_argument("--adapter", help="early-exit: the exit adapter directory (jaxspec-train early-exit)")
+    parser.add_argument("--heads", help="medusa, hydra, eagle: the heads directory (jaxspec-train heads)")
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--batch", type=int, default=8, help="the batch size of the all-categories rows")
     parser.add_argument("--max-new-tokens", type=int, default=48)
@@ -217,8 +226,8 @@ def main(argv=None) -> None:
         everything += prompts
         rows += run_group(args, lm, category, prompts, 1)
     rows += run_group(args, lm, "all", everything, args.batch)
-    trees = [m for m in ("token-recycling", "ngram-trie") if m in {method for method, _ in args.runs}]
-    auto = auto_choices(lm, trees, [1, args.batch])
+    trees = [m for m in ("token-recycling", "ngram-trie", *HEAD_METHODS) if m in {method for method, _ in args.runs}]
+    auto = auto_choices(args, lm, trees, [1, args.batch])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "auto": auto}, indent=1))
     if args.summary:
