@@ -4,7 +4,7 @@
     python -m bench.training_free --runs layer-skip:4 --summary-name self_speculation --summary
     python -m bench.training_free --runs early-exit:4 --adapter RUN/adapter --summary-name early_exit --summary
     python -m bench.training_free --runs dynamic-exit:4 --summary-name dynamic_exit --summary
-    python -m bench.training_free --runs eagle:8,eagle:16,eagle:auto --heads RUN/heads --summary-name heads_gemma --summary
+    python -m bench.training_free --runs eagle:4,eagle:8,eagle:auto --heads RUN/heads --summary-name heads_gemma --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with

