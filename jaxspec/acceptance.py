@@ -27,7 +27,8 @@ def _first_false(ok: jax.Array, n_draft: jax.Array) -> jax.Array:
     return jnp.sum(jnp.cumprod(ok.astype(jnp.int32), axis=1), axis=1)
 
 
-def accept_point_mass(rand: RowRandom, p: jax.Array, x: jax.Array, n_draft: jax.Array, greedy: bool = False):
+def accept_point_mass(rand: RowRandom, p: jax.Array | None, x: jax.Array, n_draft: jax.Array, greedy: bool = False,
+                      draws: jax.Array | None = None):
     """Drafts without a distribution (prompt lookup, token recycling, greedy heads).
 
     q is one-hot at x, so the ratio test accepts x with probability p(x) and on
@@ -36,8 +37,10 @@ def accept_point_mass(rand: RowRandom, p: jax.Array, x: jax.Array, n_draft: jax.
     first mismatch. Each emitted token is then exactly a draw from p given its
     prefix. (A fresh draw at the mismatch would be biased against x.) y_i is the
     row's TARGET draw at its position, the very draw plain sampling makes there.
+    `draws` [B, K+1] are those draws when already made (under greedy, the
+    verify's argmax): p is then not read.
     """
-    y = row_rng.categorical(rand.keys(row_rng.TARGET, p.shape[1]), p, greedy)
+    y = draws if draws is not None else row_rng.categorical(rand.keys(row_rng.TARGET, p.shape[1]), p, greedy)
     n = _first_false(y[:, :-1] == x, n_draft)
     return n, jnp.take_along_axis(y, n[:, None], axis=1)[:, 0]
 

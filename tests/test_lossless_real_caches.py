@@ -179,7 +179,7 @@ def test_sized_drafts_keep_the_exact_distribution():
         assert pvalue > ALPHA
 
 
-def _fresh_draw_after_rejection(rand, p, x, n_draft, greedy=False):
+def _fresh_draw_after_rejection(rand, p, x, n_draft, greedy=False, draws=None):
     """The classic bug: accept x with probability p(x), but on rejection draw afresh from p."""
     px = jnp.take_along_axis(p[:, :-1], x[..., None], axis=2)[..., 0]
     n = _first_false(row_rng.uniform(rand.keys(row_rng.ACCEPT, x.shape[1])) < px, n_draft)
