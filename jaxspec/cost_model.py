@@ -40,6 +40,9 @@ from models import skinny_matmul
 
 DEFAULT_WIDTHS = (1, 2, 3, 5, 9, 17)
 DEFAULT_CONTEXT = 128  # cached tokens before the measured window
+# How curves are measured; part of the disk cache's key, so a change measures them again. 2: widths timed in
+# turns (1: each width in its own block of calls).
+MEASUREMENT = 2
 
 
 class CostCurve(NamedTuple):
@@ -74,9 +77,9 @@ def measure_forward_cost(
     The prompt is random ids (speed does not depend on values); for an
     encoder-decoder model it is the encoder's input and the decoder starts at
     its start token, as in decoding. Each width is compiled and run once
-    untimed first. With per_call = n > 1 each timed call runs n forwards in
-    one compiled loop (each reading the cache the one before wrote) and
-    counts a n-th of its time: the host's dispatch, which a decoding loop
+    untimed first, then the widths are timed in turns. With per_call = n > 1
+    each timed call runs n forwards in one compiled loop (each reading the
+    cache the one before wrote) and counts a n-th of its time: the host's dispatch, which a decoding loop
     pays once per call rather than per step, then drops out (on a GPU it is
     about as long as a small model's forward).
     """
@@ -87,10 +90,7 @@ def measure_forward_cost(
     start = model.start(params, prompts, prompt_len, max(widths))
     cache = start.cache
 
-    seconds = []
-    for w in widths:
-        tokens = jnp.asarray(rng.integers(0, model.vocab_size, (batch_size, w)), jnp.int32)
-
+    def compiled(w):
         def one(params, tokens, cache):
             positions = cache.lengths[:, None] + jnp.arange(tokens.shape[1])[None, :]
             out = model.forward(params, tokens, positions, cache)
@@ -101,17 +101,24 @@ def measure_forward_cost(
             first = one(params, tokens, cache)
             return jax.lax.fori_loop(1, per_call, lambda _, carry: one(params, tokens, carry[1]), first)
 
-        forward = jax.jit(forward, donate_argnums=2)
-        logits, cache = forward(params, tokens, cache)
+        return jax.jit(forward, donate_argnums=2)
+
+    tokens = {w: jnp.asarray(rng.integers(0, model.vocab_size, (batch_size, w)), jnp.int32) for w in widths}
+    forwards = {w: compiled(w) for w in widths}
+    for w in widths:  # compiled and run once untimed
+        logits, cache = forwards[w](params, tokens[w], cache)
         logits.block_until_ready()
-        times = []
-        for _ in range(repeats):
+    # Widths take turns, one timed call each per round: the machine's speed drifts (other tenants, clocks)
+    # by tens of percent over a minute here, and timing each width in its own block of calls turned that
+    # drift into differences between widths.
+    times = {w: [] for w in widths}
+    for _ in range(repeats):
+        for w in widths:
             t0 = time.perf_counter()
-            logits, cache = forward(params, tokens, cache)
+            logits, cache = forwards[w](params, tokens[w], cache)
             logits.block_until_ready()
-            times.append((time.perf_counter() - t0) / per_call)
-        seconds.append(statistics.median(times))
-    return CostCurve(widths, tuple(seconds), batch_size, context)
+            times[w].append((time.perf_counter() - t0) / per_call)
+    return CostCurve(widths, tuple(statistics.median(times[w]) for w in widths), batch_size, context)
 
 
 def measure_drafting_seconds(
@@ -166,6 +173,7 @@ def curve_key(model, params, *, batch_size: int, widths: Sequence[int], context:
         device_count=jax.device_count(),
         jax=jax.__version__,
         formulation=skinny_matmul.formulation(),
+        measurement=MEASUREMENT,
         batch_size=batch_size,
         widths=sorted(set(widths)),
         context=context,
