@@ -79,9 +79,9 @@ def measure_forward_cost(
     its start token, as in decoding. Each width is compiled and run once
     untimed first, then the widths are timed in turns. With per_call = n > 1
     each timed call runs n forwards in one compiled loop (each reading the
-    cache the one before wrote) and counts a n-th of its time: the host's dispatch, which a decoding loop
-    pays once per call rather than per step, then drops out (on a GPU it is
-    about as long as a small model's forward).
+    cache the one before wrote) and counts a n-th of its time: the host's
+    dispatch, which a decoding loop pays once per call rather than per step,
+    then drops out (on a GPU it is about as long as a small model's forward).
     """
     widths = tuple(sorted(set(widths)))
     rng = np.random.default_rng(seed)

@@ -98,9 +98,7 @@ def accept_tree_point_mass(rand: RowRandom, p, tokens, valid, shape: TreeShape, 
                            draws=None) -> TreeVerdict:
     """Point-mass drafts over a tree; p: [B, 1 + T, V] the target's distribution after each window index, or
     `draws` [B, 1 + T]: the target's draws there when already made (under greedy, the verify's argmax)."""
-    if draws is None:
-        draws = row_rng.categorical(rand.keys_for(row_rng.TARGET, shape.depth), p, greedy)
-    y = draws
+    y = draws if draws is not None else row_rng.categorical(rand.keys_for(row_rng.TARGET, shape.depth), p, greedy)
     match = valid & (tokens == jnp.take_along_axis(y, shape.parent_window, axis=1))
     # A node is accepted when it and all its ancestors (the root aside) match.
     accepted = valid & ~jnp.any(shape.ancestors[:, 1:, 1:] & ~match[:, None, :], axis=2)
