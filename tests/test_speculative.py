@@ -14,7 +14,7 @@ from scipy import stats
 
 from jaxspec import SamplingConfig
 from jaxspec.generate import generate
-from jaxspec.decode_loop import DecodeSpec, run_decode
+from jaxspec.decode_loop import DecodeSpec, decode_jit, run_decode
 from jaxspec.stopping import stop_table
 from jaxspec.drafters import Autoregressive
 from jaxspec.drafters.draft_model import AdaptiveDraft, DraftModel
@@ -131,6 +131,21 @@ def assert_committed_caches_equal(plain, fast):
             np.testing.assert_allclose(np.asarray(a[b, ..., :n]), np.asarray(c[b, ..., :n]), atol=2e-5, rtol=1e-5)
         for a, c in zip(plain.cache.values, fast.cache.values):
             np.testing.assert_allclose(np.asarray(a[b, :, :n]), np.asarray(c[b, :, :n]), atol=2e-5, rtol=1e-5)
+
+
+def test_the_compiled_loop_chooses_its_verify_width_without_a_conditional():
+    """Each verify width runs in a one-trip while loop (jaxspec/decode_loop.py, verify_forward): a `lax.switch`
+    over the widths made XLA copy every layer's cache out of the taken branch on every step, plain steps
+    included (26 cache-shaped copies in this program, none now beyond the cache's zero fill)."""
+    target, params = random_model(5, 2, 48, 4, 2)
+    drafter, drafter_params = build_drafter("prompt-lookup", batch=2, sampling=SamplingConfig(), target_vocab=VOCAB,
+                                            num_draft_tokens=8)
+    prompts = jnp.tile(jnp.arange(1, 17, dtype=jnp.int32), (2, 1))
+    program = decode_jit.lower(
+        target, drafter, DecodeSpec(8, SamplingConfig(), None, None), params, drafter_params, prompts,
+        jnp.asarray([16, 12], jnp.int32), jnp.asarray(stop_table((), (), bucket)), jnp.zeros((2,), jnp.uint32),
+    ).compile().as_text()
+    assert " conditional(" not in program
 
 
 def test_cache_after_speculative_equals_cache_after_plain():
