@@ -128,11 +128,14 @@ def auto_choices(args, lm, methods, batches) -> dict:
     choices = {}
     for method in methods:
         heads = load_heads(args.heads, lm.model) if method in HEAD_METHODS else None
-        accuracy, build = (head_accuracy(heads), dict(heads=heads)) if heads else (rank_accuracy(method), {})
+        accuracy, build, what = (
+            (head_accuracy(heads), dict(heads=heads), "the heads' accuracies") if heads
+            else (rank_accuracy(method), {}, "the hit rates")
+        )
         for b in batches:
             drafting = measured_drafting_cost(method, lm.model, lm.params, b, progress, **build)
-            choices[f"{method}, batch {b}"] = auto_tree_size(accuracy, drafting, lm.model, lm.params, b,
-                                                             "the accuracies", progress=progress)
+            choices[f"{method}, batch {b}"] = auto_tree_size(accuracy, drafting, lm.model, lm.params, b, what,
+                                                             progress=progress)
     return choices
 
 
