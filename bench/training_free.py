@@ -5,6 +5,8 @@
     python -m bench.training_free --runs early-exit:4 --adapter RUN/adapter --summary-name early_exit --summary
     python -m bench.training_free --runs dynamic-exit:4 --summary-name dynamic_exit --summary
     python -m bench.training_free --runs eagle:4,eagle:8,eagle:auto --heads RUN/heads --summary-name heads_gemma --summary
+    python -m bench.training_free --runs token-recycling:auto,ngram-trie:auto,token-recycling:80 --hot-start 2 \
+        --temperatures 0 --summary-name training_free_sized --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
@@ -15,12 +17,18 @@ its draft length and the skip set searched on each group's prompts, early
 exit with its draft length through --adapter, dynamic exit with its most
 drafts per step and the share of steps each exit took, draft heads with
 their tree's node budget through --heads, or "auto" for the size their
-accuracies and the measured cost pick); then all
-categories' prompts together run in batches of --batch (category "all").
-Rows give tokens/s, the speedup over plain decoding and tokens per target
-call, and per batch size the tree `--tree-size auto` chooses from the
-measured forward cost. Timing as in bench.speculative (compilation
-excluded, median of --repeats, calls disturbed by other processes redone).
+accuracies and the measured cost pick; token recycling's and the trie's
+"auto" is their largest tree, a prefix of it verified each step as the
+measured cost and the acceptance so far make pay); then all categories'
+prompts together run in batches of --batch (category "all"). With
+--hot-start N, token recycling starts every measured call from one
+successor table, filled beforehand by decoding the next N prompts of each
+category (not the measured ones), as the paper's table carries over from
+question to question. Rows give tokens/s, the speedup over plain decoding
+and tokens per target call, and per batch size the tree the head methods'
+`--tree-size auto` chooses from the measured forward cost. Timing as in
+bench.speculative (compilation excluded, median of --repeats, calls
+disturbed by other processes redone).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import argparse
 import functools
 import collections
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -44,13 +53,14 @@ from jaxspec.cli import method_defaults, resolve_prompts
 from jaxspec.loading import load
 from jaxspec.heads_io import load_heads
 from jaxspec.methods import (
-    AUTO, DYNAMIC_EXIT_METHODS, EXIT_METHODS, HEAD_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size,
+    AUTO, DEFAULT_TREE_SIZE, DYNAMIC_EXIT_METHODS, EXIT_METHODS, HEAD_METHODS, JACOBI_METHODS, SELF_DRAFT_VOCAB, SELF_METHODS, auto_tree_size,
     exit_draft_cost, head_accuracy, measured_drafting_cost, rank_accuracy,
 )
 from jaxspec.sampling import SamplingConfig
 
 
-def options(args, batch: int, method: str, size: int | None, skip_file: Path | None = None) -> argparse.Namespace:
+def options(args, batch: int, method: str, size: int | None, skip_file: Path | None = None,
+            successor_table: Path | None = None) -> argparse.Namespace:
     """`size` is a tree's node count; prompt lookup's depth (its tree --lookup-branches wide); Jacobi's and
     lookahead's window (lookahead's levels and pool from --levels and --pool-size); layer skipping's draft
     length (its searched skip set saved to `skip_file`); early exit's draft length (through --adapter); draft
@@ -63,6 +73,7 @@ def options(args, batch: int, method: str, size: int | None, skip_file: Path | N
         num_draft_tokens=size if chain else None, lookup_branches=args.lookup_branches if lookup else 1,
         window=size if windowed else None, levels=args.levels, pool_size=args.pool_size,
         save_skip_layers=skip_file, adapter=args.adapter, heads=args.heads if method in HEAD_METHODS else None,
+        successor_table=successor_table,
     ))
 
 
@@ -77,7 +88,11 @@ def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
             print(f"[{category}, batch {batch}, T={temperature}] {label}", file=sys.stderr, flush=True)
             with tempfile.TemporaryDirectory() as tmp:
                 skip_file = Path(tmp) / "skip.json" if method in SELF_METHODS else None
-                opts = options(args, batch, method, n, skip_file)
+                table = None
+                if method == "token-recycling" and args.warm_table is not None:  # a copy: calls save to it
+                    table = Path(tmp) / "successors.npz"
+                    shutil.copyfile(args.warm_table, table)
+                opts = options(args, batch, method, n, skip_file, table)
                 records += [dict(r, method=label) for r in run_jaxspec(opts, method, lm, None, prompts, sampling)]
                 if skip_file is not None:  # the last batch's set (one batch per group here)
                     skip_sets[label] = json.loads(skip_file.read_text())
@@ -100,6 +115,21 @@ def run_group(args, lm, category: str, prompts, batch: int) -> list[dict]:
                 row.update(dynamic_exit_row([r for r in records if r["method"] == label]))
             rows.append(row)
     return rows
+
+
+def warm_table(args, lm, out: Path) -> Path:
+    """Token recycling's successor table after decoding the --hot-start prompts of each category that follow
+    the measured ones, one at a time (greedy): what every measured call then starts from."""
+    prompts = []
+    for category in CATEGORIES:
+        found = resolve_prompts([("--prompts", str(PROMPTS / f"{category}.jsonl"))], lm.tokenizer)
+        prompts += found[args.prompts_per_category : args.prompts_per_category + args.hot_start]
+    print(f"[hot start] filling the successor table from {len(prompts)} prompts", file=sys.stderr, flush=True)
+    opts = options(args, 1, "token-recycling", DEFAULT_TREE_SIZE, successor_table=out)
+    run_jaxspec(argparse.Namespace(**vars(opts) | dict(repeats=1)), "token-recycling", lm, None, prompts,
+                SamplingConfig())
+    jax.clear_caches()
+    return out
 
 
 def exit_row(args, lm) -> dict:
@@ -213,6 +243,8 @@ def main(argv=None) -> None:
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--batch", type=int, default=8, help="the batch size of the all-categories rows")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--hot-start", type=int, default=0, metavar="N",
+                        help="token recycling starts from a table filled by N further prompts per category")
     parser.add_argument("--summary-name", default="training_free", help="bench/summaries/NAME.json, and the "
                         "default results file and plot are named after it")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/NAME.json")
@@ -223,20 +255,23 @@ def main(argv=None) -> None:
     args.out = args.out or Path(f"bench/results/{args.summary_name}.json")
     args.plot = args.plot or Path(f"docs/img/{args.summary_name}.png")
     lm = load(args.model or reference_model.converted_dir())
+    work = tempfile.TemporaryDirectory()
+    args.warm_table = warm_table(args, lm, Path(work.name) / "warm.npz") if args.hot_start else None
     everything, rows = [], []
     for category in CATEGORIES:
         prompts = resolve_prompts([("--prompts", str(PROMPTS / f"{category}.jsonl"))], lm.tokenizer)[: args.prompts_per_category]
         everything += prompts
         rows += run_group(args, lm, category, prompts, 1)
     rows += run_group(args, lm, "all", everything, args.batch)
-    trees = [m for m in ("token-recycling", "ngram-trie", *HEAD_METHODS) if m in {method for method, _ in args.runs}]
+    trees = [m for m in HEAD_METHODS if m in {method for method, _ in args.runs}]  # the others are sized per step
     auto = auto_choices(args, lm, trees, [1, args.batch])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": rows, "auto": auto}, indent=1))
     if args.summary:
         settings = dict(prompts_per_category=args.prompts_per_category, max_new_tokens=args.max_new_tokens,
                         repeats=args.repeats, max_other_load=args.max_other_load)
-        settings |= dict(lookup_branches=args.lookup_branches, levels=args.levels, pool_size=args.pool_size)
+        settings |= dict(lookup_branches=args.lookup_branches, levels=args.levels, pool_size=args.pool_size,
+                         hot_start=args.hot_start)
         summaries.write(args.summary_name, "bench.training_free", argv, rows, settings=settings, auto=auto)
     plot(rows, args.plot)
     print(markdown(rows, auto) if args.markdown else json.dumps(rows, indent=1))

@@ -209,9 +209,11 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
         help="tree methods (medusa, hydra, eagle, token-recycling, ngram-trie): nodes of the draft tree, grown from the "
         "heads' measured accuracies (eagle: the best nodes by draft probability, each step), or for the training-free "
         "methods from their hit rates measured on Gemma 3; "
-        f"auto (the default): the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best expected speedup given "
-        "those accuracies, the target's measured forward cost and the drafter's measured step time (both timed once "
-        "per model and batch size, cached on disk), or plain decoding where no tree pays",
+        f"auto (the default): for the head methods, the size among {', '.join(map(str, AUTO_TREE_SIZES))} of best "
+        "expected speedup given those accuracies, the target's measured forward cost and the drafter's measured step "
+        "time (both timed once per model and batch size, cached on disk), or plain decoding where no tree pays; for "
+        f"token-recycling and ngram-trie, a {AUTO_TREE_SIZES[-1]}-node tree of which each step verifies the prefix "
+        "its acceptance so far and the measured forward cost make pay (none: a plain step)",
     )
     p.add_argument(
         "--successor-table", metavar="FILE.npz",

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspec.decode_loop import verify_widths
+from jaxspec.widths import verify_widths
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters.base import Context, Verified
 from jaxspec.reference_model import cache_root

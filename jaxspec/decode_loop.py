@@ -34,6 +34,7 @@ from jaxspec.sharding import ShardingPlan
 from jaxspec.stopping import emit_count
 from jaxspec.tree import TreeShape, accept_tree_point_mass, tree_ratio_walk, tree_shape
 from jaxspec.unit_step import unit_step
+from jaxspec.widths import over_needed_rows, verify_widths
 
 # Incremented each time the decode program is traced; tests use it to prove
 # that a new prompt of a known bucket reuses the compiled program.
@@ -79,11 +80,6 @@ def _emitted(draft_tokens, n_accepted, next_token):
     return jnp.where(idx == n_accepted[:, None], next_token[:, None], padded)
 
 
-def verify_widths(k: int) -> tuple[int, ...]:
-    """The window widths compiled for a K-token drafter: 1, 2, 3, 5, 9, ... and K + 1."""
-    return tuple(sorted({w for w in (1, 2, 3, 5, 9, 17, 33) if w < k + 1} | {k + 1}))
-
-
 def verify_forward(model, params, window, cache, needed, shape: TreeShape | None = None):
     """The target forward over the first w window tokens, w the smallest compiled width >= needed.
 
@@ -95,45 +91,21 @@ def verify_forward(model, params, window, cache, needed, shape: TreeShape | None
     tree's window sits at positions lengths + depth and sees its ancestors only;
     its first w entries are a tree too, since parents come before children.
 
-    Each width runs in its own while loop of zero or one trips, not as a branch
-    of a `lax.switch`: a conditional's outputs are new buffers, so XLA copied
-    every layer's cache out of the taken branch into the decode loop's state
-    each step (120 MB at batch 3 on Gemma 3 270M with 500-token prompts), while
-    a while loop updates its carried cache in place. The argmax is taken
-    inside, over the w rows scored, so under greedy the rules never build a
-    [B, K + 1, V] distribution (262,144 entries a row on Gemma), and a drafter
-    that never reads the logits leaves them dead (docs/architecture.md, "How a
-    step runs only the width it needs", has the measurements).
+    The argmax is taken inside, over the w rows scored, so under greedy the
+    rules never build a [B, K + 1, V] distribution (262,144 entries a row on
+    Gemma), and a drafter that never reads the logits leaves them dead.
     Returns (logits [B, K+1, V], hidden [B, K+1, D], cache, argmax [B, K+1] int32).
     """
-    b, k1 = window.shape
-    widths = verify_widths(k1 - 1)
+    def run(w, cache):
+        if shape is None:
+            positions, mask = cache.lengths[:, None] + jnp.arange(w)[None, :], None
+        else:
+            positions, mask = cache.lengths[:, None] + shape.depth[:, :w], shape.ancestors[:, :w, :w]
+        out = model.forward(params, window[:, :w], positions, cache, mask)
+        return (out.logits, out.hidden, jnp.argmax(out.logits, axis=-1).astype(jnp.int32)), out.cache
 
-    def width(w):
-        def run(cache):
-            if shape is None:
-                positions, mask = cache.lengths[:, None] + jnp.arange(w)[None, :], None
-            else:
-                positions, mask = cache.lengths[:, None] + shape.depth[:, :w], shape.ancestors[:, :w, :w]
-            out = model.forward(params, window[:, :w], positions, cache, mask)
-            return out.logits, out.hidden, out.cache, jnp.argmax(out.logits, axis=-1).astype(jnp.int32)
-
-        return run
-
-    if len(widths) == 1:
-        return width(k1)(cache)
-    logits, hidden, _, ids = jax.eval_shape(width(k1), cache)
-    # The last element is the index of the width still to run; a loop that ran sets it to -1 (one trip).
-    carry = (jnp.zeros(logits.shape, logits.dtype), jnp.zeros(hidden.shape, hidden.dtype), cache,
-             jnp.zeros(ids.shape, ids.dtype), jnp.searchsorted(jnp.asarray(widths), needed))
-    put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x, (0,) * buf.ndim)
-    for i, w in enumerate(widths):
-        def once(c, run=width(w)):
-            logits, hidden, cache, ids = run(c[2])
-            return put(c[0], logits), put(c[1], hidden), cache, put(c[3], ids), jnp.int32(-1)
-
-        carry = jax.lax.while_loop(lambda c, i=i: c[4] == i, once, carry)
-    return carry[:4]
+    (logits, hidden, argmax), cache = over_needed_rows(run, verify_widths(window.shape[1] - 1), needed, cache)
+    return logits, hidden, cache, argmax
 
 
 def accept(spec: DecodeSpec, rand: RowRandom, logits, argmax, draft, n_valid, shape: TreeShape | None):
@@ -164,19 +136,19 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
 
     k = drafter.num_draft_tokens
     sizing = spec.sizing
-    # Sized twice: before drafting, assuming all K drafts come (a draft model stops there), and after,
-    # from what each row actually proposed (prompt lookup knows its match length only then).
+    # A chain is sized twice: before drafting, assuming all K drafts come (a draft model stops there), and
+    # after, from what each row actually proposed (prompt lookup knows its match length only then). A tree
+    # is sized once it is drafted: a prefix of its nodes is verified (jaxspec/draft_sizing.py); its drafters
+    # read no limit.
     full = jnp.full((b,), k, jnp.int32)
     limit = full if sizing is None else sizing.limit(state.sizing_state, full, active)
     draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(limit, state.cache))
-    n_valid = jnp.where(active, jnp.minimum(draft.n_valid, limit), 0)
+    shape = None if draft.parents is None else tree_shape(draft.parents)
+    n_valid = jnp.where(active, draft.n_valid if shape is not None else jnp.minimum(draft.n_valid, limit), 0)
     if sizing is not None:
-        n_valid = sizing.limit(state.sizing_state, n_valid, active)
+        n_valid = sizing.limit(state.sizing_state, n_valid, active, shape)
     last = jnp.take_along_axis(state.history, (state.seq_len - 1)[:, None], axis=1)
     window = jnp.concatenate([last, draft.tokens], axis=1)
-    shape = None if draft.parents is None else tree_shape(draft.parents)
-    if shape is not None and sizing is not None:
-        raise InputError("draft sizing sizes chains; a tree drafter's budget is its tree size")
     cache = state.cache if draft.cache is None else draft.cache
     logits, hidden, cache, argmax = verify_forward(model, params, window, cache, jnp.max(n_valid) + 1, shape)
 
@@ -201,7 +173,7 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
         done=state.done | (active & finished),
         calls=state.calls + active.astype(jnp.int32),
         accept_lengths=accept_lengths,
-        sizing_state=None if sizing is None else sizing.observe(state.sizing_state, n_valid, n_accepted),
+        sizing_state=None if sizing is None else sizing.observe(state.sizing_state, n_valid, n_accepted, path, shape),
     )
     chain = jnp.broadcast_to(jnp.arange(k + 1, dtype=jnp.int32), (b, k + 1))
     scored = jnp.concatenate([active[:, None], jnp.arange(k)[None, :] < n_valid[:, None]], axis=1)

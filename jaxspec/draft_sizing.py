@@ -28,6 +28,18 @@ in runs: once a copy holds for a few tokens it tends to hold on, and a
 geometric fit over-values drafts past where copies usually end. Counts decay
 every step, so a depth not tried for a while drifts back to the prior and is
 tried again: text that turns repetitive is found.
+
+Trees are sized the same way, node by node. A tree's nodes come in priority
+order (jaxspec/static_tree.py: parents before children, most likely first),
+so its first k nodes are a tree, the best k-node one under the accuracies it
+was grown from, and a step that verifies k drafts verifies that prefix. h_b(i)
+is then node i's chance of acceptance given its parent's (counted over the
+steps whose verify held node i and accepted its parent), node i is on the
+accepted path with probability S_b(i), the product of h over its ancestors
+and itself, and g_b(k) sums S_b over the first k nodes: a chain is the tree
+whose ancestors are the drafts before. Each node's prior mean is the
+acceptance its tree was grown from (`node_prior`): a rank-3 sibling starts
+where a rank-0 child does not.
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ import dataclasses
 
 import jax.numpy as jnp
 from flax import struct
+
+from jaxspec.tree import TreeShape
 
 
 @struct.dataclass
@@ -52,12 +66,19 @@ class DraftSizing:
     draft_cost: float = 0.0  # one drafted token, in 1-token target forwards
     decay: float = 0.97
     prior: tuple[float, float] = (3.0, 1.0)  # pseudo-counts (accepted, rejected): h starts at 0.75
+    # A tree's nodes: each one's prior chance of acceptance given its parent's, at the strength of `prior`'s
+    # counts (K entries). None: `prior`'s mean for every draft.
+    node_prior: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if not self.verify_cost or any(c <= 0 for c in self.verify_cost):
             raise ValueError(f"verify_cost must be positive costs for k = 0..K, got {self.verify_cost}")
         if not 0.0 <= self.decay < 1.0 or min(self.prior) <= 0.0:
             raise ValueError(f"need 0 <= decay < 1 and positive prior counts, got {self.decay}, {self.prior}")
+        if self.node_prior is not None and (
+            len(self.node_prior) != self.max_drafts or not all(0.0 < h <= 1.0 for h in self.node_prior)
+        ):
+            raise ValueError(f"node_prior needs {self.max_drafts} chances in (0, 1], got {self.node_prior}")
 
     @property
     def max_drafts(self) -> int:
@@ -68,34 +89,51 @@ class DraftSizing:
         return SizingState(zeros, zeros)
 
     def acceptance(self, state: SizingState) -> jnp.ndarray:
-        """[B, K] h: each row's chance of accepting draft i given drafts before it were accepted."""
+        """[B, K] h: each row's chance of accepting draft i given that its parent (a chain: the draft
+        before it) was accepted."""
         a0, r0 = self.prior
-        return (state.accepts + a0) / (state.trials + a0 + r0)
+        mean = a0 / (a0 + r0) if self.node_prior is None else jnp.asarray(self.node_prior, jnp.float32)
+        return (state.accepts + (a0 + r0) * mean) / (state.trials + a0 + r0)
 
-    def expected_tokens(self, state: SizingState) -> jnp.ndarray:
-        """[B, K + 1] g(k): tokens a row emits in expectation when it verifies k drafts."""
-        survival = jnp.cumprod(self.acceptance(state), axis=1)
+    def expected_tokens(self, state: SizingState, shape: TreeShape | None = None) -> jnp.ndarray:
+        """[B, K + 1] g(k): tokens a row emits in expectation when it verifies its first k drafts (of the
+        tree `shape`, or a chain)."""
+        h = self.acceptance(state)
+        if shape is None:
+            survival = jnp.cumprod(h, axis=1)
+        else:  # the product of h over each node's ancestors and itself
+            survival = jnp.exp(jnp.einsum("bij,bj->bi", shape.ancestors[:, 1:, 1:].astype(jnp.float32), jnp.log(h)))
         b = survival.shape[0]
         return jnp.concatenate([jnp.ones((b, 1)), 1.0 + jnp.cumsum(survival, axis=1)], axis=1)
 
-    def limit(self, state: SizingState, available: jnp.ndarray, active: jnp.ndarray) -> jnp.ndarray:
+    def limit(self, state: SizingState, available: jnp.ndarray, active: jnp.ndarray,
+              shape: TreeShape | None = None) -> jnp.ndarray:
         """[B] int32: drafts each row verifies, min(available, the batch's best cap); 0 for inactive rows."""
         k = jnp.arange(self.max_drafts + 1)
         used = jnp.minimum(k[None, :], available[:, None])  # [B, K + 1] drafts row b verifies under cap k
-        tokens = jnp.take_along_axis(self.expected_tokens(state), used, axis=1)
+        tokens = jnp.take_along_axis(self.expected_tokens(state, shape), used, axis=1)
         tokens = jnp.sum(jnp.where(active[:, None], tokens, 0.0), axis=0)
         cost = jnp.asarray(self.verify_cost, jnp.float32) + k * self.draft_cost
         # Caps beyond every row's proposal buy nothing; argmax takes the first best, so the shortest.
         cap = jnp.argmax(tokens / cost)
         return jnp.where(active, jnp.minimum(available, cap), 0).astype(jnp.int32)
 
-    def observe(self, state: SizingState, verified: jnp.ndarray, accepted: jnp.ndarray) -> SizingState:
-        """After a step: `verified` drafts of each row were checked (0: none) and the first `accepted` kept.
+    def observe(self, state: SizingState, verified: jnp.ndarray, accepted: jnp.ndarray,
+                path: jnp.ndarray | None = None, shape: TreeShape | None = None) -> SizingState:
+        """After a step: `verified` drafts of each row were checked (0: none) and `accepted` kept, the
+        first ones of a chain, or the nodes at window indices path[:, 1 .. accepted] of the tree `shape`.
 
-        Draft i was reached if i < verified and every draft before it was accepted (i <= accepted)."""
+        Draft i was reached if i < verified and its parent was accepted (the root always is)."""
         i = jnp.arange(self.max_drafts)[None, :]
-        reached = (i < verified[:, None]) & (i <= accepted[:, None])
-        kept = i < accepted[:, None]
+        if shape is None:
+            reached = (i < verified[:, None]) & (i <= accepted[:, None])
+            kept = i < accepted[:, None]
+        else:
+            depth = jnp.arange(path.shape[1])[None, :, None]
+            on_path = (path[:, :, None] == i[:, None, :] + 1) & (depth >= 1) & (depth <= accepted[:, None, None])
+            kept = jnp.any(on_path, axis=1)  # [B, K]
+            kept_or_root = jnp.concatenate([jnp.ones_like(kept[:, :1]), kept], axis=1)
+            reached = (i < verified[:, None]) & jnp.take_along_axis(kept_or_root, shape.parent_window, axis=1)
         return SizingState(
             trials=self.decay * state.trials + reached.astype(jnp.float32),
             accepts=self.decay * state.accepts + kept.astype(jnp.float32),

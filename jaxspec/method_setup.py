@@ -16,9 +16,10 @@ from jaxspec.decode_loop import check_drafting
 from jaxspec.drafters.draft_model import AdaptiveDraft
 from jaxspec.errors import InputError
 from jaxspec.methods import (
-    AUTO, DEFAULT_DRAFT_TOKENS, DYNAMIC_EXIT_METHODS, EXIT_METHODS, HEAD_METHODS, JACOBI_METHODS, LOOKAHEAD_DEFAULTS,
-    SELF_DRAFT_VOCAB, SELF_METHODS, auto_lookahead, auto_sizing, auto_tree_size, build_drafter, drafts_to_build,
-    expect_heads_for, head_accuracy, measured_drafting_cost, prompt_agreement, rank_accuracy, resolve_skip_set,
+    AUTO, AUTO_TREE_SIZES, DEFAULT_DRAFT_TOKENS, DYNAMIC_EXIT_METHODS, EXIT_METHODS, HEAD_METHODS, JACOBI_METHODS,
+    LOOKAHEAD_DEFAULTS, SELF_DRAFT_VOCAB, SELF_METHODS, STEP_SIZED_TREE_METHODS, auto_lookahead, auto_sizing,
+    auto_tree_size, build_drafter, drafts_to_build, expect_heads_for, head_accuracy, measured_drafting_cost,
+    prompt_agreement, resolve_skip_set,
 )
 from jaxspec.skip_search import DEFAULT_BUDGET
 
@@ -101,16 +102,14 @@ def prepare_method(
             tree_size = auto_tree_size(head_accuracy(heads), drafting, lm.model, lm.params, batch,
                                        "the heads' accuracies", progress=progress)
             plain = tree_size == 0
-    if method in ("token-recycling", "ngram-trie"):
+    if method in STEP_SIZED_TREE_METHODS:
         from jaxspec.successor_table import load_successors
 
         if method == "token-recycling" and o.successor_table:
             successors = load_successors(o.successor_table)
-        if tree_size == AUTO:
-            drafting = measured_drafting_cost(method, lm.model, lm.params, batch, progress)
-            tree_size = auto_tree_size(rank_accuracy(method), drafting, lm.model, lm.params, batch,
-                                       "the measured hit rates", progress=progress)
-            plain = tree_size == 0
+        if tree_size == AUTO:  # the largest tree, sized per step by auto_sizing
+            tree_size = AUTO_TREE_SIZES[-1]
+            progress(f"trees of up to {tree_size} nodes, each step's prefix sized from the measured forward cost")
     if method in EXIT_METHODS and o.adapter:
         from jaxspec.heads_io import load_heads
 
@@ -168,8 +167,9 @@ def prepare_method(
         agreement = prompt_agreement(lm.model, lm.params, prompts or [], drafter.exits, progress)
         drafter = dataclasses.replace(drafter, verify_cost=verify, prior_acceptance=agreement)
         return PreparedMethod(method, drafter, drafter_params, None, None)
+    size = o.window if method in JACOBI_METHODS else o.tree_size if method in STEP_SIZED_TREE_METHODS else o.num_draft_tokens
     sizing = auto_sizing(
-        method, o.window if method in JACOBI_METHODS else o.num_draft_tokens, drafter, lm.model, lm.params, batch,
+        method, size, drafter, lm.model, lm.params, batch,
         draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=progress,
     )
     return PreparedMethod(method, drafter, drafter_params, sizing, _successors_saver(o, drafter))

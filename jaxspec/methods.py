@@ -26,7 +26,7 @@ from jaxspec.errors import CheckpointError, InputError
 from jaxspec.generate import bucket
 from jaxspec.heads_io import LoadedHeads, check_adapter, check_target, target_fields
 from jaxspec.sampling import SamplingConfig
-from jaxspec.static_tree import expected_accepted, grow, prior_accuracy
+from jaxspec.static_tree import expected_accepted, grow, node_accuracy, prior_accuracy
 from models.early_exit import KANGAROO, ExitAdapter, ExitDraftModel
 from models.layer_skip import SkippedModel, SkipSet, SkipSetError
 from models.medusa import HeadsConfig
@@ -37,6 +37,10 @@ METHODS = (
 )
 # Methods that verify a tree: their node budget is --tree-size, not a draft length.
 TREE_METHODS = ("medusa", "hydra", "eagle", "token-recycling", "ngram-trie")
+# Trees whose `--tree-size auto` is sized per step: the largest of AUTO_TREE_SIZES is drafted, and the
+# draft sizing verifies the prefix that pays (jaxspec/draft_sizing.py). Their drafting costs a few gathers
+# whatever the size; the heads' grows with the tree, so they are sized once, by auto_tree_size.
+STEP_SIZED_TREE_METHODS = ("token-recycling", "ngram-trie")
 # Head methods draft with heads of their own kind (a heads directory's config.json "kind").
 HEAD_METHODS = ("medusa", "hydra", "eagle")
 # Jacobi's window is a chain of W guesses (--window), sized per step like other chains.
@@ -440,11 +444,12 @@ def auto_sizing(
     method: str, num_draft_tokens: int | str | None, drafter, model, params, batch: int, *,
     draft_model=None, draft_params=None, progress=lambda msg: None,
 ):
-    """The cost-model sizing for num_draft_tokens="auto" (None otherwise, for plain decoding and for
-    trees): the
-    target's measured forward cost per width at this batch size, and the draft model's step cost."""
+    """The cost-model sizing for num_draft_tokens="auto", or for tree_size="auto" of a tree sized per step
+    (STEP_SIZED_TREE_METHODS): the target's measured forward cost per width at this batch size, and the
+    draft model's step cost. None otherwise: plain decoding, and trees verified whole."""
     tree = isinstance(drafter, (PromptLookupTree, Lookahead))
-    if num_draft_tokens != AUTO or method == "autoregressive" or method in TREE_METHODS or tree:
+    step_sized = method in STEP_SIZED_TREE_METHODS
+    if num_draft_tokens != AUTO or method == "autoregressive" or (method in TREE_METHODS and not step_sized) or tree:
         return None
     from jaxspec.cost_model import draft_sizing
 
@@ -452,6 +457,8 @@ def auto_sizing(
         model, params, batch_size=batch, num_draft_tokens=drafter.num_draft_tokens,
         draft_model=draft_model if method == "draft-model" else None, draft_params=draft_params, progress=progress,
     )
+    if step_sized:  # each node starts from the hit rate of its rank
+        return dataclasses.replace(sizing, node_prior=node_accuracy(drafter.tree, rank_accuracy(method)))
     if method in SELF_METHODS or method in EXIT_METHODS:
         # A self-draft's token costs the share of the target's weights it reads (its skip set, its draft
         # vocabulary's rows of the head): the same estimate its skip set was chosen by; an exit adapter's

@@ -9,6 +9,10 @@ tokens of a tree is the sum over its nodes. Growing one node at a time, always
 the frontier node of highest probability, gives the best tree for each node
 budget under that model (every node's probability is at most its parent's, so
 the best tree of n + 1 nodes is the best of n plus one frontier node).
+
+The nodes keep the order they were grown in, so every prefix of a tree is the
+best tree of its size: the per-step sizing (jaxspec/draft_sizing.py) verifies
+a prefix when the whole tree would not pay.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import numpy as np
 
 
 class StaticTree(NamedTuple):
-    """Nodes sorted by depth; hashable, so a drafter holding one stays static under jit."""
+    """Nodes in the order grown, most likely first (so parents before children); hashable, so a drafter
+    holding one stays static under jit."""
 
     parents: tuple[int, ...]  # parent node index, -1 under the last emitted token
     depth: tuple[int, ...]  # 1-based
@@ -47,7 +52,6 @@ def grow(accuracy: Sequence[Sequence[float]], size: int) -> StaticTree:
         if len(path) < depths:
             for r in range(ranks):
                 heapq.heappush(frontier, (neg * float(accuracy[len(path)][r]), path + (r,)))
-    chosen.sort(key=lambda path: (len(path), path))
     index = {path: i for i, path in enumerate(chosen)}
     return StaticTree(
         parents=tuple(index[p[:-1]] if len(p) > 1 else -1 for p in chosen),
@@ -56,11 +60,16 @@ def grow(accuracy: Sequence[Sequence[float]], size: int) -> StaticTree:
     )
 
 
+def node_accuracy(tree: StaticTree, accuracy: Sequence[Sequence[float]]) -> tuple[float, ...]:
+    """Each node's chance of acceptance given its parent's: accuracy[depth - 1][rank]."""
+    return tuple(float(accuracy[d - 1][r]) for d, r in zip(tree.depth, tree.rank))
+
+
 def expected_accepted(tree: StaticTree, accuracy: Sequence[Sequence[float]]) -> float:
     """Expected accepted drafts per step under the independence model above."""
     prob = np.zeros(tree.size)
-    for i, (parent, depth, rank) in enumerate(zip(tree.parents, tree.depth, tree.rank)):
-        prob[i] = (1.0 if parent < 0 else prob[parent]) * accuracy[depth - 1][rank]
+    for i, (parent, h) in enumerate(zip(tree.parents, node_accuracy(tree, accuracy))):
+        prob[i] = (1.0 if parent < 0 else prob[parent]) * h
     return float(prob.sum())
 
 

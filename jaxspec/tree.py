@@ -4,9 +4,10 @@ A tree draft of T nodes per row is tokens [B, T], parents [B, T] and valid [B, T
 parents[b, i] is the index of node i's parent, or -1 when node i follows the
 last emitted token. The verify window is [last emitted token, node 0 .. node
 T-1], so node i sits at window index i + 1 and the window's first token is the
-root (window index 0, depth 0). Nodes are sorted by depth: every depth-d node
-comes before every depth-(d+1) node, as trees built level by level (Medusa's,
-EAGLE-2's, token recycling's) are. A chain is the tree with parents i - 1.
+root (window index 0, depth 0). Parents come before their children (static
+trees keep the order they were grown in, most likely node first; EAGLE's and
+prompt lookup's are built level by level). A chain is the tree with parents
+i - 1.
 
 The target scores window index w at position lengths + depth[w], seeing the
 committed prefix and its own ancestors (`ancestors`), so every node is scored

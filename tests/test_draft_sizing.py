@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxspec import cost_model
@@ -15,6 +16,7 @@ from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.errors import InputError
 from jaxspec.generate import generate
 from jaxspec.sampling import SamplingConfig
+from jaxspec.tree import chain_parents, tree_shape
 from tests.random_models import noisy_copy, random_model
 
 # Gemma 3 270M, float32, batch 1, on the 2-core CI machine (bench/forward_cost.py), as the cost of a step
@@ -79,6 +81,55 @@ def test_counts_per_depth_grow_with_what_verify_saw_and_decay_otherwise():
     assert h[0, 0] > 0.75 and h[1, 1] < 0.75 and h[2, 0] == pytest.approx(0.75)  # the prior: 3 / (3 + 1)
     idle = s.observe(state, verified=jnp.zeros(3, jnp.int32), accepted=jnp.zeros(3, jnp.int32))
     assert idle.trials.tolist()[1] == [0.5, 0.5, 0, 0] and idle.accepts.tolist()[1] == [0.5, 0, 0, 0]
+
+
+# A 4-node tree: nodes 0 and 2 follow the root, node 1 follows node 0, node 3 follows node 1.
+TREE_PARENTS = jnp.array([[-1, 0, -1, 1]])
+
+
+def test_a_trees_expected_tokens_multiply_acceptance_down_each_nodes_path():
+    s = DraftSizing((1.0,) * 5)
+    h = jnp.array([[0.8, 0.5, 0.3, 0.9]])
+    state = SizingState(jnp.full((1, 4), 1e6), 1e6 * h)  # so many trials that the prior is gone
+    survival = [0.8, 0.8 * 0.5, 0.3, 0.8 * 0.5 * 0.9]
+    expected = [1.0] + [1.0 + sum(survival[:k]) for k in range(1, 5)]
+    assert s.expected_tokens(state, tree_shape(TREE_PARENTS))[0].tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_chain_sized_as_a_tree_is_sized_as_a_chain():
+    s = DraftSizing(GEMMA_K8)
+    state = s.observe(_state([0.7, 0.2]), jnp.array([8, 3]), jnp.array([5, 1]))
+    chain = tree_shape(chain_parents(2, 8))
+    np.testing.assert_allclose(s.expected_tokens(state, chain), s.expected_tokens(state), rtol=1e-5)
+    path = jnp.broadcast_to(jnp.arange(9), (2, 9))
+    as_tree = s.observe(state, jnp.array([6, 8]), jnp.array([2, 8]), path, chain)
+    as_chain = s.observe(state, jnp.array([6, 8]), jnp.array([2, 8]))
+    assert as_tree.trials.tolist() == as_chain.trials.tolist() and as_tree.accepts.tolist() == as_chain.accepts.tolist()
+
+
+def test_a_tree_node_is_tried_when_its_parent_was_accepted_and_it_was_verified():
+    s = DraftSizing((1.0,) * 5, decay=0.5)
+    parents = jnp.broadcast_to(TREE_PARENTS, (3, 4))
+    # Row 0 accepted nodes 2 (depth 1): its siblings' children were not reached. Row 1 accepted 0 then 1,
+    # with only the first 3 nodes verified, so node 3 was not tried. Row 2 accepted nothing of all 4.
+    path = jnp.array([[0, 3, 0, 0, 0], [0, 1, 2, 0, 0], [0, 0, 0, 0, 0]])
+    state = s.observe(s.init(3), jnp.array([4, 3, 4]), jnp.array([1, 2, 0]), path, tree_shape(parents))
+    assert state.trials.tolist() == [[1, 0, 1, 0], [1, 1, 1, 0], [1, 0, 1, 0]]
+    assert state.accepts.tolist() == [[0, 0, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
+
+
+def test_each_tree_node_starts_from_its_own_prior_and_a_prefix_is_verified():
+    # Node 2, a second guess after the root, is rarely right: the prior says 5%.
+    s = DraftSizing((1.0, 1.05, 1.3, 1.35, 1.6), node_prior=(0.9, 0.9, 0.05, 0.9))
+    assert s.acceptance(s.init(1))[0].tolist() == pytest.approx([0.9, 0.9, 0.05, 0.9])
+    shape = tree_shape(TREE_PARENTS)
+    # g(k) = 1, 1.9, 2.71, 2.76, 3.49 over costs 1, 1.05, 1.3, 1.35, 1.6: 2.18 tokens a unit for all 4 nodes,
+    # 2.08 for the first 2; with the fourth node at 2.5 the 2-node prefix wins (3.49 / 2.5 = 1.40).
+    assert s.limit(s.init(1), jnp.array([4]), jnp.array([True]), shape).tolist() == [4]
+    costly = DraftSizing((1.0, 1.05, 1.3, 1.35, 2.5), node_prior=s.node_prior)
+    assert costly.limit(costly.init(1), jnp.array([4]), jnp.array([True]), shape).tolist() == [2]
+    with pytest.raises(ValueError, match="node_prior needs 4"):
+        DraftSizing((1.0,) * 5, node_prior=(0.5,) * 3)
 
 
 def test_sizing_takes_the_cost_of_the_width_the_loop_compiles():

@@ -20,8 +20,9 @@ from jaxspec.cli import main
 from jaxspec.drafters.base import Verified
 from jaxspec.drafters.token_recycling import TokenRecycling
 from jaxspec.errors import InputError
-from jaxspec.methods import build_drafter
-from jaxspec.static_tree import StaticTree
+from jaxspec.draft_sizing import DraftSizing
+from jaxspec.methods import build_drafter, rank_accuracy
+from jaxspec.static_tree import StaticTree, node_accuracy
 from tests.hf_factory import make_hf_model
 from tests.random_models import VOCAB, random_model, random_t5gemma
 
@@ -67,6 +68,29 @@ def test_sampled_recycling_emits_what_plain_sampling_emits():
     plain = generate(model, params, prompts, max_new_tokens=30, sampling=sampling, seed=[5, 6, 7])
     assert [g.output_ids for g in fast] == [g.output_ids for g in plain]
     assert max(max(g.accept_lengths) for g in fast) >= 2
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_recycling_sized_per_step_emits_plain_decodings_tokens(temperature):
+    """Each step verifies the prefix of the tree that pays: all of it where verifying is free, none where
+    it is dear, a varying prefix in between; the tokens are plain decoding's in every case."""
+    model, params = random_model(21, 2, 32, 4, 2, scale=8.0)
+    rs = np.random.RandomState(3)
+    prompts = [rs.randint(0, VOCAB, size=n).tolist() for n in (9, 2, 14)]
+    sampling = SamplingConfig(temperature=temperature)
+    run = lambda **kw: generate(model, params, prompts, max_new_tokens=32, sampling=sampling, seed=[1, 2, 3], **kw)  # noqa: E731
+    plain = run()
+    drafter, dparams = _recycling(VOCAB, 3, 16, sampling)
+    whole = run(drafter=drafter, drafter_params=dparams)
+    prior = node_accuracy(drafter.tree, rank_accuracy("token-recycling"))
+    free, dear, middle = ((1.0,) * 17, tuple(1.0 + 10 * k for k in range(17)), tuple(1.0 + 0.08 * k for k in range(17)))
+    sized = {name: run(drafter=drafter, drafter_params=dparams, sizing=DraftSizing(cost, node_prior=prior))
+             for name, cost in (("free", free), ("dear", dear), ("middle", middle))}
+    for out in (whole, *sized.values()):
+        assert [g.output_ids for g in out] == [g.output_ids for g in plain]
+    assert [g.target_calls for g in sized["free"]] == [g.target_calls for g in whole]
+    assert [g.target_calls for g in sized["dear"]] == [g.new_tokens for g in sized["dear"]]
+    assert max(max(g.accept_lengths) for g in sized["middle"]) >= 2
 
 
 def _verified(window, logits, path, n_accepted, scored):

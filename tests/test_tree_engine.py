@@ -234,6 +234,16 @@ def test_tree_size_for_the_best_expected_speedup():
     assert best_tree_size(useless, gentle, 0.1)[0] == 0
 
 
+def test_every_prefix_of_a_grown_tree_is_the_best_tree_of_its_size():
+    """What lets the per-step sizing verify a prefix of a static tree (jaxspec/draft_sizing.py)."""
+    accuracy = ((0.7, 0.2, 0.05), (0.6, 0.2, 0.1), (0.5, 0.3, 0.1))
+    whole = grow(accuracy, 14)
+    for n in range(1, 15):
+        assert grow(accuracy, n) == StaticTree(whole.parents[:n], whole.depth[:n], whole.rank[:n])
+    assert all(parent < node for node, parent in enumerate(whole.parents))
+    assert whole.depth[:3] == (1, 2, 3)  # the likeliest chain first, not every depth-1 guess
+
+
 def test_auto_tree_size_measures_the_cost_and_keeps_useless_heads_plain():
     """The drafting step is timed per tree size once and read back from disk after; heads that never guess
     right decode plainly whatever it costs."""

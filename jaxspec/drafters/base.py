@@ -19,7 +19,7 @@ class Draft(NamedTuple):
     n_valid: jax.Array  # [B] int32: drafts past this index are ignored
     probs: jax.Array | None  # [B, K, V] the draft distribution q, or None for point-mass drafts
     # A tree (jaxspec/tree.py): parents[b, i] is node i's parent node, -1 under the last emitted token;
-    # nodes sorted by depth. None: a chain, parents i - 1.
+    # parents before children. None: a chain, parents i - 1.
     parents: jax.Array | None = None  # [B, K] int32
     valid: jax.Array | None = None  # [B, K] bool: a tree's nodes that exist (besides index < n_valid)
     # A self-drafter (the target drafting for itself: jaxspec/drafters/layer_skip.py) drafts on the
