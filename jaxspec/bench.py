@@ -52,10 +52,16 @@ def run_jaxspec(args, method, lm, draft, prompts, sampling: SamplingConfig = Sam
         m = prepare_method(method, lm, len(batch), sampling, MethodOptions.from_args(args), draft=draft, prompts=batch,
                            progress=_progress)
         states = []  # the drafter's final state per call: what a drafter with describe() reports
+
+        def keep(state, save=m.drafter_state_to):
+            states.append(state)
+            if save is not None:  # --successor-table: the table after each call, as `jaxspec generate` saves it
+                save(state)
+
         run = lambda: generate(
             lm.model, lm.params, batch, max_new_tokens=args.max_new_tokens, sampling=sampling, seed=start,
             stop_ids=lm.eos_ids, drafter=m.drafter, drafter_params=m.drafter_params, sizing=m.sizing,
-            drafter_state_to=states.append,
+            drafter_state_to=keep,
         )
         shape = (len(batch), bucket(max(len(p) for p in batch)))
         if shape not in warmed:

@@ -163,6 +163,15 @@ def test_cli_keeps_the_successor_table_between_calls(tmp_path, capsys):
     assert table.exists() and not list(tmp_path.glob(".successors*"))
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["output_ids"] == first["output_ids"]
+    saved = np.load(table)["known"].sum()
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt_ids": [9, 10, 11, 9, 10]}\n')
+    benched = ["bench", "--model", str(model), "--prompts", str(prompts), "--max-new-tokens", "12",
+               "--methods", "token-recycling", "--tree-size", "8", "--successor-table", str(table), "--repeats", "1",
+               "--max-other-load", "1"]
+    assert main(benched) == 0  # the bench saves the table too: its prompt's successors join it
+    capsys.readouterr()
+    assert np.load(table)["known"].sum() > saved
     table.write_text("not a table")
     assert main(args) == 2
     err = capsys.readouterr().err
