@@ -434,7 +434,8 @@ def auto_tree_size(accuracy, drafting, model, params, batch: int, what: str, pro
 
 def drafts_to_build(method: str, num_draft_tokens: int | str | None, tree: bool = False) -> int | None:
     """K for build_drafter: "auto" builds the method's largest chain (the sizing picks fewer per step), or
-    a tree's default depth (trees are not sized per step); an int is taken as given."""
+    prompt lookup's tree's default depth (a tree drawn anew each step is not sized per step); an int is
+    taken as given."""
     if num_draft_tokens == AUTO:
         return DEFAULT_DRAFT_TOKENS.get(method) if tree else AUTO_MAX_DRAFTS.get(method)
     return num_draft_tokens
