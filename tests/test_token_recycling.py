@@ -152,6 +152,21 @@ def test_bad_recycling_settings_are_clear():
         _recycling(VOCAB, 1, 4, successors=(jnp.zeros((4, 8), jnp.int32), jnp.zeros((4,), jnp.int32)))
 
 
+@pytest.mark.parametrize("method", ["token-recycling", "ngram-trie"])
+def test_cli_tree_size_auto_sizes_the_largest_tree_per_step(tmp_path, capsys, method):
+    """--tree-size auto drafts the 32-node tree with a per-step sizing from the measured cost curve, and the
+    output stays plain decoding's."""
+    model = tmp_path / "llama"
+    make_hf_model("llama", model, num_hidden_layers=1)
+    base = ["generate", "--model", str(model), "--prompt-ids", "5,6,7,5,6,7,5", "--max-new-tokens", "16", "--json"]
+    assert main(base + ["--method", "autoregressive"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(base + ["--method", method, "--tree-size", "auto"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["output_ids"] == plain["output_ids"]
+    assert "trees of up to 32 nodes, each step's prefix sized" in err
+
+
 def test_cli_keeps_the_successor_table_between_calls(tmp_path, capsys):
     model = tmp_path / "llama"
     make_hf_model("llama", model, num_hidden_layers=1)
