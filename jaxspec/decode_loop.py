@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxspec import row_rng
 from jaxspec.acceptance import accept_point_mass, accept_ratio
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters.base import Context, Verified
@@ -80,7 +81,11 @@ def _emitted(draft_tokens, n_accepted, next_token):
     return jnp.where(idx == n_accepted[:, None], next_token[:, None], padded)
 
 
-def verify_forward(model, params, window, cache, needed, shape: TreeShape | None = None):
+def _argmax(w, logits):
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def verify_forward(model, params, window, cache, needed, shape: TreeShape | None = None, draw=_argmax):
     """The target forward over the first w window tokens, w the smallest compiled width >= needed.
 
     Scoring costs grow with the window on memory-light hardware (on a CPU a
@@ -91,10 +96,13 @@ def verify_forward(model, params, window, cache, needed, shape: TreeShape | None
     tree's window sits at positions lengths + depth and sees its ancestors only;
     its first w entries are a tree too, since parents come before children.
 
-    The argmax is taken inside, over the w rows scored, so under greedy the
-    rules never build a [B, K + 1, V] distribution (262,144 entries a row on
-    Gemma), and a drafter that never reads the logits leaves them dead.
-    Returns (logits [B, K+1, V], hidden [B, K+1, D], cache, argmax [B, K+1] int32).
+    The target's token after each scored index, `draw(w, logits [B, w, V])`
+    (its argmax by default), is taken inside, over the w rows scored, so the
+    point-mass rules never build a [B, K + 1, V] distribution (262,144 entries
+    a row on Gemma) nor draw for rows nobody drafted (a sampled draw costs 16
+    ms a row there on the CPU), and a drafter that never reads the logits
+    leaves them dead.
+    Returns (logits [B, K+1, V], hidden [B, K+1, D], cache, draws [B, K+1] int32).
     """
     def run(w, cache):
         if shape is None:
@@ -102,20 +110,36 @@ def verify_forward(model, params, window, cache, needed, shape: TreeShape | None
         else:
             positions, mask = cache.lengths[:, None] + shape.depth[:, :w], shape.ancestors[:, :w, :w]
         out = model.forward(params, window[:, :w], positions, cache, mask)
-        return (out.logits, out.hidden, jnp.argmax(out.logits, axis=-1).astype(jnp.int32)), out.cache
+        return (out.logits, out.hidden, draw(w, out.logits)), out.cache
 
-    (logits, hidden, argmax), cache = over_needed_rows(run, verify_widths(window.shape[1] - 1), needed, cache)
-    return logits, hidden, cache, argmax
+    (logits, hidden, draws), cache = over_needed_rows(run, verify_widths(window.shape[1] - 1), needed, cache)
+    return logits, hidden, cache, draws
 
 
-def accept(spec: DecodeSpec, rand: RowRandom, logits, argmax, draft, n_valid, shape: TreeShape | None):
+def target_draws(spec: DecodeSpec, rand: RowRandom, draft, depth):
+    """`draw` for verify_forward: the target's token after each window index (depth [B, K+1] its distance
+    from the window's start). Under greedy, its argmax, which every rule reads; under sampling, for
+    point-mass drafts, the very draw plain sampling makes at that history position, which their rule
+    reads (acceptance.accept_point_mass); drafts with q take the ratio rule on p instead."""
+    if spec.sampling.greedy or draft.probs is not None:
+        return _argmax
+
+    def draw(w, logits):
+        keys = rand.keys_for(row_rng.TARGET, depth[:, :w])
+        return row_rng.categorical(keys, target_distribution(logits, spec.sampling))
+
+    return draw
+
+
+def accept(spec: DecodeSpec, rand: RowRandom, logits, draws, draft, n_valid, shape: TreeShape | None):
     """(n_accepted [B], next_token [B], path [B, K+1] or None for a chain) by the draft's rule.
 
     Under greedy every distribution is a point mass (a draft's q too), so every draft takes the point-mass
-    rule on the verify's argmax and the [B, K+1, V] distribution is never built."""
+    rule on the verify's argmax, and so do point-mass drafts under sampling on the target's draws
+    (`target_draws`): the [B, K+1, V] distribution is built only for the ratio rules (p is dead otherwise)."""
     greedy = spec.sampling.greedy
     p = None if greedy else target_distribution(logits, spec.sampling)
-    draws = argmax if greedy else None
+    draws = draws if greedy or draft.probs is None else None
     if shape is None:
         if draft.probs is None or greedy:
             return (*accept_point_mass(rand, p, draft.tokens, n_valid, greedy, draws), None)
@@ -150,11 +174,13 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     last = jnp.take_along_axis(state.history, (state.seq_len - 1)[:, None], axis=1)
     window = jnp.concatenate([last, draft.tokens], axis=1)
     cache = state.cache if draft.cache is None else draft.cache
-    logits, hidden, cache, argmax = verify_forward(model, params, window, cache, jnp.max(n_valid) + 1, shape)
-
     # Window index i decides the token at history position seq_len + depth(i).
     rand = RowRandom(state.seeds, state.seq_len)
-    n_accepted, next_token, path = accept(spec, rand, logits, argmax, draft, n_valid, shape)
+    depth = jnp.broadcast_to(jnp.arange(k + 1), (b, k + 1)) if shape is None else shape.depth
+    logits, hidden, cache, draws = verify_forward(
+        model, params, window, cache, jnp.max(n_valid) + 1, shape, target_draws(spec, rand, draft, depth)
+    )
+    n_accepted, next_token, path = accept(spec, rand, logits, draws, draft, n_valid, shape)
     kept = draft.tokens if path is None else jnp.take_along_axis(window, path[:, 1:], axis=1)
 
     tokens = _emitted(kept, n_accepted, next_token)
