@@ -5,8 +5,8 @@
     python -m bench.training_free --runs early-exit:4 --adapter RUN/adapter --summary-name early_exit --summary
     python -m bench.training_free --runs dynamic-exit:4 --summary-name dynamic_exit --summary
     python -m bench.training_free --runs eagle:4,eagle:8,eagle:auto --heads RUN/heads --summary-name heads_gemma --summary
-    python -m bench.training_free --runs token-recycling:auto,ngram-trie:auto,token-recycling:80 --hot-start 2 \
-        --temperatures 0 --summary-name training_free_sized --summary
+    python -m bench.training_free --runs token-recycling:auto,ngram-trie:auto,token-recycling:80 --hot-start 1 \
+        --prompts-per-category 1 --batch 6 --temperatures 0 --repeats 1 --summary-name training_free_sized --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
