@@ -7,6 +7,8 @@
     python -m bench.training_free --runs eagle:4,eagle:8,eagle:auto --heads RUN/heads --summary-name heads_gemma --summary
     python -m bench.training_free --runs token-recycling:auto,ngram-trie:auto,token-recycling:80 --hot-start 1 \
         --prompts-per-category 1 --batch 6 --temperatures 0 --repeats 1 --summary-name training_free_sized --summary
+    python -m bench.training_free --runs token-recycling:auto,ngram-trie:auto --hot-start 1 --prompts-per-category 2 \
+        --batch 8 --batch-only --temperatures 0,0.7 --summary-name training_free_sized_batch8 --summary
 
 For each category of bench/prompts/real/, the first --prompts-per-category
 prompts run one at a time (batch 1), greedy and at temperature 0.7, with
@@ -20,7 +22,9 @@ their tree's node budget through --heads, or "auto" for the size their
 accuracies and the measured cost pick; token recycling's and the trie's
 "auto" is their largest tree, a prefix of it verified each step as the
 measured cost and the acceptance so far make pay); then all categories'
-prompts together run in batches of --batch (category "all"). With
+prompts together run in batches of --batch (category "all"; with
+--batch-only, just one batch of the first --batch prompts taken in turn
+from each category, and no batch-1 rows). With
 --hot-start N, token recycling starts every measured call from one
 successor table, filled beforehand by decoding the next N prompts of each
 category (not the measured ones), as the paper's table carries over from
@@ -242,6 +246,8 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", help="medusa, hydra, eagle: the heads directory (jaxspec-train heads)")
     parser.add_argument("--temperatures", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.7])
     parser.add_argument("--batch", type=int, default=8, help="the batch size of the all-categories rows")
+    parser.add_argument("--batch-only", action="store_true",
+                        help="only the all-categories rows, over one batch: the first --batch prompts in turn")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--hot-start", type=int, default=0, metavar="N",
                         help="token recycling starts from a table filled by N further prompts per category")
@@ -257,12 +263,15 @@ def main(argv=None) -> None:
     lm = load(args.model or reference_model.converted_dir())
     work = tempfile.TemporaryDirectory()
     args.warm_table = warm_table(args, lm, Path(work.name) / "warm.npz") if args.hot_start else None
-    everything, rows = [], []
-    for category in CATEGORIES:
-        prompts = resolve_prompts([("--prompts", str(PROMPTS / f"{category}.jsonl"))], lm.tokenizer)[: args.prompts_per_category]
-        everything += prompts
-        rows += run_group(args, lm, category, prompts, 1)
-    rows += run_group(args, lm, "all", everything, args.batch)
+    per_category = {
+        category: resolve_prompts([("--prompts", str(PROMPTS / f"{category}.jsonl"))], lm.tokenizer)[: args.prompts_per_category]
+        for category in CATEGORIES
+    }
+    rows = [] if args.batch_only else [row for c, p in per_category.items() for row in run_group(args, lm, c, p, 1)]
+    # In turn from each category (each category's first prompt, then its second, ...), so that one batch
+    # of --batch-only mixes every category.
+    everything = [p for i in range(args.prompts_per_category) for p in (ps[i] for ps in per_category.values() if i < len(ps))]
+    rows += run_group(args, lm, "all", everything[: args.batch] if args.batch_only else everything, args.batch)
     trees = [m for m in HEAD_METHODS if m in {method for method, _ in args.runs}]  # the others are sized per step
     auto = auto_choices(args, lm, trees, [1, args.batch])
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +280,7 @@ def main(argv=None) -> None:
         settings = dict(prompts_per_category=args.prompts_per_category, max_new_tokens=args.max_new_tokens,
                         repeats=args.repeats, max_other_load=args.max_other_load)
         settings |= dict(lookup_branches=args.lookup_branches, levels=args.levels, pool_size=args.pool_size,
-                         hot_start=args.hot_start)
+                         hot_start=args.hot_start, batch_only=args.batch_only)
         summaries.write(args.summary_name, "bench.training_free", argv, rows, settings=settings, auto=auto)
     plot(rows, args.plot)
     print(markdown(rows, auto) if args.markdown else json.dumps(rows, indent=1))

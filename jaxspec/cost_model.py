@@ -144,10 +144,14 @@ def measure_drafting_seconds(
         jnp.zeros((batch_size, k + 1, model.vocab_size), jnp.float32), jnp.ones((batch_size, k + 1), bool),
     )
 
+    summarize = getattr(drafter, "row_summary", None)
+
     @jax.jit
     def step(drafter_params, state):
         draft, state = drafter.propose(drafter_params, state, ctx)
-        return draft.tokens, drafter.update(drafter_params, state, ctx, verified)
+        # The summary runs inside the verify, but it is the drafter's work: priced here, over all K + 1 rows.
+        seen = verified if summarize is None else verified._replace(summary=tuple(summarize(verified.logits)))
+        return draft.tokens, drafter.update(drafter_params, state, ctx, seen)
 
     tokens, state = step(drafter_params, state)
     tokens.block_until_ready()

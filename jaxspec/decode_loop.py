@@ -85,7 +85,8 @@ def _argmax(w, logits):
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
-def verify_forward(model, params, window, cache, needed, shape: TreeShape | None = None, draw=_argmax):
+def verify_forward(model, params, window, cache, needed, shape: TreeShape | None = None, draw=_argmax,
+                   summarize=None):
     """The target forward over the first w window tokens, w the smallest compiled width >= needed.
 
     Scoring costs grow with the window on memory-light hardware (on a CPU a
@@ -99,10 +100,10 @@ def verify_forward(model, params, window, cache, needed, shape: TreeShape | None
     The target's token after each scored index, `draw(w, logits [B, w, V])`
     (its argmax by default), is taken inside, over the w rows scored, so the
     point-mass rules never build a [B, K + 1, V] distribution (262,144 entries
-    a row on Gemma) nor draw for rows nobody drafted (a sampled draw costs 16
-    ms a row there on the CPU), and a drafter that never reads the logits
-    leaves them dead.
-    Returns (logits [B, K+1, V], hidden [B, K+1, D], cache, draws [B, K+1] int32).
+    a row on Gemma) nor draw for rows nobody drafted, and so is the drafter's
+    `summarize(logits)` (its row_summary, or None): a drafter that reads
+    neither the logits nor the distributions leaves the logits dead.
+    Returns (logits [B, K+1, V], hidden [B, K+1, D], cache, draws [B, K+1] int32, summary or None).
     """
     def run(w, cache):
         if shape is None:
@@ -110,10 +111,13 @@ def verify_forward(model, params, window, cache, needed, shape: TreeShape | None
         else:
             positions, mask = cache.lengths[:, None] + shape.depth[:, :w], shape.ancestors[:, :w, :w]
         out = model.forward(params, window[:, :w], positions, cache, mask)
-        return (out.logits, out.hidden, draw(w, out.logits)), out.cache
+        extra = () if summarize is None else tuple(summarize(out.logits))
+        return (out.logits, out.hidden, draw(w, out.logits), *extra), out.cache
 
-    (logits, hidden, draws), cache = over_needed_rows(run, verify_widths(window.shape[1] - 1), needed, cache)
-    return logits, hidden, cache, draws
+    (logits, hidden, draws, *summary), cache = over_needed_rows(
+        run, verify_widths(window.shape[1] - 1), needed, cache
+    )
+    return logits, hidden, cache, draws, None if summarize is None else tuple(summary)
 
 
 def target_draws(spec: DecodeSpec, rand: RowRandom, draft, depth):
@@ -177,8 +181,9 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     # Window index i decides the token at history position seq_len + depth(i).
     rand = RowRandom(state.seeds, state.seq_len)
     depth = jnp.broadcast_to(jnp.arange(k + 1), (b, k + 1)) if shape is None else shape.depth
-    logits, hidden, cache, draws = verify_forward(
-        model, params, window, cache, jnp.max(n_valid) + 1, shape, target_draws(spec, rand, draft, depth)
+    logits, hidden, cache, draws, summary = verify_forward(
+        model, params, window, cache, jnp.max(n_valid) + 1, shape, target_draws(spec, rand, draft, depth),
+        getattr(drafter, "row_summary", None),
     )
     n_accepted, next_token, path = accept(spec, rand, logits, draws, draft, n_valid, shape)
     kept = draft.tokens if path is None else jnp.take_along_axis(window, path[:, 1:], axis=1)
@@ -205,7 +210,8 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     scored = jnp.concatenate([active[:, None], jnp.arange(k)[None, :] < n_valid[:, None]], axis=1)
     if draft.valid is not None:
         scored = scored.at[:, 1:].set(scored[:, 1:] & draft.valid)
-    verified = Verified(n_accepted, next_token, chain if path is None else path, hidden, window, logits, scored)
+    verified = Verified(n_accepted, next_token, chain if path is None else path, hidden, window, logits, scored,
+                        summary)
     return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), verified))
 
 

@@ -93,10 +93,12 @@ def test_recycling_sized_per_step_emits_plain_decodings_tokens(temperature):
     assert max(max(g.accept_lengths) for g in sized["middle"]) >= 2
 
 
-def _verified(window, logits, path, n_accepted, scored):
+def _verified(drafter, window, logits, path, n_accepted, scored):
+    """What the loop hands update: the drafter's row summary made from the logits, as the verify makes it."""
     b, w1 = window.shape
-    return Verified(jnp.asarray(n_accepted), jnp.zeros((b,), jnp.int32), jnp.asarray(path),
-                    jnp.zeros((b, w1, 1)), jnp.asarray(window), jnp.asarray(logits), jnp.asarray(scored))
+    logits = jnp.asarray(logits)
+    return Verified(jnp.asarray(n_accepted), jnp.zeros((b,), jnp.int32), jnp.asarray(path), jnp.zeros((b, w1, 1)),
+                    jnp.asarray(window), logits, jnp.asarray(scored), drafter.row_summary(logits))
 
 
 def test_table_update_prefers_the_accepted_path_then_the_latest_index():
@@ -109,13 +111,13 @@ def test_table_update_prefers_the_accepted_path_then_the_latest_index():
     logits = np.zeros((1, 4, vocab), np.float32)
     for i, best in enumerate([(1, 2), (5, 0), (2, 1), (0, 5)]):
         logits[0, i, best[0]], logits[0, i, best[1]] = 2.0, 1.0
-    verified = _verified(window, logits, [[0, 1, 0, 0]], [1], [[True, True, True, False]])
+    verified = _verified(drafter, window, logits, [[0, 1, 0, 0]], [1], [[True, True, True, False]])
     state = drafter.update(None, state, None, verified)
     table, known = np.asarray(state.table[0]), np.asarray(state.known[0])
     assert table[3].tolist() == [1, 2] and table[4].tolist() == [5, 0]
     assert known.tolist() == [0, 0, 0, 2, 2, 0]
     # Token 5 at indices 2 and 3, both off the path: the later index wins.
-    verified = _verified(np.asarray([[3, 4, 5, 5]]), logits, [[0, 0, 0, 0]], [0], [[True, True, True, True]])
+    verified = _verified(drafter, np.asarray([[3, 4, 5, 5]]), logits, [[0, 0, 0, 0]], [0], [[True, True, True, True]])
     assert np.asarray(drafter.update(None, state, None, verified).table[0, 5]).tolist() == [0, 5]
 
 

@@ -29,6 +29,11 @@ class Draft(NamedTuple):
     cache: Any = None
 
 
+def argmax_rows(logits: jax.Array) -> tuple[jax.Array]:
+    """A row_summary (Drafter): the target's argmax after each window row, for drafters that read only that."""
+    return (jnp.argmax(logits, axis=-1).astype(jnp.int32),)
+
+
 def static_tree_draft(parents: tuple[int, ...], tokens: jax.Array, valid: jax.Array) -> Draft:
     """A point-mass draft over a static tree (jaxspec/static_tree.py) whose nodes exist where `valid`;
     a row with no valid node drafts nothing."""
@@ -52,6 +57,9 @@ class Verified(NamedTuple):
     window: jax.Array  # [B, K + 1] the tokens verified: the last emitted one, then the drafts
     logits: jax.Array  # [B, K + 1, V] the target's raw logits after each window index
     scored: jax.Array  # [B, K + 1] bool: window indices the target really scored (junk elsewhere)
+    # The drafter's `row_summary` of the logits, each array [B, K + 1, ...] (zeros past the rows scored),
+    # or None for a drafter without one.
+    summary: tuple[jax.Array, ...] | None = None
 
 
 class Context(NamedTuple):
@@ -90,3 +98,8 @@ class Drafter(Protocol):
         """Called after the step's commit; ctx already holds the newly emitted tokens. The token after
         window index verified.path[b, n_accepted[b]] is next_token: a head drafter reads the hidden state
         there."""
+
+    # Optional: row_summary(logits [B, w, V]) -> tuple of arrays [B, w, ...], what `update` reads of the
+    # logits (verified.summary). The verify computes it inside each width's loop over the w rows it
+    # scored, so a drafter that reads only this never makes the loop build the [B, K + 1, V] logits:
+    # 34 MB a step for a 32-node tree on Gemma's 262,144 ids, 10 ms of a 50 ms step on the CPU.

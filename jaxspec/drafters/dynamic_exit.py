@@ -128,6 +128,10 @@ class DynamicExit:
         uses = [int(n) for n in state.uses]
         return {"steps_per_exit": {**{str(e): n for e, n in zip(self.exits, uses)}, "plain": uses[-1]}}
 
+    def row_summary(self, logits):
+        """The exits' shared update reads what the first exit's does."""
+        return self.drafters[0].row_summary(logits)
+
     def update(self, params, state: DynamicExitState, ctx: Context, verified: Verified) -> DynamicExitState:
         inner = self.drafters[0].update(params, state.inner, ctx, verified)
         # Per-row mean evidence about the chosen exit: draft j was reached if j < the row's drafts and every

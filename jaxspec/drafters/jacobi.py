@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxspec import row_rng
-from jaxspec.drafters.base import Context, Draft, Verified
+from jaxspec.drafters.base import Context, Draft, Verified, argmax_rows
 from jaxspec.sampling import SamplingConfig, target_distribution
 
 
@@ -72,6 +72,8 @@ class Jacobi:
         n_valid = jnp.where(ctx.done, 0, self.window).astype(jnp.int32)
         return Draft(state.guesses, n_valid, state.q), state
 
+    row_summary = staticmethod(argmax_rows)  # greedy guesses read the argmax only; sampled ones read p
+
     def update(self, params, state: JacobiState, ctx: Context, verified: Verified):
         """The guess for position seq_len + j comes from window index n_accepted + 1 + j where the
         target scored it, else it is the token at the last scored index."""
@@ -84,7 +86,7 @@ class Jacobi:
             p = target_distribution(verified.logits, self.sampling)
             y = row_rng.categorical(row_rng.keys(ctx.seeds, positions, row_rng.DRAFT), p, self.sampling.greedy)
         else:
-            y = jnp.argmax(verified.logits, axis=-1).astype(jnp.int32)
+            (y,) = verified.summary
         last_scored = jnp.max(jnp.where(verified.scored, jnp.arange(w1)[None, :], 0), axis=1)
         source = advance[:, None] + jnp.arange(self.window)[None, :]
         fresh = (source < w1) & jnp.take_along_axis(verified.scored, jnp.minimum(source, w1 - 1), axis=1)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxspec.context_vocab import ContextVocab
-from jaxspec.drafters.base import Context, Draft, Verified
+from jaxspec.drafters.base import Context, Draft, Verified, argmax_rows
 from jaxspec.drafters.draft_model import AdaptiveDraft, ChainDrafting
 from jaxspec.sampling import SamplingConfig
 
@@ -88,12 +88,14 @@ class LayerSkip:
         draft = Draft(tokens, n_valid, probs, cache=cache.with_lengths(committed))
         return draft, state.replace(n_valid=n_valid)
 
+    row_summary = staticmethod(argmax_rows)  # what the context vocabulary learns from
+
     def update(self, params, state: LayerSkipState, ctx: Context, verified: Verified):
         length = self._chain.next_length(state.length, verified.n_accepted, state.n_valid, ctx.done)
         vocab = state.vocab
         if vocab is not None:
             # What the target predicted at every index it scored, and the token it emitted.
-            predicted = jnp.argmax(verified.logits, axis=-1).astype(jnp.int32)
+            (predicted,) = verified.summary
             tokens = jnp.concatenate([verified.next_token[:, None], predicted], axis=1)
             valid = jnp.concatenate([verified.scored[:, :1], verified.scored], axis=1)  # index 0: the row ran
             vocab = vocab.add(tokens, valid)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxspec.drafters.base import Context, Verified, static_tree_draft
+from jaxspec.drafters.base import Context, Verified, argmax_rows, static_tree_draft
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,12 +115,14 @@ class Lookahead:
         valid &= ~ctx.done[:, None]
         return static_tree_draft(parents, tokens, valid), state
 
+    row_summary = staticmethod(argmax_rows)
+
     def update(self, params, state: LookaheadState, ctx: Context, verified: Verified):
         """The next level from the top level's outputs; W new n-grams into the pool; the levels shift."""
         _, window_nodes, _ = topology(self.window, self.levels, self.pool)
         n = self.levels - 1
         top = jnp.asarray(window_nodes[(n - 1) * self.window:]) + 1  # window indices of the top level
-        out = jnp.argmax(verified.logits[:, top], axis=-1).astype(jnp.int32)  # [B, W]
+        out = verified.summary[0][:, top]  # [B, W]: the target's argmax after the top level
         columns = jnp.concatenate([state.levels, out[:, None, :]], axis=1)  # [B, N, W]: column k is an n-gram
         active = verified.scored[:, 0]
 

@@ -33,7 +33,6 @@ from flax import struct
 
 from jaxspec.drafters.base import Context, Verified, static_tree_draft
 from jaxspec.static_tree import StaticTree
-from jaxspec.widths import over_needed_rows, verify_widths
 
 
 @struct.dataclass
@@ -95,15 +94,16 @@ class TokenRecycling:
         valid &= ~ctx.done[:, None]
         return static_tree_draft(self.tree.parents, tokens, valid), state
 
+    def row_summary(self, logits: jax.Array) -> tuple[jax.Array]:
+        """The target's top-k after each scored window row: made inside the verify, so the loop never keeps
+        the logits (jaxspec/drafters/base.py)."""
+        return (jax.lax.top_k(logits, self.width)[1].astype(jnp.int32),)
+
     def update(self, params, state: SuccessorTable, ctx: Context, verified: Verified):
         """Every window token the target scored gets the target's top-k after it."""
         b, w1 = verified.window.shape
         idx = jnp.arange(w1)
-        # The top-k over the rows the step scored only: at 262,144 ids it costs 30 ms over Gemma's 33 rows
-        # on the CPU, more than half a plain step, for steps that verified one.
-        needed = jnp.max(jnp.where(jnp.any(verified.scored, axis=0), idx + 1, 0))
-        top_of = lambda w, _: ((jax.lax.top_k(verified.logits[:, :w], self.width)[1].astype(jnp.int32),), None)  # noqa: E731
-        (top,), _ = over_needed_rows(top_of, verify_widths(w1 - 1), needed, None)  # [B, 1 + T, k]
+        (top,) = verified.summary  # [B, 1 + T, k], zeros past the rows scored (never written: not scored)
         on_path = jnp.any(
             (verified.path[:, None, :] == idx[None, :, None]) & (idx[None, None, :] <= verified.n_accepted[:, None, None]),
             axis=2,
