@@ -27,7 +27,7 @@ from flax import struct
 from jaxspec import row_rng
 from jaxspec.acceptance import accept_point_mass, accept_ratio
 from jaxspec.draft_sizing import DraftSizing
-from jaxspec.drafters.base import Context, Verified
+from jaxspec.drafters.base import Context, Verified, argmax_rows
 from jaxspec.errors import InputError
 from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
@@ -82,7 +82,7 @@ def _emitted(draft_tokens, n_accepted, next_token):
 
 
 def _argmax(w, logits):
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return argmax_rows(logits)[0]
 
 
 def verify_forward(model, params, window, cache, needed, shape: TreeShape | None = None, draw=_argmax,
