@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxspec import row_rng
+from jaxspec import row_rng, vocab_reduce
 from jaxspec.decode_loop import DecodeSpec, check_drafting, decode_jit
 from jaxspec.draft_sizing import DraftSizing
 from jaxspec.drafters import Autoregressive
@@ -183,7 +183,7 @@ def generate(
 def _token_logprobs(model, params, tokens):
     logits = model.sequence_logits(params, tokens)
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.take_along_axis(logp[:, :-1], tokens[:, 1:, None], axis=2)[..., 0], jnp.argmax(logits, axis=-1)
+    return jnp.take_along_axis(logp[:, :-1], tokens[:, 1:, None], axis=2)[..., 0], vocab_reduce.argmax(logits)
 
 
 @jax.jit(static_argnums=0)
@@ -192,7 +192,7 @@ def _target_logprobs(model, params, source, source_len, targets):
     start = jnp.full((targets.shape[0], 1), model.config.decoder_start_token_id, jnp.int32)
     logits = model.sequence_logits(params, jnp.concatenate([start, targets[:, :-1]], axis=1), source, source_len)
     logp = jax.nn.log_softmax(logits, axis=-1)
-    return jnp.take_along_axis(logp, targets[:, :, None], axis=2)[..., 0], jnp.argmax(logits, axis=-1)
+    return jnp.take_along_axis(logp, targets[:, :, None], axis=2)[..., 0], vocab_reduce.argmax(logits)
 
 
 def score(model, params, prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]] | None = None) -> list[dict]:

@@ -21,6 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxspec import vocab_reduce
+
 TARGET = 0  # the target's draw at a position: plain sampling, point-mass acceptance, residual and bonus draws
 ACCEPT = 1  # the ratio test's uniform at a drafted position
 DRAFT = 2  # a draft model's own draw at a position
@@ -44,7 +46,7 @@ def categorical(keys_: jax.Array, probs: jax.Array, greedy: bool = False) -> jax
     its argmax. Otherwise each row is drawn by `_inverse_cdf`, from two uniforms.
     """
     if greedy:
-        return jnp.argmax(probs, axis=-1).astype(jnp.int32)
+        return vocab_reduce.argmax(probs)
     flat_keys = keys_.reshape(-1)
     flat = probs.reshape(flat_keys.shape[0], probs.shape[-1]).astype(jnp.float32)
     return jax.vmap(_inverse_cdf)(flat_keys, flat).reshape(keys_.shape)

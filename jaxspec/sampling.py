@@ -13,6 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxspec import vocab_reduce
 from jaxspec.errors import InputError
 
 
@@ -47,7 +48,7 @@ def filtered_logits(logits: jax.Array, cfg: SamplingConfig) -> jax.Array:
     x = logits.astype(jnp.float32) / cfg.temperature
     neg_inf = jnp.asarray(-jnp.inf, x.dtype)
     if cfg.top_k and cfg.top_k < x.shape[-1]:
-        kth = jax.lax.top_k(x, cfg.top_k)[0][..., -1:]
+        kth = vocab_reduce.top_k(x, cfg.top_k)[0][..., -1:]
         x = jnp.where(x < kth, neg_inf, x)
     if cfg.top_p < 1.0:
         # Keep the smallest set of most likely tokens whose mass reaches top_p
@@ -71,5 +72,5 @@ def target_distribution(logits: jax.Array, cfg: SamplingConfig) -> jax.Array:
     reduce to exact greedy matching.
     """
     if cfg.greedy:
-        return jax.nn.one_hot(jnp.argmax(logits, axis=-1), logits.shape[-1], dtype=jnp.float32)
+        return jax.nn.one_hot(vocab_reduce.argmax(logits), logits.shape[-1], dtype=jnp.float32)
     return jax.nn.softmax(filtered_logits(logits, cfg), axis=-1)

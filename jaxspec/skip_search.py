@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxspec import vocab_reduce
 from jaxspec.atomic import atomic_file
 from jaxspec.errors import InputError
 from models.layer_skip import SkipSet, SkipSetError
@@ -127,7 +128,7 @@ def agreement_scorer(
     t = win_tokens.shape[1]
     positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     full = model.forward(params, padded, positions, model.init_cache(b, p + t))
-    predicted = jnp.argmax(full.logits, axis=-1)
+    predicted = vocab_reduce.argmax(full.logits)
     # The full model's prediction after each window token, and its cache of everything before the window.
     want = jnp.take_along_axis(predicted, starts[:, None] + jnp.arange(t)[None, :], axis=1, mode="clip")
     vocab = None
@@ -139,7 +140,7 @@ def agreement_scorer(
     @jax.jit
     def score(gates):
         out = model.forward(params, win_tokens, win_positions, cache, gates=gates, vocab=vocab)
-        guess = jnp.argmax(out.logits, axis=-1)
+        guess = vocab_reduce.argmax(out.logits)
         if vocab is not None:
             guess = jnp.take_along_axis(vocab, guess, axis=1)
         agree = (guess == want) & valid

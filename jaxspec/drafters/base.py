@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from jaxspec import vocab_reduce
 from models.protocol import Start
 
 
@@ -31,7 +32,7 @@ class Draft(NamedTuple):
 
 def argmax_rows(logits: jax.Array) -> tuple[jax.Array]:
     """A row_summary (Drafter): the target's argmax after each window row, for drafters that read only that."""
-    return (jnp.argmax(logits, axis=-1).astype(jnp.int32),)
+    return (vocab_reduce.argmax(logits),)
 
 
 def static_tree_draft(parents: tuple[int, ...], tokens: jax.Array, valid: jax.Array) -> Draft:

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxspec import vocab_reduce
 from jaxspec.drafters.base import Context, Draft, Verified
 
 WIDTH = 8  # EAGLE-2's top-k per expansion is 10 at 60 nodes; 8 keeps CPU-sized trees' pools small
@@ -95,7 +96,7 @@ class Eagle:
     def _scores(self, rows, ids, g):
         """The top `width` draft tokens (target ids) after features g [..., D] and their log-probabilities."""
         logp = jax.nn.log_softmax(self.heads.logits(g, rows), axis=-1)
-        scores, top = jax.lax.top_k(logp, self.width)
+        scores, top = vocab_reduce.top_k(logp, self.width)
         return scores, (top if ids is None else ids[top]).astype(jnp.int32)
 
     def propose(self, params, state: EagleState, ctx: Context):

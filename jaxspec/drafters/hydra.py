@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxspec import vocab_reduce
 from jaxspec.drafters.base import Context, Verified, static_tree_draft
 from jaxspec.static_tree import StaticTree
 
@@ -111,7 +112,7 @@ class Hydra:
                 path_tokens = tokens[:, jnp.asarray(depth.paths)]  # [B, n, k]
                 x = jnp.concatenate([x, self.heads.token_inputs(table, path_tokens).reshape(b, n, -1)], axis=-1)
             logits = self.heads.logits(self.heads.head_features(head_params, k, x), rows)  # [B, n, N]
-            _, top = jax.lax.top_k(logits, depth.ranks)  # [B, n, R]
+            _, top = vocab_reduce.top_k(logits, depth.ranks)  # [B, n, R]
             guesses = top[:, jnp.asarray(depth.slot), jnp.asarray([self.tree.rank[i] for i in depth.nodes])]
             if ids is not None:
                 guesses = ids[guesses]

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxspec import vocab_reduce
 from jaxspec.drafters.base import Context, Verified, static_tree_draft
 from jaxspec.static_tree import StaticTree
 
@@ -53,7 +54,7 @@ class Medusa:
         head_params, embedding, ids = params
         b, t = state.hidden.shape[0], self.tree.size
         logits = self.heads.logits(self.heads.features(head_params, state.hidden), embedding)  # [B, K, N]
-        _, top = jax.lax.top_k(logits, self.tree.max_rank)  # [B, K, R]
+        _, top = vocab_reduce.top_k(logits, self.tree.max_rank)  # [B, K, R]
         head = jnp.asarray(self.tree.depth) - 1
         tokens = top[:, head, jnp.asarray(self.tree.rank)]
         if ids is not None:

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxspec import vocab_reduce
 from jaxspec.drafters.base import Context, Verified, static_tree_draft
 from jaxspec.static_tree import StaticTree
 
@@ -97,7 +98,7 @@ class TokenRecycling:
     def row_summary(self, logits: jax.Array) -> tuple[jax.Array]:
         """The target's top-k after each scored window row: made inside the verify, so the loop never keeps
         the logits (jaxspec/drafters/base.py)."""
-        return (jax.lax.top_k(logits, self.width)[1].astype(jnp.int32),)
+        return (vocab_reduce.top_k(logits, self.width)[1],)
 
     def update(self, params, state: SuccessorTable, ctx: Context, verified: Verified):
         """Every window token the target scored gets the target's top-k after it."""
