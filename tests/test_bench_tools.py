@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench import device_profile, docs_tables, summaries
+from bench import device_profile, docs_tables, summaries, vocab_reduce
 from jaxspec.cost_model import measure_forward_cost
 from jaxspec.machine_load import timed
 from tests.random_models import random_model, random_t5gemma
@@ -84,3 +84,10 @@ def test_device_projection_prices_each_method_at_its_verify_width():
             assert p["verify_width"] == (4 + settings["pool_size"]) * (settings["levels"] - 1) + 1
         if p["method"] == "layer-skip-4":  # a self-draft also reads its share of the weights per drafted token
             assert p["drafting_cost"] > 0
+
+
+def test_vocab_reduce_bench_times_each_reduction_per_row_count(capsys):
+    vocab_reduce.main(["--vocab", "5000", "--rows", "1,3", "--repeats", "1", "--markdown"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| rows | jnp.argmax (ms) | vocab_reduce.argmax (ms)")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["1", "3"]
