@@ -4,11 +4,9 @@ A step verifies as many window tokens as some row drafted (jaxspec/decode_loop.p
 so work done per window row (the target's forward, its argmax, token recycling's
 top-k of the logits) should run over those rows only. Shapes are static, so each
 compiled width w gets its own copy of the work, and the smallest w covering the
-rows needed runs: a while loop of zero or one trips per width rather than a
-branch of `lax.switch`, because a conditional's outputs are fresh buffers, and
-XLA copied every layer's cache out of the taken branch each step, where a while
-loop updates what it carries in place (docs/architecture.md, "How a step runs
-only the width it needs").
+rows needed runs, through models/switch_in_place.py: XLA copied every layer's
+cache out of a `lax.switch` branch each step (docs/architecture.md, "How a step
+runs only the width it needs").
 """
 
 from __future__ import annotations
@@ -17,6 +15,8 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from models.switch_in_place import switch_in_place
 
 
 def verify_widths(k: int) -> tuple[int, ...]:
@@ -31,14 +31,15 @@ def over_needed_rows(run: Callable[[int, Any], tuple[tuple, Any]], widths: tuple
     if len(widths) == 1:
         return run(widths[0], carried)
     shapes = jax.eval_shape(lambda c: run(widths[-1], c)[0], carried)
-    # The last element is the index of the width still to run; a loop that ran sets it to -1 (one trip).
-    state = (tuple(jnp.zeros(s.shape, s.dtype) for s in shapes), carried,
-             jnp.searchsorted(jnp.asarray(widths), needed).astype(jnp.int32))
+    buffers = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
     put = lambda buf, x: jax.lax.dynamic_update_slice(buf, x, (0,) * buf.ndim)  # noqa: E731
-    for i, w in enumerate(widths):
-        def once(s, w=w):
-            rows, carried = run(w, s[1])
-            return tuple(put(buf, x) for buf, x in zip(s[0], rows)), carried, jnp.int32(-1)
 
-        state = jax.lax.while_loop(lambda s, i=i: s[2] == i, once, state)
-    return state[0], state[1]
+    def branch(w):
+        def once(state):
+            rows, carried = run(w, state[1])
+            return tuple(put(buf, x) for buf, x in zip(state[0], rows)), carried
+
+        return once
+
+    index = jnp.searchsorted(jnp.asarray(widths), needed)
+    return switch_in_place(index, [branch(w) for w in widths], (buffers, carried))

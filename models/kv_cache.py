@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from models.switch_in_place import switch_in_place
+
 # Logical axes of the per-layer arrays, by the names jaxspec/sharding.py maps to mesh axes.
 KEY_AXES = ("batch", "kv_heads", "head_dim", "length")
 VALUE_AXES = ("batch", "kv_heads", "length", "head_dim")
@@ -71,15 +73,29 @@ class KVCache:
         if path is None or not self.keys:  # a chain, or no layers (the engine's toy models): nothing moves
             return self.replace(lengths=self.lengths + n_accepted.astype(jnp.int32))
         depth = path.shape[1]
-        src = self.lengths[:, None] + path
-        dst = self.lengths[:, None] + jnp.arange(depth)[None, :]
-        keep = jnp.arange(depth)[None, :] < n_accepted[:, None]
-        dst = jnp.where(keep, dst, self.max_len)  # out of range: dropped
-        return KVCache(
-            keys=tuple(move_slots(k, src, dst, self.KEY_SLOT_AXIS) for k in self.keys),
-            values=tuple(move_slots(v, src, dst, self.VALUE_SLOT_AXIS) for v in self.values),
-            lengths=self.lengths + n_accepted.astype(jnp.int32),
-        )
+        j = jnp.arange(depth)[None, :]
+        keep = j < n_accepted[:, None]
+        # Gathering slots reads every layer's keys across their slot axis, a strided read per slot, so only
+        # a prefix of the path moves: through the deepest accepted node not already in its slot, rounded up
+        # to one of a few compiled widths. Where every accepted node sits in place (a chain's prefix of the
+        # window, a step that accepted one draft or none), nothing moves.
+        misplaced = jnp.max(jnp.where(keep & (path != j), j + 1, 0))
+        widths = sorted({min(2**i, depth) for i in range(1, depth.bit_length() + 1)})
+        index = jnp.where(misplaced > 0, jnp.searchsorted(jnp.asarray(widths), misplaced), -1)
+
+        def move(m):
+            src = self.lengths[:, None] + path[:, :m]
+            dst = jnp.where(keep[:, :m], self.lengths[:, None] + j[:, :m], self.max_len)  # out of range: dropped
+
+            def branch(kv):
+                keys, values = kv
+                return (tuple(move_slots(k, src, dst, self.KEY_SLOT_AXIS) for k in keys),
+                        tuple(move_slots(v, src, dst, self.VALUE_SLOT_AXIS) for v in values))
+
+            return branch
+
+        keys, values = switch_in_place(index, [move(m) for m in widths], (self.keys, self.values))
+        return KVCache(keys=keys, values=values, lengths=self.lengths + n_accepted.astype(jnp.int32))
 
 
 def slot_index(a: jax.Array, slots: jax.Array, axis: int) -> tuple[jax.Array, ...]:
