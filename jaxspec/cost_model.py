@@ -40,9 +40,13 @@ from models import skinny_matmul
 
 DEFAULT_WIDTHS = (1, 2, 3, 5, 9, 17)
 DEFAULT_CONTEXT = 128  # cached tokens before the measured window
-# How curves are measured; part of the disk cache's key, so a change measures them again. 2: widths timed in
-# turns (1: each width in its own block of calls).
-MEASUREMENT = 2
+# How curves are measured; part of the disk cache's key, so a change measures them again. 3: PER_CALL forwards
+# a timed call (2: one, so each paid the host's dispatch; 1: each width in its own block of calls).
+MEASUREMENT = 3
+# Forwards per timed call in the curves the sizing reads: a decoding loop dispatches once per generate call,
+# not per step, and one forward a call priced the dispatch into every width alike, which flattened c(w)
+# (Gemma 3 270M at batch 8 here: t(1) 83 ms one a call, 76 ms four a call, with the same t(2) - t(1)).
+PER_CALL = 4
 
 
 class CostCurve(NamedTuple):
@@ -217,7 +221,8 @@ def cost_curve(
     if stored is not None:
         return CostCurve(tuple(stored["widths"]), tuple(stored["seconds"]), batch_size, context)
     progress(f"measuring the forward cost at widths {key['widths']}, batch {batch_size} (once; cached in {path.parent})")
-    curve = measure_forward_cost(model, params, widths=widths, batch_size=batch_size, context=context, repeats=repeats)
+    curve = measure_forward_cost(model, params, widths=widths, batch_size=batch_size, context=context, repeats=repeats,
+                                 per_call=PER_CALL)
     _store(path, dict(key=key, widths=list(curve.widths), seconds=list(curve.seconds)))
     return curve
 
@@ -244,7 +249,7 @@ def drafting_costs(
                  f"{path.parent})")
         if forward_seconds is None:
             forward_seconds = measure_forward_cost(model, params, widths=(1,), batch_size=batch_size, context=context,
-                                                   repeats=repeats).seconds[0]
+                                                   repeats=repeats, per_call=PER_CALL).seconds[0]
         seconds = measure_drafting_seconds(model, params, drafter, drafter_params, batch_size=batch_size,
                                            context=context, repeats=repeats)
         out[name] = seconds / forward_seconds

@@ -203,7 +203,8 @@ def test_measured_curves_are_cached_under_a_key_of_model_dtype_formulation_and_b
     model, params = lm
     measured = []
 
-    def fake_measure(model, params, *, widths, batch_size, context, repeats):
+    def fake_measure(model, params, *, widths, batch_size, context, repeats, per_call):
+        assert per_call == cost_model.PER_CALL  # the loop dispatches once a call, not once a step
         measured.append((model, batch_size))
         return CostCurve(tuple(widths), tuple(0.01 * w for w in widths), batch_size, context)
 
