@@ -170,7 +170,8 @@ def prepare_method(
     size = o.window if method in JACOBI_METHODS else o.tree_size if method in STEP_SIZED_TREE_METHODS else o.num_draft_tokens
     sizing = auto_sizing(
         method, size, drafter, lm.model, lm.params, batch,
-        draft_model=draft.model if draft else None, draft_params=draft.params if draft else None, progress=progress,
+        draft_model=draft.model if draft else None, draft_params=draft.params if draft else None,
+        sampled=not sampling.greedy, progress=progress,
     )
     return PreparedMethod(method, drafter, drafter_params, sizing, _successors_saver(o, drafter))
 

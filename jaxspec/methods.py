@@ -62,6 +62,13 @@ RANK_ACCURACY = {
     "token-recycling": (0.55, 0.02, 0.015, 0.012, 0.01, 0.008, 0.006, 0.005),
     "ngram-trie": (0.55, 0.02, 0.015, 0.012, 0.01, 0.008, 0.006, 0.005),
 }
+# The same, the target sampling at temperature 0.7 (bench/rank_hits.py --temperature 0.7): a point-mass draft
+# is accepted when the target's draw equals it, which the rank-0 successor is less often than it is the
+# argmax. The sizing's prior at every temperature above 0 (each row's counts take over as it decodes).
+SAMPLED_RANK_ACCURACY = {
+    "token-recycling": (0.40, 0.028, 0.019, 0.019, 0.013, 0.013, 0.013, 0.013),
+    "ngram-trie": (0.43, 0.044, 0.0014, 0.0014, 0.001, 0.001, 0.001, 0.001),
+}
 # tree_size="auto" picks among these the size of best expected speedup (auto_tree_size).
 AUTO_TREE_SIZES = (1, 2, 4, 8, 16, 32)
 # Fixed draft lengths, where the caller asks for the method's default without sizing (and for transformers).
@@ -185,9 +192,9 @@ def build_drafter(
     return PromptLookup(int(k), int(ngram)), reference
 
 
-def rank_accuracy(method: str) -> tuple[tuple[float, ...], ...]:
-    """accuracy[d][r] for a training-free tree method: its RANK_ACCURACY at every depth."""
-    return (RANK_ACCURACY[method],) * TRAINING_FREE_DEPTH
+def rank_accuracy(method: str, sampled: bool = False) -> tuple[tuple[float, ...], ...]:
+    """accuracy[d][r] for a training-free tree method: its RANK_ACCURACY (SAMPLED_RANK_ACCURACY) at every depth."""
+    return ((SAMPLED_RANK_ACCURACY if sampled else RANK_ACCURACY)[method],) * TRAINING_FREE_DEPTH
 
 
 def _recycling_drafter(vocab: int, tree_size: int, accuracy, successors):
@@ -443,11 +450,12 @@ def drafts_to_build(method: str, num_draft_tokens: int | str | None, tree: bool 
 
 def auto_sizing(
     method: str, num_draft_tokens: int | str | None, drafter, model, params, batch: int, *,
-    draft_model=None, draft_params=None, progress=lambda msg: None,
+    draft_model=None, draft_params=None, sampled: bool = False, progress=lambda msg: None,
 ):
     """The cost-model sizing for num_draft_tokens="auto", or for tree_size="auto" of a tree sized per step
     (STEP_SIZED_TREE_METHODS): the target's measured forward cost per width at this batch size, and the
-    draft model's step cost. None otherwise: plain decoding, and trees verified whole."""
+    draft model's step cost; such a tree's nodes start from its rank hit rates, greedy or `sampled` (the
+    target samples). None otherwise: plain decoding, and trees verified whole."""
     tree = isinstance(drafter, (PromptLookupTree, Lookahead))
     step_sized = method in STEP_SIZED_TREE_METHODS
     if num_draft_tokens != AUTO or method == "autoregressive" or (method in TREE_METHODS and not step_sized) or tree:
@@ -458,8 +466,8 @@ def auto_sizing(
         model, params, batch_size=batch, num_draft_tokens=drafter.num_draft_tokens,
         draft_model=draft_model if method == "draft-model" else None, draft_params=draft_params, progress=progress,
     )
-    if step_sized:  # each node starts from the hit rate of its rank
-        return dataclasses.replace(sizing, node_prior=node_accuracy(drafter.tree, rank_accuracy(method)))
+    if step_sized:  # each node starts from the hit rate of its rank, greedy or `sampled`
+        return dataclasses.replace(sizing, node_prior=node_accuracy(drafter.tree, rank_accuracy(method, sampled)))
     if method in SELF_METHODS or method in EXIT_METHODS:
         # A self-draft's token costs the share of the target's weights it reads (its skip set, its draft
         # vocabulary's rows of the head): the same estimate its skip set was chosen by; an exit adapter's

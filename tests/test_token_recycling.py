@@ -21,7 +21,7 @@ from jaxspec.drafters.base import Verified
 from jaxspec.drafters.token_recycling import TokenRecycling
 from jaxspec.errors import InputError
 from jaxspec.draft_sizing import DraftSizing
-from jaxspec.methods import build_drafter, rank_accuracy
+from jaxspec.methods import auto_sizing, build_drafter, rank_accuracy
 from jaxspec.static_tree import StaticTree, node_accuracy
 from tests.hf_factory import make_hf_model
 from tests.random_models import VOCAB, random_model, random_t5gemma
@@ -193,3 +193,16 @@ def test_cli_keeps_the_successor_table_between_calls(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "not a successor table" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_auto_sizing_starts_from_the_hit_rates_of_the_sampling_mode(monkeypatch, tmp_path, temperature):
+    """Under sampling a point-mass draft is accepted when the target's draw equals it, less often than its
+    argmax does: the sized tree's prior is the sampled hit rates'."""
+    monkeypatch.setenv("JAXSPEC_CACHE", str(tmp_path))
+    model, params = random_model(0, 2, 32, 4, 2)
+    sampling = SamplingConfig(temperature=temperature)
+    drafter, _ = _recycling(model.vocab_size, size=16, sampling=sampling)
+    sizing = auto_sizing("token-recycling", "auto", drafter, model, params, 1, sampled=not sampling.greedy)
+    assert sizing.node_prior == node_accuracy(drafter.tree, rank_accuracy("token-recycling", temperature > 0))
+    assert (sizing.node_prior[0] < 0.5) == (temperature > 0)
