@@ -20,19 +20,23 @@ import jax
 import jax.numpy as jnp
 
 # Rows (batch x tokens) for which the kernel beats XLA's dot, per weight layout, measured on Gemma 3
-# 270M's shapes in float32 on a 2-core AVX-512 CPU, weights streamed from memory: for one row the
-# kernel reads the tied head at 23-25 GB/s against XLA's 19-22, and the layers' [K, N] kernels at
-# 19-29 against 12-23; past 16 rows the product is bound by arithmetic and XLA's packed GEMM is as
-# fast or faster (the head at 24 rows: 9 against 11 GB/s).
-ROW_RANGE = {"nt": (1, 16), "nn": (1, 16)}
+# 270M's shapes in float32 on a 2-core AVX-512 CPU (AMD EPYC), weights streamed from memory
+# (`python -m bench.matmul_bandwidth`, kernel v3): the tied head [vocab, hidden] at 1-64 rows (8 rows
+# 21 against XLA's 11 GB/s, 16 rows 14 against 8, 33 rows 7.5 against 6.5, 64 rows 4.5 against
+# 4.4; one row level, 29 against 31 GB/s here, medians of 6, and 25 against 21 on an Intel Xeon
+# with v2). The layers' [K, N] kernels
+# at 1-17 rows (16 rows 12-14 against 9-11 GB/s); at 24 rows XLA's packed GEMM reads the MLP's
+# [640, 2048] faster (7.5 against 6.6 GB/s) and [2048, 640] slower (8.3 against 10.5).
+ROW_RANGE = {"nt": (1, 64), "nn": (1, 17)}
 # Below this many weights (128 KiB of float32) XLA's dot is faster: the weights sit in cache, and the
 # kernel's hand-off to a second thread costs more than the product (a 64 x 176 Dense: 10 against 14
 # GB/s for one row). The tests' tiny models stay on XLA's dot.
 MIN_WEIGHTS = 1 << 15
 # Part of the formulation, so cost curves measured on disk with an earlier kernel are measured again.
 # 2: the [K, N] kernel reads blocks of whole weight rows (it read column panels); one row and past
-# MIN_WEIGHTS only.
-KERNEL_VERSION = 2
+# MIN_WEIGHTS only. 3: weights kept in registers and fetched ahead into L2 (1.2-1.5x at 2-17 rows),
+# and the row ranges above.
+KERNEL_VERSION = 3
 
 
 @functools.cache
