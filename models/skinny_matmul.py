@@ -24,9 +24,9 @@ import jax.numpy as jnp
 # (`python -m bench.matmul_bandwidth`, kernel v3): the tied head [vocab, hidden] at 1-64 rows (8 rows
 # 21 against XLA's 11 GB/s, 16 rows 14 against 8, 33 rows 7.5 against 6.5, 64 rows 4.5 against
 # 4.4; one row level, 29 against 31 GB/s here, medians of 6, and 25 against 21 on an Intel Xeon
-# with v2). The layers' [K, N] kernels
-# at 1-17 rows (16 rows 12-14 against 9-11 GB/s); at 24 rows XLA's packed GEMM reads the MLP's
-# [640, 2048] faster (7.5 against 6.6 GB/s) and [2048, 640] slower (8.3 against 10.5).
+# with v2). The layers' [K, N] kernels at 1-17 rows (16 rows 12-14 against 9-11 GB/s); at 24 rows
+# XLA's packed GEMM reads the MLP's [640, 2048] faster (7.5 against 6.6 GB/s) and [2048, 640]
+# slower (8.3 against 10.5).
 ROW_RANGE = {"nt": (1, 64), "nn": (1, 17)}
 # Below this many weights (128 KiB of float32) XLA's dot is faster: the weights sit in cache, and the
 # kernel's hand-off to a second thread costs more than the product (a 64 x 176 Dense: 10 against 14
