@@ -111,7 +111,11 @@ void nt_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int
       m = kMR;
     }
     for (; m + kMR <= M; m += kMR) nt_block<kMR, kNR, false>(x + m * K, w, y + m * N, K, N);
-    if (m < M) nt_rows<kMR - 1, kNR, false>(x + m * K, w, y + m * N, M - m, K, N);
+    // Fewer rows than one group: the smaller group is the first, and fetches ahead.
+    if (m == 0)
+      nt_rows<kMR - 1, kNR, kPrefetch>(x, w, y, M, K, N);
+    else if (m < M)
+      nt_rows<kMR - 1, kNR, false>(x + m * K, w, y + m * N, M - m, K, N);
   }
 }
 
