@@ -105,17 +105,12 @@ void nt_block(const float* x, const float* w, float* y, int64_t K, int64_t N) {
 template <int kMR, int kNR, bool kPrefetch = true>
 void nt_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
   if constexpr (kMR > 0) {
-    int64_t m = 0;
-    if (kMR <= M) {
-      nt_block<kMR, kNR, kPrefetch>(x, w, y, K, N);
-      m = kMR;
-    }
-    for (; m + kMR <= M; m += kMR) nt_block<kMR, kNR, false>(x + m * K, w, y + m * N, K, N);
     // Fewer rows than one group: the smaller group is the first, and fetches ahead.
-    if (m == 0)
-      nt_rows<kMR - 1, kNR, kPrefetch>(x, w, y, M, K, N);
-    else if (m < M)
-      nt_rows<kMR - 1, kNR, false>(x + m * K, w, y + m * N, M - m, K, N);
+    if (M < kMR) return nt_rows<kMR - 1, kNR, kPrefetch>(x, w, y, M, K, N);
+    nt_block<kMR, kNR, kPrefetch>(x, w, y, K, N);
+    int64_t m = kMR;
+    for (; m + kMR <= M; m += kMR) nt_block<kMR, kNR, false>(x + m * K, w, y + m * N, K, N);
+    if (m < M) nt_rows<kMR - 1, kNR, false>(x + m * K, w, y + m * N, M - m, K, N);
   }
 }
 
