@@ -21,7 +21,7 @@ def test_the_install_built_the_kernel():
 # M past the row blocks (and 8, 16, 64: whole row groups), a single output column, an NT product over
 # several 1 MiB column chunks (8 x 640 x 1000), an NN one over several row blocks per thread (9 x 2051).
 SHAPES = [(1, 640, 1000), (2, 33, 17), (3, 17, 1), (5, 640, 262), (7, 48, 9), (17, 64, 130), (24, 100, 77),
-          (9, 2051, 70), (8, 640, 1000), (16, 130, 701), (64, 40, 50)]
+          (9, 2051, 70), (8, 640, 1000), (16, 130, 701), (64, 40, 50), (1, 2051, 70), (1, 6, 20), (4, 37, 2048)]
 
 
 @pytest.mark.parametrize("layout", ["nt", "nn"])

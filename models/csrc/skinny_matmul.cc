@@ -212,6 +212,56 @@ void nn_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int
   }
 }
 
+// A few rows whose partial sums fit L1 need no column tiles: weight rows [k0, k1) are one
+// contiguous region, read front to back kNNStreamRows rows at a time against whole rows of partial
+// sums, so memory sees a few neighbouring streams instead of a block's sixteen. Each step fetches
+// the next rows' same columns, kNNStreamAhead floats further on, into L2. Against 16-row blocks of
+// column tiles (harness, two cores, weights from memory, the two in turn): one row [768, 768] 23-28
+// -> 29-32 GB/s, [768, 2048] 26-31 -> 31-40, [2048, 768] 24-28 -> 29-35; two rows [640, 2048]
+// 23 -> 29, [2048, 640] 21 -> 27; five rows [2048, 640] 22 -> 34.
+constexpr int kNNStreamRows = 4;
+constexpr int64_t kNNStreamAhead = 16 * kLanes;
+// Input rows the stream takes: kM x kNNStreamRows broadcasts, the weight vectors and an accumulator
+// fit the 32 registers up to 5 rows; past one row, only while the partial sums fit a 32 KiB L1.
+constexpr int kNNStreamMaxRows = 5;
+constexpr int64_t kNNStreamMaxSums = 8192;
+
+template <int kM, int kR>
+void nn_stream_rows(const float* x, const float* w, float* y, int64_t K, int64_t N, int64_t k, bool first) {
+  const float* wk = w + k * N;
+  vec xs[kM][kR];
+  for (int i = 0; i < kM; ++i)
+    for (int r = 0; r < kR; ++r) xs[i][r] = splat(x[i * K + k + r]);
+  int64_t n = 0;
+  for (; n + kLanes <= N; n += kLanes) {
+    for (int r = 0; r < kR; ++r) __builtin_prefetch(wk + (kR + r) * N + n + kNNStreamAhead, 0, 2);
+    vec wv[kR];
+    for (int r = 0; r < kR; ++r) {
+      wv[r] = load(wk + r * N + n);
+      in_register(wv[r]);
+    }
+    for (int i = 0; i < kM; ++i) {
+      vec acc = first ? vec{} : load(y + i * N + n);
+      for (int r = 0; r < kR; ++r) acc += xs[i][r] * wv[r];
+      store(y + i * N + n, acc);
+    }
+  }
+  for (; n < N; ++n) {
+    for (int i = 0; i < kM; ++i) {
+      float s = first ? 0.0f : y[i * N + n];
+      for (int r = 0; r < kR; ++r) s += x[i * K + k + r] * wk[r * N + n];
+      y[i * N + n] = s;
+    }
+  }
+}
+
+template <int kM>
+void nn_stream(const float* x, const float* w, float* y, int64_t /*M*/, int64_t K, int64_t N, int64_t k0, int64_t k1) {
+  int64_t k = k0;
+  for (; k + kNNStreamRows <= k1; k += kNNStreamRows) nn_stream_rows<kM, kNNStreamRows>(x, w, y, K, N, k, k == k0);
+  for (; k < k1; ++k) nn_stream_rows<kM, 1>(x, w, y, K, N, k, k == k0);
+}
+
 // A share of a product: columns [lo, hi) of y (NT), or the partial sums of weight rows [lo, hi) (NN).
 using RangeFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t);
 
@@ -271,7 +321,10 @@ ffi::Error matmul(bool nt, ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
   } else {
     // One block of weight rows per runner; each runner's partial sums are M x N floats, which the
     // caller adds up once.
-    work->fn = nn_rows;
+    static constexpr RangeFn kStream[kNNStreamMaxRows] = {nn_stream<1>, nn_stream<2>, nn_stream<3>, nn_stream<4>,
+                                                          nn_stream<5>};
+    const bool stream = M == 1 || (M <= kNNStreamMaxRows && M * N <= kNNStreamMaxSums);
+    work->fn = stream ? kStream[M - 1] : nn_rows;
     work->extent = K;
     const int64_t per_runner = (K + runners - 1) / runners;
     work->chunk = std::max<int64_t>(kNNBlockRows, (per_runner + kNNBlockRows - 1) / kNNBlockRows * kNNBlockRows);
