@@ -85,11 +85,14 @@ def quietly(fn, args, label: str):
     return timed(fn, max_other_load=args.max_other_load, patience=args.patience, attempts=args.attempts, label=label)
 
 
-def measure(engines: dict, prompts: np.ndarray, args) -> dict:
+def measure(engines: dict, prompts: np.ndarray, args) -> tuple[dict, list[float]]:
     """One warm-up call per engine, then --repeats timed rounds; the median sets tokens/s.
 
     The engines take turns within each round, so background load on a shared
-    machine hits both alike instead of whichever happened to run second.
+    machine hits both alike instead of whichever happened to run second. Each
+    round starts with a read-bandwidth sample (bytes/s, returned beside the
+    timings): this machine's bandwidth moves by a third between minutes, so a
+    round's roofline fraction is taken against the bandwidth of that minute.
     """
     new_tokens = args.new_tokens
     results = {}
@@ -101,14 +104,17 @@ def measure(engines: dict, prompts: np.ndarray, args) -> dict:
         if outputs.shape != (len(prompts), new_tokens):
             raise RuntimeError(f"{name} produced {outputs.shape} tokens, expected {(len(prompts), new_tokens)}")
         results[name] = dict(seconds=[], other_load=[], warmup_seconds=warmup, outputs=outputs.tolist())
+    bandwidths = []
     for i in range(args.repeats):
+        bandwidth, _, _ = quietly(lambda: read_bandwidth(os.cpu_count(), repeats=3), args, f"read bandwidth {i + 1}/{args.repeats}")
+        bandwidths.append(bandwidth)
         for name, run in engines.items():
             _, seconds, other = quietly(lambda: run(prompts), args, f"{name}: run {i + 1}/{args.repeats}")
             results[name]["seconds"].append(seconds)
             results[name]["other_load"].append(other)
     for r in results.values():
         r["tokens_per_s"] = len(prompts) * new_tokens / statistics.median(r["seconds"])
-    return results
+    return results, bandwidths
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:
@@ -130,7 +136,7 @@ def _checkpoint(size: str, tmp: Path) -> tuple[Path, int]:
     return tmp, LLAMA_COMMON["vocab_size"]
 
 
-def bench_size(size: str, args, bandwidth: float) -> list[dict]:
+def bench_size(size: str, args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path, vocab = _checkpoint(size, Path(tmp))
@@ -143,10 +149,14 @@ def bench_size(size: str, args, bandwidth: float) -> list[dict]:
         for batch in args.batches:
             prompts = all_prompts[:batch].astype(np.int32)
             print(f"[{size}] batch {batch}", flush=True)
-            timed = measure(dict(transformers=hf, jaxspec=ours), prompts, args)
+            timed, bandwidths = measure(dict(transformers=hf, jaxspec=ours), prompts, args)
             hf_result, js_result = timed["transformers"], timed["jaxspec"]
-            # One step emits one token per row, and reads the weights once for the whole batch.
-            steps_per_s = js_result["tokens_per_s"] / batch
+            # One step emits one token per row, and reads the weights once for the whole batch; each
+            # round against the bandwidth sampled just before it.
+            fractions = [
+                roofline_fraction(weight_bytes, args.new_tokens / seconds, bandwidth)
+                for seconds, bandwidth in zip(js_result["seconds"], bandwidths)
+            ]
             row = dict(
                 model=size,
                 params=num_params,
@@ -155,7 +165,8 @@ def bench_size(size: str, args, bandwidth: float) -> list[dict]:
                 hf=hf_result,
                 jaxspec=js_result,
                 ratio=js_result["tokens_per_s"] / hf_result["tokens_per_s"],
-                roofline_fraction=roofline_fraction(weight_bytes, steps_per_s, bandwidth),
+                read_bandwidth_gb_s=[b / 1e9 for b in bandwidths],
+                roofline_fraction=statistics.median(fractions),
                 **agreement(np.array(hf_result["outputs"]), np.array(js_result["outputs"])),
             )
             print(
@@ -184,11 +195,15 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def summary_table(summary: dict) -> str:
-    bandwidth = f"Read bandwidth measured by the same run (the roofline's denominator): {summary['read_bandwidth_gb_s']:.1f} GB/s."
+    samples = [b for r in summary["rows"] for b in r["read_bandwidth_gb_s"]]
+    bandwidth = (
+        f"Read bandwidth, measured by the same run before each timed round (the roofline's denominator; "
+        f"each round's fraction uses its own sample, the table shows the median): {min(samples):.1f}-{max(samples):.1f} GB/s."
+    )
     return f"{markdown_table(summary['rows'])}\n\n{bandwidth}"
 
 
-def plot(rows: list[dict], bandwidth: float, path: Path) -> None:
+def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -199,12 +214,13 @@ def plot(rows: list[dict], bandwidth: float, path: Path) -> None:
     ax.bar(x - 0.2, [r["hf"]["tokens_per_s"] for r in rows], 0.4, label="transformers (torch)")
     ax.bar(x + 0.2, [r["jaxspec"]["tokens_per_s"] for r in rows], 0.4, label="jaxspec")
     # The roofline in tokens/s: weight-read-bound steps/s, times the rows each step serves.
-    roof = [bandwidth / r["weight_bytes"] * r["batch"] for r in rows]
+    bandwidths = [statistics.median(r["read_bandwidth_gb_s"]) * 1e9 for r in rows]
+    roof = [b / r["weight_bytes"] * r["batch"] for b, r in zip(bandwidths, rows)]
     ax.hlines(roof, x - 0.45, x + 0.45, colors="black", linestyles="dashed", label="memory-bandwidth roofline")
     ax.set_xticks(x, [f"{r['model']}\nbatch {r['batch']}" for r in rows])
     ax.set_yscale("log")
     ax.set_ylabel("new tokens / s (float32, greedy)")
-    ax.set_title(f"Decode throughput, {os.cpu_count()} CPU cores, {bandwidth / 1e9:.1f} GB/s")
+    ax.set_title(f"Decode throughput, {os.cpu_count()} CPU cores, {min(bandwidths) / 1e9:.0f}-{max(bandwidths) / 1e9:.0f} GB/s")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -250,17 +266,12 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    cores = os.cpu_count()
-    bandwidth, _, bandwidth_other_load = quietly(lambda: read_bandwidth(cores), args, "memory bandwidth")
-    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s ({cores} cores)", flush=True)
-    rows = [row for size in args.sizes for row in bench_size(size, args, bandwidth)]
+    rows = [row for size in args.sizes for row in bench_size(size, args)]
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         machine = dict(
-            cpu_cores=cores,
+            cpu_cores=os.cpu_count(),
             processor=platform.processor() or platform.machine(),
-            read_bandwidth_gb_s=bandwidth / 1e9,
-            bandwidth_other_load=bandwidth_other_load,
             torch_threads=args.torch_threads,
             versions=dict(jax=jax.__version__, torch=torch.__version__, transformers=transformers.__version__),
         )
@@ -277,12 +288,12 @@ def main(argv=None) -> None:
         # The table's figures and the timings behind them; the greedy outputs stay in --out.
         table = [{**r, **{e: {k: v for k, v in r[e].items() if k != "outputs"} for e in ("hf", "jaxspec")}} for r in rows]
         summaries.write(
-            args.summary, "bench.decode", argv, table, read_bandwidth_gb_s=bandwidth / 1e9,
+            args.summary, "bench.decode", argv, table,
             settings=dict(prompt_len=args.prompt_len, new_tokens=args.new_tokens, repeats=args.repeats,
                           torch_threads=args.torch_threads),
         )
     if args.plot:
-        plot(rows, bandwidth, args.plot)
+        plot(rows, args.plot)
     if args.markdown:
         print(markdown_table(rows))
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench import device_profile, docs_tables, summaries, vocab_reduce
+from bench import device_profile, docs_tables, step_profile, summaries, vocab_reduce
 from jaxspec.cost_model import measure_forward_cost
 from jaxspec.machine_load import timed
 from tests.random_models import random_model, random_t5gemma
@@ -91,3 +91,13 @@ def test_vocab_reduce_bench_times_each_reduction_per_row_count(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| rows | jnp.argmax (ms) | vocab_reduce.argmax (ms)")
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["1", "3"]
+
+
+def test_step_profile_sums_a_decode_steps_ops_by_kind():
+    # hidden 192: every layer product has at least MIN_WEIGHTS weights, so it runs through the kernels.
+    model, params = random_model(0, 2, 192, 4, 4)
+    r = step_profile.profile(model, params, vocab=40, prompt_len=8, new_tokens=6)
+    assert len(r["products_us"]) == 2 * 7  # q, k, v, o, gate, up, down per layer; the small head is XLA's
+    assert set(r["kinds_us"]) == {"kernel products", "XLA dots", "other ops"}
+    assert r["kinds_us"]["kernel products"] == pytest.approx(sum(r["products_us"]))
+    assert 0 < sum(r["kinds_us"].values()) <= r["loop_us_per_step"]

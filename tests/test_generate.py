@@ -18,7 +18,7 @@ def lm(tmp_path_factory):
 
 
 def test_bucket():
-    assert [bucket(n) for n in (1, 16, 17, 32, 33, 100)] == [16, 16, 32, 32, 64, 128]
+    assert [bucket(n) for n in (1, 16, 17, 24, 25, 32, 33, 100, 518, 768, 769)] == [16, 16, 24, 24, 32, 32, 48, 128, 768, 768, 1024]
 
 
 def test_new_prompt_of_known_bucket_does_not_recompile(lm):
@@ -28,7 +28,7 @@ def test_new_prompt_of_known_bucket_does_not_recompile(lm):
     run([[9, 10, 11, 12, 13, 14, 15, 16, 17], [20, 21]])  # same batch, same bucket (16)
     run([[30] * 16, [31] * 3])
     assert TRACE_COUNTS["decode"] == before
-    run([[9] * 17, [20]])  # bucket 32: one new program
+    run([[9] * 17, [20]])  # bucket 24: one new program
     assert TRACE_COUNTS["decode"] == before + 1
 
 
