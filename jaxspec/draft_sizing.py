@@ -22,11 +22,17 @@ at 0.75x plain decoding.)
 
 h_b(i) is estimated per row and per depth, from decayed counts of how often
 depth i was reached in a verify (`trials`) and accepted (`accepts`):
-h = (accepts + a0) / (trials + a0 + r0) with prior pseudo-counts (a0, r0).
-Per depth rather than one geometric rate because copied drafts are accepted
-in runs: once a copy holds for a few tokens it tends to hold on, and a
-geometric fit over-values drafts past where copies usually end. Counts decay
-every step, so a depth not tried for a while drifts back to the prior and is
+h(i) = (accepts + n0 · m(i)) / (trials + n0), with n0 = a0 + r0 prior
+pseudo-counts whose mean m(i) is, for a chain, the estimate of the depth
+before, h(i - 1) (m(1) = a0 / n0). Per depth rather than one geometric rate
+because copied drafts are accepted in runs: once a copy holds for a few
+tokens it tends to hold on, and a geometric fit over-values drafts past where
+copies usually end. A depth never tried starts where the one before it
+stands: with one fixed prior mean (0.75), depths past those tried looked
+worse than the copy in progress, so a copy accepted 8 drafts at a time was
+never offered 16 (Gemma 3 270M, copy-heavy prompts: 7.6 tokens per call with
+up to 16 drafts allowed, the same as with 8). Counts decay every step, so a
+depth not tried for a while drifts back towards the one before it and is
 tried again: text that turns repetitive is found.
 
 Trees are sized the same way, node by node. A tree's nodes come in priority
@@ -90,10 +96,17 @@ class DraftSizing:
 
     def acceptance(self, state: SizingState) -> jnp.ndarray:
         """[B, K] h: each row's chance of accepting draft i given that its parent (a chain: the draft
-        before it) was accepted."""
+        before it) was accepted. A tree node's prior mean is its node_prior; a chain draft's is the
+        estimate of the draft before it."""
         a0, r0 = self.prior
-        mean = a0 / (a0 + r0) if self.node_prior is None else jnp.asarray(self.node_prior, jnp.float32)
-        return (state.accepts + (a0 + r0) * mean) / (state.trials + a0 + r0)
+        n0 = a0 + r0
+        if self.node_prior is not None:
+            return (state.accepts + n0 * jnp.asarray(self.node_prior, jnp.float32)) / (state.trials + n0)
+        h, mean = [], jnp.full(state.trials.shape[:1], a0 / n0, jnp.float32)
+        for i in range(self.max_drafts):
+            mean = (state.accepts[:, i] + n0 * mean) / (state.trials[:, i] + n0)
+            h.append(mean)
+        return jnp.stack(h, axis=1)
 
     def expected_tokens(self, state: SizingState, shape: TreeShape | None = None) -> jnp.ndarray:
         """[B, K + 1] g(k): tokens a row emits in expectation when it verifies its first k drafts (of the

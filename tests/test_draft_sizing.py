@@ -46,18 +46,19 @@ def test_a_cost_growing_like_the_window_makes_every_step_plain():
 def test_the_choice_follows_the_curve_and_the_acceptance():
     s = DraftSizing(GEMMA_K8)
     eight, one = jnp.array([8]), jnp.array([True])
-    # Every depth accepted 9 of 9 times: h = 12/13, and g(8)/c(9) = 2.97 beats g(4)/c(5) = 2.32: all 8.
+    # Every depth accepted 9 of 9 times: h(1) = 12/13, each deeper one closer to 1, and g(8)/c(9) = 3.64
+    # beats g(4)/c(5) = 2.49: all 8.
     assert s.limit(_state([1.0]), eight, one).tolist() == [8]
-    # Never accepted: h = 3/13, and no draft pays (best: g(1)/c(2) = 0.74 < 1): a plain step.
+    # Never accepted: h(1) = 3/13, and no draft pays (best: g(1)/c(2) = 0.74 < 1): a plain step.
     assert s.limit(_state([0.0]), eight, one).tolist() == [0]
-    # Only 2 proposed: g(2)/c(3) = 1.53 beats a plain step.
+    # Only 2 proposed: g(2)/c(3) = 1.56 beats a plain step.
     assert s.limit(_state([1.0]), jnp.array([2]), one).tolist() == [2]
 
 
 def test_one_cap_for_the_batch_because_the_widest_row_sets_the_cost():
     s = DraftSizing(GEMMA_K8)
-    # Two copying rows, 6 and 2 drafts proposed: a cap of 4 (cost c(5) = 1.85) beats 6 (c(7) = 2.25).
-    assert s.limit(_state([1.0, 1.0]), jnp.array([6, 2]), ALL).tolist() == [4, 2]
+    # Two rows accepting 90% of drafts, 6 and 2 proposed: a cap of 4 (cost c(5) = 1.85) beats 6 (c(7) = 2.25).
+    assert s.limit(_state([0.9, 0.9]), jnp.array([6, 2]), ALL).tolist() == [4, 2]
     # A row that would not draft alone rides along once the copying row pays for the width.
     assert s.limit(_state([1.0, 0.0]), jnp.array([8, 8]), ALL).tolist() == [8, 8]
     # A finished row neither drafts nor counts.
@@ -81,6 +82,23 @@ def test_counts_per_depth_grow_with_what_verify_saw_and_decay_otherwise():
     assert h[0, 0] > 0.75 and h[1, 1] < 0.75 and h[2, 0] == pytest.approx(0.75)  # the prior: 3 / (3 + 1)
     idle = s.observe(state, verified=jnp.zeros(3, jnp.int32), accepted=jnp.zeros(3, jnp.int32))
     assert idle.trials.tolist()[1] == [0.5, 0.5, 0, 0] and idle.accepts.tolist()[1] == [0.5, 0, 0, 0]
+
+
+# Gemma 3 270M's batch-1 curve with kernels v3 (bench/forward_cost.py) for k = 0..16 drafts: widths 1, 2, 3, 5,
+# 9 and 17 compiled.
+GEMMA_K16 = (1.0, 1.0, 1.04, 1.12, 1.12) + (1.46,) * 4 + (2.0,) * 8
+
+
+def test_a_depth_never_tried_starts_where_the_depth_before_it_stands():
+    s = DraftSizing(GEMMA_K16)
+    # A copy accepted at each of the first 8 depths 9 times of 9; depths 9-16 never tried. They start from
+    # depth 8's estimate, so the long draft is offered: g(16)/c(17) = 7.7 beats g(8)/c(9) = 5.6. With every
+    # depth's prior mean at 0.75 instead, g(16)/c(17) was 4.0 against g(8)/c(9) = 4.6, and 8 drafts won.
+    trials = jnp.concatenate([jnp.full((1, 8), 9.0), jnp.zeros((1, 8))], axis=1)
+    state = SizingState(trials, trials)
+    h = s.acceptance(state)
+    assert h[0, 8:].tolist() == pytest.approx([float(h[0, 7])] * 8)
+    assert s.limit(state, jnp.array([16]), jnp.array([True])).tolist() == [16]
 
 
 # A 4-node tree: nodes 0 and 2 follow the root, node 1 follows node 0, node 3 follows node 1.
