@@ -92,13 +92,17 @@ GEMMA_K16 = (1.0, 1.0, 1.04, 1.12, 1.12) + (1.46,) * 4 + (2.0,) * 8
 def test_a_depth_never_tried_starts_where_the_depth_before_it_stands():
     s = DraftSizing(GEMMA_K16)
     # A copy accepted at each of the first 8 depths 9 times of 9; depths 9-16 never tried. They start from
-    # depth 8's estimate, so the long draft is offered: g(16)/c(17) = 7.7 beats g(8)/c(9) = 5.6. With every
+    # depth 8's estimate (above the prior's 0.75), so the long draft is offered: g(16)/c(17) = 7.7 beats g(8)/c(9) = 5.6. With every
     # depth's prior mean at 0.75 instead, g(16)/c(17) was 4.0 against g(8)/c(9) = 4.6, and 8 drafts won.
     trials = jnp.concatenate([jnp.full((1, 8), 9.0), jnp.zeros((1, 8))], axis=1)
     state = SizingState(trials, trials)
     h = s.acceptance(state)
     assert h[0, 8:].tolist() == pytest.approx([float(h[0, 7])] * 8)
     assert s.limit(state, jnp.array([16]), jnp.array([True])).tolist() == [16]
+    # A first draft rejected 9 times of 9 does not drag the untried depths after it below the prior's 0.75.
+    trials = jnp.concatenate([jnp.full((1, 1), 9.0), jnp.zeros((1, 15))], axis=1)
+    h = s.acceptance(SizingState(trials, jnp.zeros_like(trials)))
+    assert float(h[0, 0]) == pytest.approx(3 / 13) and h[0, 1:].tolist() == pytest.approx([0.75] * 15)
 
 
 # A 4-node tree: nodes 0 and 2 follow the root, node 1 follows node 0, node 3 follows node 1.
