@@ -125,7 +125,7 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
     return dict(identical_fraction=float(same.mean()), identical_prefix_fraction=float(prefix.mean() / same.shape[1]))
 
 
-def _checkpoint(size: str, tmp: Path) -> tuple[Path, int]:
+def checkpoint_dir(size: str, tmp: Path) -> tuple[Path, int]:
     """The directory both engines load, and the vocabulary to draw prompts from."""
     if size == REFERENCE:
         from jaxspec import reference_model
@@ -139,7 +139,7 @@ def _checkpoint(size: str, tmp: Path) -> tuple[Path, int]:
 def bench_size(size: str, args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        path, vocab = _checkpoint(size, Path(tmp))
+        path, vocab = checkpoint_dir(size, Path(tmp))
         torch.set_num_threads(args.torch_threads)
         hf = hf_engine(path, args.new_tokens)
         ours, num_params = jaxspec_engine(path, args.new_tokens)

@@ -27,9 +27,7 @@ import jax
 import numpy as np
 
 import jaxspec
-from bench.configs import LLAMA_COMMON
-from bench.decode import REFERENCE, build_checkpoint
-from jaxspec import reference_model
+from bench.decode import checkpoint_dir
 
 KINDS = (("kernel products", "ffi_call"), ("XLA dots", "dot"))
 # Events of the runtime itself, not ops of the program.
@@ -77,11 +75,7 @@ def main(argv=None) -> None:
     p.add_argument("--new-tokens", type=int, default=128)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.size == REFERENCE:
-            path, vocab = reference_model.converted_dir(progress=print), 262144
-        else:
-            path, vocab = Path(tmp) / "model", LLAMA_COMMON["vocab_size"]
-            build_checkpoint(args.size, path)
+        path, vocab = checkpoint_dir(args.size, Path(tmp))
         lm = jaxspec.load(path, "float32")
     r = profile(lm.model, lm.params, vocab, args.prompt_len, args.new_tokens)
     print(f"{args.size}: {r['ms_per_token']:.2f} ms per token untraced; traced loop {r['loop_us_per_step'] / 1e3:.2f} ms per step")
