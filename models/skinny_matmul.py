@@ -36,8 +36,9 @@ MIN_WEIGHTS = 1 << 15
 # 2: the [K, N] kernel reads blocks of whole weight rows (it read column panels); one row and past
 # MIN_WEIGHTS only. 3: weights kept in registers and fetched ahead into L2 (1.2-1.5x at 2-17 rows),
 # and the row ranges above. 4: the [K, N] kernel streams whole weight rows for 1-5 rows (10-20% less
-# time over the 100M model's products).
-KERNEL_VERSION = 4
+# time over the 100M model's products). 5: the [N, K] kernel spreads its fetches ahead over every
+# group of input rows (Gemma 3 270M's head at 9 rows 31 -> 23-25 ms, at 17 rows 46 -> 40).
+KERNEL_VERSION = 5
 
 
 @functools.cache

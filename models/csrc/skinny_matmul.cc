@@ -63,19 +63,21 @@ inline void in_register(vec& v) {
 #endif
 }
 
-// How far ahead the first row group fetches weight rows, in blocks of kNR rows, and into L2 only
+// How far ahead the row groups fetch weight rows, in blocks of kNR rows, and into L2 only
 // (prefetcht1). With in_register, against every row group fetching the next block into L1 (Gemma 3
 // 270M's head, two cores, weights from memory, the two in turn): 8 rows 18.8 -> 21.9 GB/s, 16 rows
 // 11.8 -> 14.9.
 constexpr int kNTPrefetchBlocks = 2;
 
 // NT: kNR weight rows (each K contiguous floats) against kMR input rows; the K loop runs in
-// vectors with kMR x kNR accumulators, reduced across lanes once at the end. Only the first
-// group of input rows prefetches: the later groups read the same weight rows from L1.
-template <int kMR, int kNR, bool kPrefetch>
-void nt_block(const float* x, const float* w, float* y, int64_t K, int64_t N) {
+// vectors with kMR x kNR accumulators, reduced across lanes once at the end. This is group g of the
+// G groups of input rows that read the same weight rows, the first from L2 and the rest from L1.
+template <int kMR, int kNR>
+void nt_block(const float* x, const float* w, float* y, int64_t K, int64_t N, int64_t g, int64_t G) {
   vec acc[kMR][kNR] = {};
   const int64_t kv = K - K % kLanes;
+  const int64_t lines = (K + kLanes - 1) / kLanes;  // cache lines per weight row
+  const float* ahead = w + kNTPrefetchBlocks * kNR * K;
   for (int64_t k = 0; k < kv; k += kLanes) {
     vec wv[kNR];
     for (int j = 0; j < kNR; ++j) {
@@ -83,9 +85,12 @@ void nt_block(const float* x, const float* w, float* y, int64_t K, int64_t N) {
       in_register(wv[j]);
     }
     // The hardware prefetcher does not run far enough ahead of the interleaved row streams to hide
-    // memory behind the arithmetic of a few rows.
-    if constexpr (kPrefetch)
-      for (int j = 0; j < kNR; ++j) __builtin_prefetch(w + (kNTPrefetchBlocks * kNR + j) * K + k, 0, 2);
+    // memory behind the arithmetic of a few rows. The kNR x lines lines of the block ahead are
+    // spread evenly over every group's steps: issued all in the first group (one line per row per
+    // step), they reached memory in bursts, and the head at 17 rows took 45 ms against 39 spread.
+    const int64_t step = g * lines + k / kLanes;
+    for (int64_t l = step * kNR / G; l < (step + 1) * kNR / G; ++l)
+      __builtin_prefetch(ahead + (l % kNR) * K + (l / kNR) * kLanes, 0, 2);
     for (int i = 0; i < kMR; ++i) {
       const vec xv = load(x + i * K + k);
       for (int j = 0; j < kNR; ++j) acc[i][j] += xv * wv[j];
@@ -100,17 +105,16 @@ void nt_block(const float* x, const float* w, float* y, int64_t K, int64_t N) {
   }
 }
 
-// All M input rows against kNR weight rows, kMR rows at a time. kMR x kNR accumulators, kNR weight
-// vectors and one input vector must fit AVX-512's 32 registers: 3 x 7 takes 29 (3 x 8 spilled).
-template <int kMR, int kNR, bool kPrefetch = true>
-void nt_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
+// All M input rows against kNR weight rows, kMR rows at a time, as groups g, g + 1, ... of G. kMR x
+// kNR accumulators, kNR weight vectors and one input vector must fit AVX-512's 32 registers: 3 x 7
+// takes 29 (3 x 8 spilled).
+template <int kMR, int kNR>
+void nt_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t g, int64_t G) {
   if constexpr (kMR > 0) {
-    // Fewer rows than one group: the smaller group is the first, and fetches ahead.
-    if (M < kMR) return nt_rows<kMR - 1, kNR, kPrefetch>(x, w, y, M, K, N);
-    nt_block<kMR, kNR, kPrefetch>(x, w, y, K, N);
-    int64_t m = kMR;
-    for (; m + kMR <= M; m += kMR) nt_block<kMR, kNR, false>(x + m * K, w, y + m * N, K, N);
-    if (m < M) nt_rows<kMR - 1, kNR, false>(x + m * K, w, y + m * N, M - m, K, N);
+    if (M < kMR) return nt_rows<kMR - 1, kNR>(x, w, y, M, K, N, g, G);
+    int64_t m = 0;
+    for (; m + kMR <= M; m += kMR) nt_block<kMR, kNR>(x + m * K, w, y + m * N, K, N, g++, G);
+    if (m < M) nt_rows<kMR - 1, kNR>(x + m * K, w, y + m * N, M - m, K, N, g, G);
   }
 }
 
@@ -123,9 +127,10 @@ constexpr int kNTColumnsOneRow = 12;
 
 template <int kMR, int kNR>
 void nt_sweep(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N, int64_t n0, int64_t n1) {
+  const int64_t groups = (M + kMR - 1) / kMR;
   int64_t n = n0;
-  for (; n + kNR <= n1; n += kNR) nt_rows<kMR, kNR>(x, w + n * K, y + n, M, K, N);
-  for (; n < n1; ++n) nt_rows<kMR, 1>(x, w + n * K, y + n, M, K, N);
+  for (; n + kNR <= n1; n += kNR) nt_rows<kMR, kNR>(x, w + n * K, y + n, M, K, N, 0, groups);
+  for (; n < n1; ++n) nt_rows<kMR, 1>(x, w + n * K, y + n, M, K, N, 0, groups);
 }
 
 // Output columns [n0, n1) of the NT product: a block of weight rows at a time, every input row
