@@ -59,10 +59,17 @@ def argmax(x: jax.Array) -> jax.Array:
     best = jnp.argmax(jnp.max(xb, axis=-1), axis=-1)  # [...]: the first block holding the max
     inside = jnp.take_along_axis(xb, best[..., None, None], axis=-2)[..., 0, :]
     blocked = (best * xb.shape[-1] + jnp.argmax(inside, axis=-1)).astype(jnp.int32)
-    # XLA's vectorised max may pass over a NaN, which jnp.argmax returns. Where any value is not finite (x * 0
-    # is NaN for a NaN and for an infinity alike), the plain argmax decides: rare, and only as slow as before.
-    return jax.lax.cond(jnp.isnan(jnp.sum(x * 0.0)), lambda: jnp.argmax(x, axis=-1).astype(jnp.int32),
-                        lambda: blocked)
+    # XLA's vectorised max may pass over a NaN, which jnp.argmax returns: where there is one, the plain argmax
+    # decides (rare, and only as slow as before).
+    return jax.lax.cond(has_nan(x), lambda: jnp.argmax(x, axis=-1).astype(jnp.int32), lambda: blocked)
+
+
+def has_nan(x: jax.Array) -> jax.Array:
+    """Whether any value of x is NaN, as one vectorised sum. Infinities are not NaN here: logits masked to
+    -inf outside a draft vocabulary (jaxspec/context_vocab.py) keep the blocked search, which handles them
+    exactly (an earlier test, x * 0, sent every such draft step to the scalar loop: 1.2 ms of Gemma 3 270M's
+    262,144 ids against 0.14). A sum of signs is a small integer unless a NaN is in it."""
+    return jnp.isnan(jnp.sum(jnp.sign(x)))
 
 
 def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:

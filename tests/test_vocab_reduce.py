@@ -11,7 +11,8 @@ from jaxspec import vocab_reduce
 def _rows(vocab: int, seed: int, special: bool = False) -> np.ndarray:
     """[2, 3, vocab] rows built to trip a blocked search: few distinct values (ties within and across
     blocks), a maximum repeated at both ends, one in the padded last block, one row of distinct values;
-    `special` adds a row with NaN and a row of -inf, which send argmax to the plain search."""
+    `special` adds a row with NaN, which sends argmax to the plain search, a row of -inf and a row masked to
+    -inf outside a few ids (a draft vocabulary's logits), which keep the blocked search."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-3, 4, (2, 3, vocab)).astype(np.float32)
     x[0, 1, [vocab - 1, 1, vocab // 2]] = 9.0  # the first of three equal maxima wins
@@ -20,6 +21,7 @@ def _rows(vocab: int, seed: int, special: bool = False) -> np.ndarray:
     if special:
         x[0, 2, rng.integers(0, vocab, 2)] = np.nan
         x[1, 0] = -np.inf
+        x[0, 0, rng.permutation(vocab)[: vocab - 7]] = -np.inf
     return x
 
 
@@ -30,6 +32,15 @@ def test_argmax_matches_jnp_argmax(vocab, special):
     got = jax.jit(vocab_reduce.argmax)(x)
     assert got.dtype == jnp.int32
     np.testing.assert_array_equal(got, jnp.argmax(x, axis=-1))
+
+
+def test_only_nan_sends_argmax_to_the_plain_search():
+    x = _rows(32000, 0)
+    x[0, 0, 5:] = -np.inf
+    x[0, 1, 3] = np.inf
+    assert not vocab_reduce.has_nan(jnp.asarray(x))
+    x[1, 2, 31999] = np.nan
+    assert vocab_reduce.has_nan(jnp.asarray(x))
 
 
 @pytest.mark.parametrize("vocab,k", [(100, 3), (4096, 1), (5003, 8), (32000, 8), (262144, 8), (4099, 64)])
