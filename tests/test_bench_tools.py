@@ -74,7 +74,7 @@ def test_device_projection_prices_each_method_at_its_verify_width():
     flat = {w: 1.0 + 0.1 * (w - 1) for w in range(1, 64)}
     projected = device_profile.projected_speedups({1: flat, 8: flat})
     methods = {p["method"] for p in projected}
-    assert {"prompt-lookup", "token-recycling-16", "lookahead-4", "jacobi-4", "layer-skip-4"} <= methods
+    assert {"prompt-lookup", "token-recycling-16", "lookahead-4", "jacobi-4", "early-exit-4"} <= methods
     assert not any(m.startswith("autoregressive") or m.endswith("-auto") for m in methods)
     settings = summaries.read("training_free")["settings"]
     for p in projected:
@@ -82,7 +82,7 @@ def test_device_projection_prices_each_method_at_its_verify_width():
         assert p["projected_speedup"] == pytest.approx(p["tokens_per_call"] / (p["verify_cost"] + p["drafting_cost"]))
         if p["method"] == "lookahead-4":  # 2 levels of window 4 plus 4 pool n-grams of 2 tokens, and the last token
             assert p["verify_width"] == (4 + settings["pool_size"]) * (settings["levels"] - 1) + 1
-        if p["method"] == "layer-skip-4":  # a self-draft also reads its share of the weights per drafted token
+        if p["method"] == "early-exit-4":  # a self-draft also reads its share of the weights per drafted token
             assert p["drafting_cost"] > 0
 
 

@@ -6,7 +6,8 @@ Each candidate exit E drafts exactly as layer skipping with the set exit:E
 (jaxspec/drafters/layer_skip.py): on the target's own cache and params, a
 draft's distribution q carried for the ratio rule, drafting stopped at a
 row's first unconfident draft. One compiled branch per exit, chosen by
-`lax.switch`, plus one that drafts nothing.
+models/switch_in_place.py so the target's cache is updated in place, plus
+a plain step that drafts nothing.
 
 The choice. For exit E and k drafts a step is expected to emit
 g_E(k) = 1 + S_E(1) + ... + S_E(k) tokens, S_E(j) the chance that drafts 1..j
@@ -43,8 +44,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxspec.drafters.base import Context, Verified
+from jaxspec.drafters.base import Context, Draft, Verified
 from jaxspec.drafters.layer_skip import LayerSkip, LayerSkipState
+from models.switch_in_place import switch_in_place
 
 
 @struct.dataclass
@@ -112,14 +114,20 @@ class DynamicExit:
     def propose(self, params, state: DynamicExitState, ctx: Context):
         exit_index, drafts = self.choose(state)
         inner = state.inner.replace(length=drafts)
-        branches = [lambda d=d: d.propose(params, inner, ctx) for d in self.drafters]
 
-        def plain():
-            shapes = jax.eval_shape(branches[0])
-            draft, new_inner = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            return draft._replace(cache=ctx.target_cache), new_inner.replace(vocab=inner.vocab, length=inner.length)
+        def branch(drafter):
+            def run(carried):  # the target's cache goes in through the carried draft, and out with it
+                return drafter.propose(params, inner, ctx._replace(target_cache=carried[0].cache))
 
-        draft, inner = jax.lax.switch(exit_index, [*branches, plain])
+            return run
+
+        # A plain step (index E, past the branches) keeps the carried value: no drafts, on the target's
+        # cache untouched. switch_in_place, not lax.switch: a conditional's outputs are fresh buffers, so
+        # XLA copied the whole cache out of the taken branch every step, plain steps too.
+        shapes = jax.eval_shape(branch(self.drafters[0]), (Draft(None, None, None, cache=ctx.target_cache), None))
+        draft, _ = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        plain = (draft._replace(cache=ctx.target_cache), inner.replace(n_valid=jnp.zeros_like(inner.n_valid)))
+        draft, inner = switch_in_place(exit_index, [branch(d) for d in self.drafters], plain)
         uses = state.uses.at[exit_index].add(1)
         return draft, state.replace(inner=inner, chosen=exit_index, uses=uses)
 
