@@ -520,8 +520,8 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
-    # `jaxspec info M | head` should end quietly when the reader goes away, like any Unix tool.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    """Runs one command and returns its exit code; leaves the process's signal handlers as they are,
+    since tests, notebooks and user code call it in-process."""
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
@@ -531,5 +531,14 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `jaxspec` console script. `jaxspec info M | head` ends quietly when the reader goes away, like
+    any Unix tool: SIGPIPE takes its default action. Only here, in a process of the CLI's own: set in
+    main(), it made any later write to a closed pipe or socket kill the caller's process outright (a
+    pytest worker died without a word)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

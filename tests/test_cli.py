@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -263,3 +264,21 @@ def test_console_script_unknown_architecture_has_no_traceback(model_dir, tmp_pat
         f"(supported: {', '.join(supported_architectures())})"
     )
     assert "LlamaForCausalLM" in proc.stderr
+
+
+def test_main_leaves_the_sigpipe_handler_alone(capsys, model_dir):
+    """main() runs in-process (tests, notebooks, user code): with SIGPIPE at its default there, a later write
+    to a closed pipe or socket would kill the caller's process without a word."""
+    before = signal.getsignal(signal.SIGPIPE)
+    assert _run(capsys, "info", model_dir)[0] == 0
+    assert signal.getsignal(signal.SIGPIPE) == before
+
+
+def test_console_script_ends_quietly_when_the_reader_goes_away(model_dir):
+    """`jaxspec info M | head`: the reader is gone before the output is written; no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxspec", "info", str(model_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGPIPE and err == b""
