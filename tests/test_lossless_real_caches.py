@@ -52,6 +52,10 @@ from tests.random_models import noisy_copy, perturbed, random_model, random_t5ge
 
 V, NEW, STOP = 4, 3, 2
 ROWS = 50_000  # per prompt
+# Rows per generate call. A row's draws depend only on its own seed, so chunks with distinct seeds draw
+# what one batch of every row would; one batch of 100,000 rows held 12 GB of caches (with a draft
+# model's), and beside the other worker's tests that ran the machine out of memory.
+CHUNK = 20_000
 ALPHA, SHIFT, MIN_POWER = 1e-3, 0.02, 0.9
 PROMPTS = ([0, 1, 3, 0, 1, 3, 0, 1, 3, 1, 0, 3, 1], [3, 1, 0, 3, 1])  # ragged; the first outlasts the window of 4
 
@@ -113,12 +117,14 @@ def _chi_square(outcomes: list[tuple[int, ...]], exact: dict[tuple[int, ...], fl
 
 
 def _sampled(model, params, cfg, drafter, dparams, sizing=None) -> list[list[tuple[int, ...]]]:
-    """Outcomes per prompt, the two prompts interleaved row by row in one batch."""
-    rows = [PROMPTS[i % 2] for i in range(2 * ROWS)]
-    out = generate(
-        model, params, rows, max_new_tokens=NEW, sampling=cfg, seed=0, stop_ids=[STOP],
-        drafter=drafter, drafter_params=dparams, sizing=sizing,
-    )
+    """Outcomes per prompt, the two prompts interleaved row by row in each chunk's batch."""
+    rows = [PROMPTS[i % 2] for i in range(CHUNK)]
+    out = []
+    for first in range(0, 2 * ROWS, CHUNK):
+        out += generate(
+            model, params, rows, max_new_tokens=NEW, sampling=cfg, seed=first, stop_ids=[STOP],
+            drafter=drafter, drafter_params=dparams, sizing=sizing,
+        )
     per_prompt = [[tuple(r.output_ids) for r in out[i::2]] for i in range(2)]
     calls = np.mean([r.target_calls for r in out])
     return per_prompt, calls
@@ -137,7 +143,7 @@ def _check(kind: str, method: str, cfg: SamplingConfig, drafter_cls=None, sizing
         drafter = EarlyExit(ExitDraftModel(model, adapter), 2, cfg, draft_vocab=3)
         dparams = {"target": params, "adapter": perturbed(adapter.init_params(jax.random.key(0)), 6, 0.2)}
     elif method == "dynamic-exit":
-        drafter, dparams = build_drafter(method, batch=2 * ROWS, sampling=cfg, target_vocab=V, num_draft_tokens=2,
+        drafter, dparams = build_drafter(method, batch=CHUNK, sampling=cfg, target_vocab=V, num_draft_tokens=2,
                                          target=(model, params), draft_vocab=3)
     elif method == "speculative-jacobi":
         drafter, dparams = (drafter_cls or Jacobi)(2, cfg, sampled=True, vocab=V), None
