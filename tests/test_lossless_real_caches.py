@@ -53,8 +53,9 @@ from tests.random_models import noisy_copy, perturbed, random_model, random_t5ge
 V, NEW, STOP = 4, 3, 2
 ROWS = 50_000  # per prompt
 # Rows per generate call. A row's draws depend only on its own seed, so chunks with distinct seeds draw
-# what one batch of every row would; one batch of 100,000 rows held 12 GB of caches (with a draft
-# model's), and beside the other worker's tests that ran the machine out of memory.
+# what one batch of every row would (with sizing, the common draft cap is a chunk's; either is lossless).
+# One batch of 100,000 rows took the test process to 12 GB resident, half this 24 GB machine, beside the
+# other worker's tests; in chunks the module peaks at 4.3 GB.
 CHUNK = 20_000
 ALPHA, SHIFT, MIN_POWER = 1e-3, 0.02, 0.9
 PROMPTS = ([0, 1, 3, 0, 1, 3, 0, 1, 3, 1, 0, 3, 1], [3, 1, 0, 3, 1])  # ragged; the first outlasts the window of 4
