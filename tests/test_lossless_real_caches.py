@@ -117,8 +117,9 @@ def _chi_square(outcomes: list[tuple[int, ...]], exact: dict[tuple[int, ...], fl
     return pvalue, power
 
 
-def _sampled(model, params, cfg, drafter, dparams, sizing=None) -> list[list[tuple[int, ...]]]:
-    """Outcomes per prompt, the two prompts interleaved row by row in each chunk's batch."""
+def _sampled(model, params, cfg, drafter, dparams, sizing=None) -> tuple[list[list[tuple[int, ...]]], float]:
+    """(outcomes per prompt, mean target calls per row), the two prompts interleaved row by row in each chunk's
+    batch."""
     rows = [PROMPTS[i % 2] for i in range(CHUNK)]
     out = []
     for first in range(0, 2 * ROWS, CHUNK):
