@@ -19,8 +19,8 @@
    same number of tokens. Tokens/s = batch x new tokens / wall time (the
    median of --repeats calls, compilation excluded, calls redone while other
    processes are busy: jaxspec/machine_load.py). The batches: 1, 8, 32 and the
-   largest power of two whose decode state (params + caches + history) fits
-   in 8 GB for both models, capped by --max-batch so a run ends in minutes on
+   largest power of two whose decoding fits in 8 GB for both models as
+   `jaxspec plan` counts it (params, caches, activations), capped by --max-batch so a run ends in minutes on
    2 cores.
 """
 
@@ -32,7 +32,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from bench import summaries
@@ -40,6 +39,7 @@ from bench.speculative import add_timing_args
 from jaxspec.generate import generate
 from jaxspec.loading import load
 from jaxspec.machine_load import timed
+from jaxspec.memory_plan import plan_memory
 from train.cli import main as train_main
 from train.evaluate import evaluate_saved
 
@@ -89,17 +89,15 @@ def train_all(runs: Path, data: Path, steps: int, scale_max: int, widths: list[i
     return out
 
 
-def state_bytes(lm, batch: int, prompt: int, new: int) -> int:
-    """Bytes of what one generate call holds: params, the model's caches, history and logits."""
-    params = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(lm.params))
-    cache = jax.eval_shape(lambda: lm.model.init_cache(batch, prompt + new + 1))
-    caches = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(cache))
-    return params + caches + batch * ((prompt + new + 1) * 4 + lm.model.vocab_size * 4)
-
-
 def largest_batch(lm, prompt: int, new: int, budget: int = 8 * GIB) -> int:
+    """The largest power-of-two batch whose decoding fits the budget as `jaxspec plan` counts it on one
+    device (jaxspec/memory_plan.py: params, caches, and the larger of the prefill's and a step's
+    activations)."""
+    def fits(batch: int) -> bool:
+        return plan_memory(lm.model, "data=1", batch, prompt + new + 1, prompt).decode_total <= budget
+
     batch = 1
-    while state_bytes(lm, batch * 2, prompt, new) <= budget:
+    while fits(batch * 2):
         batch *= 2
     return batch
 
