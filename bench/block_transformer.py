@@ -20,8 +20,8 @@
    median of --repeats calls, compilation excluded, calls redone while other
    processes are busy: jaxspec/machine_load.py). The batches: 1, 8, 32 and the
    largest power of two whose decoding fits in 8 GB for both models as
-   `jaxspec plan` counts it (params, caches, activations), capped by --max-batch so a run ends in minutes on
-   2 cores.
+   `jaxspec plan` counts it (params, caches, activations), capped by
+   --max-batch so a run ends in minutes on 2 cores.
 """
 
 from __future__ import annotations
