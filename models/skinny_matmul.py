@@ -27,7 +27,25 @@ import jax.numpy as jnp
 # with v2). The layers' [K, N] kernels at 1-17 rows (16 rows 12-14 against 9-11 GB/s); at 24 rows
 # XLA's packed GEMM reads the MLP's [640, 2048] faster (7.5 against 6.6 GB/s) and [2048, 640]
 # slower (8.3 against 10.5).
-ROW_RANGE = {"nt": (1, 64), "nn": (1, 17)}
+WIDE_ROW_RANGE = {"nt": (1, 64), "nn": (1, 17)}
+# Built for AVX2 (no AVX-512: vectors of 8 floats, 16 registers, smaller tiles), on a 2-core AMD EPYC
+# with AVX2, weights streamed from memory (`python -m bench.matmul_bandwidth`, kernel v6): the layers'
+# kernels read faster than XLA's dot at 1-17 rows (1 row 14-21 against 9-19 GB/s; the one exception,
+# [640, 2048] at one row, 17.2 against 18.8), the head at 2-9 rows (18.2 against 7.4 GB/s at 2, 9.9
+# against 7.8 at 9) but not at one row (17.7 against 19.6) nor 17 (5.0 against 6.9).
+NARROW_ROW_RANGE = {"nt": (2, 9), "nn": (1, 17)}
+
+
+def _lanes() -> int | None:
+    """Floats per vector the extension was built with (16: AVX-512, 8: AVX2 or less), None unbuilt."""
+    try:
+        from models import _skinny_matmul
+    except ImportError:
+        return None
+    return _skinny_matmul.LANES
+
+
+ROW_RANGE = WIDE_ROW_RANGE if _lanes() == 16 else NARROW_ROW_RANGE
 # Below this many weights (128 KiB of float32) XLA's dot is faster: the weights sit in cache, and the
 # kernel's hand-off to a second thread costs more than the product (a 64 x 176 Dense: 10 against 14
 # GB/s for one row). The tests' tiny models stay on XLA's dot.
@@ -37,8 +55,9 @@ MIN_WEIGHTS = 1 << 15
 # MIN_WEIGHTS only. 3: weights kept in registers and fetched ahead into L2 (1.2-1.5x at 2-17 rows),
 # and the row ranges above. 4: the [K, N] kernel streams whole weight rows for 1-5 rows (10-20% less
 # time over the 100M model's products). 5: the [N, K] kernel spreads its fetches ahead over every
-# group of input rows (Gemma 3 270M's head at 9 rows 31 -> 23-25 ms, at 17 rows 46 -> 40).
-KERNEL_VERSION = 5
+# group of input rows (Gemma 3 270M's head at 9 rows 31 -> 23-25 ms, at 17 rows 46 -> 40). 6: builds
+# for AVX2 with its own vector and tile sizes (it failed to build there) and NARROW_ROW_RANGE.
+KERNEL_VERSION = 6
 
 
 @functools.cache

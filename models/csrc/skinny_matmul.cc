@@ -28,7 +28,15 @@ namespace ffi = xla::ffi;
 
 namespace {
 
+// Vectors and tiles are sized to the register file: AVX-512 has 32 registers of 16 floats, AVX2 16
+// of 8. Built for AVX2 with AVX-512's sizes, each vector took two registers and every tile spilled:
+// Gemma 3 270M's head at one row took 155 ms against XLA's 34.
+#if defined(__AVX512F__)
 constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+constexpr bool kWideRegisters = kLanes == 16;
 typedef float vec __attribute__((vector_size(kLanes * sizeof(float))));
 
 inline vec load(const float* p) {
@@ -41,14 +49,18 @@ inline void store(float* p, vec v) { __builtin_memcpy(p, &v, sizeof(vec)); }
 
 inline vec splat(float s) { return vec{} + s; }
 
-typedef float half_vec __attribute__((vector_size(kLanes / 2 * sizeof(float))));
-typedef float quarter_vec __attribute__((vector_size(kLanes / 4 * sizeof(float))));
+typedef float vec8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float vec4 __attribute__((vector_size(4 * sizeof(float))));
 
 // Sum of the lanes as a tree of halves: four adds on the critical path instead of fifteen.
 inline float hsum(vec v) {
-  const half_vec h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                     __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  const quarter_vec q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+  vec8 h;
+  if constexpr (kWideRegisters) {
+    h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  } else {
+    __builtin_memcpy(&h, &v, sizeof(h));
+  }
+  const vec4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
   return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
@@ -56,8 +68,10 @@ inline float hsum(vec v) {
 // it as a memory operand, so each weight vector was loaded once per input row and the load ports,
 // not the FMA units, bounded the loop (in-cache, 16 rows: 66 against 84 GFLOP/s on one core).
 inline void in_register(vec& v) {
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__AVX512F__)
   __asm__("" : "+v"(v));
+#elif defined(__x86_64__) && defined(__AVX__)
+  __asm__("" : "+x"(v));
 #else
   (void)v;
 #endif
@@ -76,13 +90,14 @@ template <int kMR, int kNR>
 void nt_block(const float* x, const float* w, float* y, int64_t K, int64_t N, int64_t g, int64_t G) {
   vec acc[kMR][kNR] = {};
   const int64_t kv = K - K % kLanes;
-  const int64_t lines = (K + kLanes - 1) / kLanes;  // cache lines per weight row
+  const int64_t lines = (K + kLanes - 1) / kLanes;  // vectors per weight row: cache lines with AVX-512
   const float* ahead = w + kNTPrefetchBlocks * kNR * K;
   for (int64_t k = 0; k < kv; k += kLanes) {
     vec wv[kNR];
     for (int j = 0; j < kNR; ++j) {
       wv[j] = load(w + j * K + k);
-      in_register(wv[j]);
+      // One input row uses each weight vector once: AVX2's 16 registers then go to accumulators.
+      if constexpr (kMR > 1 || kWideRegisters) in_register(wv[j]);
     }
     // The hardware prefetcher does not run far enough ahead of the interleaved row streams to hide
     // memory behind the arithmetic of a few rows. The kNR x lines lines of the block ahead are
@@ -118,11 +133,12 @@ void nt_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int
   }
 }
 
-constexpr int kNTRows = 3;
-constexpr int kNTColumns = 7;
+// With AVX2's 16 registers: 2 x 4 accumulators, 4 weight vectors and an input vector take 13.
+constexpr int kNTRows = kWideRegisters ? 3 : 2;
+constexpr int kNTColumns = kWideRegisters ? 7 : 4;
 // One input row has no reuse to keep in registers; more weight rows per block put more of the
 // stream in flight: the head at one row read 22-26 GB/s in blocks of 7 rows, 30-40 in blocks of 12
-// (harness, the two in turn).
+// (harness, the two in turn); AVX2 holds them without keeping the weight vectors in registers.
 constexpr int kNTColumnsOneRow = 12;
 
 template <int kMR, int kNR>
@@ -177,8 +193,9 @@ void nn_tile_rows(const float* x, const float* w, float* y, int64_t M, int64_t K
   }
 }
 
-constexpr int kNNRows = 8;
-constexpr int kNNVectors = 3;
+// AVX2: 4 x 2 accumulators, 2 weight vectors and a broadcast take 11 of 16 registers.
+constexpr int kNNRows = kWideRegisters ? 8 : 4;
+constexpr int kNNVectors = kWideRegisters ? 3 : 2;
 // Weight rows per block: the block's rows are read side by side as the column tiles advance, each
 // a contiguous stream, and the partial sums go through L1 once per block. Each tile fetches the
 // block's rows two tiles ahead into L2. Measured on a [640, 2048] kernel, two cores, weights from
@@ -225,10 +242,11 @@ void nn_rows(const float* x, const float* w, float* y, int64_t M, int64_t K, int
 // -> 29-32 GB/s, [768, 2048] 26-31 -> 31-40, [2048, 768] 24-28 -> 29-35; two rows [640, 2048]
 // 23 -> 29, [2048, 640] 21 -> 27; five rows [2048, 640] 22 -> 34.
 constexpr int kNNStreamRows = 4;
-constexpr int64_t kNNStreamAhead = 16 * kLanes;
+constexpr int64_t kNNStreamAhead = 256;
 // Input rows the stream takes: kM x kNNStreamRows broadcasts, the weight vectors and an accumulator
-// fit the 32 registers up to 5 rows; past one row, only while the partial sums fit a 32 KiB L1.
-constexpr int kNNStreamMaxRows = 5;
+// fit AVX-512's 32 registers up to 5 rows (AVX2's 16 up to 2); past one row, only while the partial
+// sums fit a 32 KiB L1.
+constexpr int kNNStreamMaxRows = kWideRegisters ? 5 : 2;
 constexpr int64_t kNNStreamMaxSums = 8192;
 
 template <int kM, int kR>
@@ -326,8 +344,8 @@ ffi::Error matmul(bool nt, ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
   } else {
     // One block of weight rows per runner; each runner's partial sums are M x N floats, which the
     // caller adds up once.
-    static constexpr RangeFn kStream[kNNStreamMaxRows] = {nn_stream<1>, nn_stream<2>, nn_stream<3>, nn_stream<4>,
-                                                          nn_stream<5>};
+    static constexpr RangeFn kStream[] = {nn_stream<1>, nn_stream<2>, nn_stream<3>, nn_stream<4>, nn_stream<5>};
+    static_assert(kNNStreamMaxRows <= 5, "a stream function per row count");
     const bool stream = M == 1 || (M <= kNNStreamMaxRows && M * N <= kNNStreamMaxSums);
     work->fn = stream ? kStream[M - 1] : nn_rows;
     work->extent = K;
@@ -384,7 +402,7 @@ PyMODINIT_FUNC PyInit__skinny_matmul() {
   PyObject* nt = PyCapsule_New(reinterpret_cast<void*>(&JaxspecMatmulNT), nullptr, nullptr);
   PyObject* nn = PyCapsule_New(reinterpret_cast<void*>(&JaxspecMatmulNN), nullptr, nullptr);
   if (nt == nullptr || nn == nullptr || PyModule_AddObject(module, "matmul_nt", nt) < 0 ||
-      PyModule_AddObject(module, "matmul_nn", nn) < 0) {
+      PyModule_AddObject(module, "matmul_nn", nn) < 0 || PyModule_AddIntConstant(module, "LANES", kLanes) < 0) {
     Py_XDECREF(nt);
     Py_XDECREF(nn);
     Py_DECREF(module);
