@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxspec.widths import verify_widths
 from jaxspec.draft_sizing import DraftSizing
-from jaxspec.drafters.base import Context, Verified
+from jaxspec.drafters.base import Context, Verified, tap_of
 from jaxspec.reference_model import cache_root
 from models import skinny_matmul
 
@@ -135,7 +135,7 @@ def measure_drafting_seconds(
     prompts = jnp.asarray(rng.integers(0, model.vocab_size, (batch_size, context + 1)), jnp.int32)
     prompt_len = jnp.full((batch_size,), context + 1, jnp.int32)
     new = k + 1
-    start = model.start(params, prompts, prompt_len, new)
+    start = model.start(params, prompts, prompt_len, new, **tap_of(drafter))
     state = drafter.init(drafter_params, prompts, prompt_len, new, start)
     zeros = jnp.zeros((batch_size,), jnp.int32)
     ctx = Context(jnp.pad(prompts, ((0, 0), (0, new))), prompt_len, prompt_len, jnp.zeros((batch_size,), bool),
@@ -146,6 +146,7 @@ def measure_drafting_seconds(
         zeros, zeros, jnp.broadcast_to(jnp.arange(k + 1, dtype=jnp.int32), (batch_size, k + 1)),
         jnp.zeros((batch_size, k + 1, width), jnp.float32), jnp.zeros((batch_size, k + 1), jnp.int32),
         jnp.zeros((batch_size, k + 1, model.vocab_size), jnp.float32), jnp.ones((batch_size, k + 1), bool),
+        tapped=jnp.zeros((batch_size, k + 1, width), jnp.float32) if tap_of(drafter) else None,
     )
 
     summarize = getattr(drafter, "row_summary", None)

@@ -27,7 +27,7 @@ from flax import struct
 from jaxspec import row_rng
 from jaxspec.acceptance import accept_point_mass, accept_ratio
 from jaxspec.draft_sizing import DraftSizing
-from jaxspec.drafters.base import Context, Verified, argmax_rows
+from jaxspec.drafters.base import Context, Verified, argmax_rows, tap_of
 from jaxspec.errors import InputError
 from jaxspec.row_rng import RowRandom
 from jaxspec.sampling import SamplingConfig, target_distribution
@@ -36,6 +36,7 @@ from jaxspec.stopping import emit_count
 from jaxspec.tree import TreeShape, accept_tree_point_mass, tree_ratio_walk, tree_shape
 from jaxspec.unit_step import unit_step
 from jaxspec.widths import over_needed_rows, verify_widths
+from models.switch_in_place import switch_in_place
 
 # Incremented each time the decode program is traced; tests use it to prove
 # that a new prompt of a known bucket reuses the compiled program.
@@ -86,7 +87,7 @@ def _argmax(w, logits):
 
 
 def verify_forward(model, params, window, cache, needed, shape: TreeShape | None = None, draw=_argmax,
-                   summarize=None):
+                   summarize=None, tap: dict | None = None):
     """The target forward over the first w window tokens, w the smallest compiled width >= needed.
 
     Scoring costs grow with the window on memory-light hardware (on a CPU a
@@ -102,22 +103,24 @@ def verify_forward(model, params, window, cache, needed, shape: TreeShape | None
     point-mass rules never build a [B, K + 1, V] distribution (262,144 entries
     a row on Gemma) nor draw for rows nobody drafted, and so is the drafter's
     `summarize(logits)` (its row_summary, or None): a drafter that reads
-    neither the logits nor the distributions leaves the logits dead.
-    Returns (logits [B, K+1, V], hidden [B, K+1, D], cache, draws [B, K+1] int32, summary or None).
+    neither the logits nor the distributions leaves the logits dead. `tap` is the drafter's (tap_of).
+    Returns (logits [B, K+1, V], hidden [B, K+1, D], cache, draws [B, K+1] int32, summary or None, tapped
+    [B, K+1, D] or None).
     """
+    tap = tap or {}
+
     def run(w, cache):
         if shape is None:
             positions, mask = cache.lengths[:, None] + jnp.arange(w)[None, :], None
         else:
             positions, mask = cache.lengths[:, None] + shape.depth[:, :w], shape.ancestors[:, :w, :w]
-        out = model.forward(params, window[:, :w], positions, cache, mask)
-        extra = () if summarize is None else tuple(summarize(out.logits))
+        out = model.forward(params, window[:, :w], positions, cache, mask, **tap)
+        extra = (() if summarize is None else tuple(summarize(out.logits))) + ((out.tapped,) if tap else ())
         return (out.logits, out.hidden, draw(w, out.logits), *extra), out.cache
 
-    (logits, hidden, draws, *summary), cache = over_needed_rows(
-        run, verify_widths(window.shape[1] - 1), needed, cache
-    )
-    return logits, hidden, cache, draws, None if summarize is None else tuple(summary)
+    (logits, hidden, draws, *extra), cache = over_needed_rows(run, verify_widths(window.shape[1] - 1), needed, cache)
+    tapped = extra.pop() if tap else None
+    return logits, hidden, cache, draws, None if summarize is None else tuple(extra), tapped
 
 
 def target_draws(spec: DecodeSpec, rand: RowRandom, draft, depth):
@@ -157,6 +160,20 @@ def accept(spec: DecodeSpec, rand: RowRandom, logits, draws, draft, n_valid, sha
     return tree_ratio_walk(rand, p, draft.probs, draft.tokens, valid, shape)
 
 
+def _propose(drafter, params, state, ctx: Context, idle: bool):
+    """drafter.propose; with `idle`, its `idle` instead where no row may draft (ctx.draft_limit all 0),
+    chosen at run time without copying the target's cache (models/switch_in_place.py)."""
+    if not idle:
+        return drafter.propose(params, state, ctx)
+
+    def drafting(carried):
+        draft, state = carried
+        return drafter.propose(params, state, ctx._replace(target_cache=draft.cache))
+
+    return switch_in_place(jnp.where(jnp.any(ctx.draft_limit > 0), 0, -1), [drafting],
+                           drafter.idle(params, state, ctx))
+
+
 def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state: DecodeState) -> DecodeState:
     b = state.seq_len.shape[0]
     rows = jnp.arange(b)[:, None]
@@ -170,7 +187,8 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     # read no limit.
     full = jnp.full((b,), k, jnp.int32)
     limit = full if sizing is None else sizing.limit(state.sizing_state, full, active)
-    draft, drafter_state = drafter.propose(drafter_params, state.drafter_state, state.context(limit, state.cache))
+    draft, drafter_state = _propose(drafter, drafter_params, state.drafter_state, state.context(limit, state.cache),
+                                    idle=sizing is not None and hasattr(drafter, "idle"))
     shape = None if draft.parents is None else tree_shape(draft.parents)
     n_valid = jnp.where(active, draft.n_valid if shape is not None else jnp.minimum(draft.n_valid, limit), 0)
     if sizing is not None:
@@ -181,9 +199,9 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     # Window index i decides the token at history position seq_len + depth(i).
     rand = RowRandom(state.seeds, state.seq_len)
     depth = jnp.broadcast_to(jnp.arange(k + 1), (b, k + 1)) if shape is None else shape.depth
-    logits, hidden, cache, draws, summary = verify_forward(
+    logits, hidden, cache, draws, summary, tapped = verify_forward(
         model, params, window, cache, jnp.max(n_valid) + 1, shape, target_draws(spec, rand, draft, depth),
-        getattr(drafter, "row_summary", None),
+        getattr(drafter, "row_summary", None), tap_of(drafter),
     )
     n_accepted, next_token, path = accept(spec, rand, logits, draws, draft, n_valid, shape)
     kept = draft.tokens if path is None else jnp.take_along_axis(window, path[:, 1:], axis=1)
@@ -211,7 +229,7 @@ def decode_step(model, drafter, spec: DecodeSpec, params, drafter_params, state:
     if draft.valid is not None:
         scored = scored.at[:, 1:].set(scored[:, 1:] & draft.valid)
     verified = Verified(n_accepted, next_token, chain if path is None else path, hidden, window, logits, scored,
-                        summary)
+                        summary, tapped)
     return new.replace(drafter_state=drafter.update(drafter_params, drafter_state, new.context(), verified))
 
 
@@ -226,7 +244,8 @@ def run_decode(
     b = prompts.shape[0]
     new_slots = spec.max_new_tokens + drafter.num_draft_tokens + 1
     constrain = spec.plan.constrain_cache if spec.plan is not None else None
-    start = model.start(params, prompts, prompt_len, new_slots, constrain)._replace(constrain=constrain)
+    start = model.start(params, prompts, prompt_len, new_slots, constrain, **tap_of(drafter))
+    start = start._replace(constrain=constrain)
     p = start.tokens.shape[1]
     history = jnp.zeros((b, p + new_slots), jnp.int32).at[:, :p].set(start.tokens)
     state = DecodeState(

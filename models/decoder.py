@@ -202,25 +202,30 @@ def attention_masks(config: DecoderConfig, cache: KVCache, positions, window_mas
     return masks
 
 
-def decoder_stack(c: DecoderConfig, dtype, x, positions, cache: KVCache, window_mask=None, skip=None, gates=None):
-    """(hidden after the final norm, cache) of embeddings x [B, T, D] through the layers `layers_i` and the
-    norm `norm`, created in the calling module's scope (so its param names are the caller's).
+def decoder_stack(c: DecoderConfig, dtype, x, positions, cache: KVCache, window_mask=None, skip=None, gates=None,
+                  tap=None):
+    """(hidden after the final norm, cache, tapped) of embeddings x [B, T, D] through the layers `layers_i`
+    and the norm `norm`, created in the calling module's scope (so its param names are the caller's).
+    tapped: with tap = E, the hidden state after the first E layers through the same norm, which is what
+    those layers alone would output (an early exit's); else None.
 
     Shared by the decoder-only LM and by two-level models' stacks, which feed embeddings, not tokens.
     """
     t = x.shape[1]
     slots = cache.lengths[:, None] + jnp.arange(t)[None, :]
     masks = attention_masks(c, cache, positions, window_mask)
-    new_keys, new_values = [], []
+    norm = RMSNorm(c.rms_norm_eps, c.norm_plus_one, dtype, name="norm")
+    new_keys, new_values, tapped = [], [], None
     for i in range(c.num_layers):
+        if i == tap:
+            tapped = norm(x)
         x, k, v = DecoderLayer(c, i, dtype, name=f"layers_{i}")(
             x, positions, cache.keys[i], cache.values[i], slots, masks[c.layer_windows[i]],
             (True, True) if skip is None else skip.runs(i), None if gates is None else gates[:, i],
         )
         new_keys.append(k)
         new_values.append(v)
-    hidden = RMSNorm(c.rms_norm_eps, c.norm_plus_one, dtype, name="norm")(x)
-    return hidden, cache.replace(keys=tuple(new_keys), values=tuple(new_values))
+    return norm(x), cache.replace(keys=tuple(new_keys), values=tuple(new_values)), tapped
 
 
 class DecoderLM(nn.Module):
@@ -229,11 +234,11 @@ class DecoderLM(nn.Module):
 
     @nn.compact
     def __call__(
-        self, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None, head=True
+        self, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None, head=True, tap=None
     ) -> ModelOutput:
         """skip: a models.layer_skip.SkipSet of sub-layers not computed; gates [2, L]: dynamic 0/1 weights
         of every sub-layer's contribution (the skip-set search scores candidates with one program);
-        head=False: no logits (None), the caller scores the hidden state itself."""
+        head=False: no logits (None), the caller scores the hidden state itself; tap: decoder_stack's."""
         c = self.config
         embed = nn.Embed(
             c.vocab_size,
@@ -246,15 +251,15 @@ class DecoderLM(nn.Module):
         x = embed(tokens)
         if c.scale_embeddings:
             x = x * jnp.asarray(c.hidden_size**0.5, self.dtype)
-        hidden, cache = decoder_stack(c, self.dtype, x, positions, cache, window_mask, skip, gates)
+        hidden, cache, tapped = decoder_stack(c, self.dtype, x, positions, cache, window_mask, skip, gates, tap)
         if not head and not self.is_initializing():
-            return ModelOutput(None, hidden, cache)
+            return ModelOutput(None, hidden, cache, tapped)
         if c.tie_word_embeddings:
             logits = project_rows(hidden, embed.embedding.astype(hidden.dtype))
         else:
             logits = _dense(c.vocab_size, False, self.dtype, "lm_head")(hidden)
         logits = softcap(logits.astype(jnp.float32), c.final_softcap)
-        return ModelOutput(logits, hidden, cache)
+        return ModelOutput(logits, hidden, cache, tapped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,14 +330,15 @@ class CausalLM:
 
     def forward(
         self, params, tokens, positions, cache: KVCache, window_mask=None, skip=None, gates=None, vocab=None,
-        head=True,
+        head=True, tap=None,
     ) -> ModelOutput:
         """skip / gates: sub-layers left out (models/layer_skip.py); the full model without them. vocab
         [B, N] token ids: logits [B, T, N] for those ids only, reading N rows of the head instead of V.
-        head=False: no logits (None)."""
+        head=False: no logits (None). tap = E: ModelOutput.tapped, the hidden state after layer E, normed."""
+        module = self.module
         if vocab is None and head:
-            return self.module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates)
-        out = self.module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates, False)
+            return module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates, True, tap)
+        out = module.apply({"params": params}, tokens, positions, cache, window_mask, skip, gates, False, tap)
         return out._replace(logits=self.score(params, out.hidden, vocab) if head else None)
 
     def score(self, params, hidden, vocab=None) -> jax.Array:
@@ -346,8 +352,8 @@ class CausalLM:
             logits = jnp.einsum("btd,bnd->btn", hidden, rows)
         return softcap(logits.astype(jnp.float32), self.config.final_softcap)
 
-    def start(self, params, prompts, prompt_len, new_slots: int, constrain=None) -> Start:
-        return decoder_only_start(self, params, prompts, prompt_len, new_slots, constrain)
+    def start(self, params, prompts, prompt_len, new_slots: int, constrain=None, tap=None) -> Start:
+        return decoder_only_start(self, params, prompts, prompt_len, new_slots, constrain, tap)
 
     def output_embedding(self, params) -> jax.Array:
         """[V, D]: the rows the final hidden state is scored against (before the logit softcap)."""

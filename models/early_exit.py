@@ -165,9 +165,8 @@ class ExitDraftModel:
         layers' K/V written; no logits."""
         return self.target.forward(target_params, tokens, positions, cache, skip=self.skip, head=False)
 
-    def forward(self, params, tokens, positions, caches: ExitCaches, vocab=None, head=True) -> ModelOutput:
-        """Logits [B, T, V] (or over the ids `vocab` [B, N]; None without `head`), a, and both caches."""
+    def forward(self, params, tokens, positions, caches: ExitCaches, vocab=None) -> ModelOutput:
+        """Logits [B, T, V] (or over the ids `vocab` [B, N]), a, and both caches."""
         out = self.exit_hidden(params["target"], tokens, positions, caches.target)
         a, adapter_cache = self.adapter.apply(params["adapter"], out.hidden, positions, caches.adapter)
-        logits = self.target.score(params["target"], a, vocab) if head else None
-        return ModelOutput(logits, a, ExitCaches(out.cache, adapter_cache))
+        return ModelOutput(self.target.score(params["target"], a, vocab), a, ExitCaches(out.cache, adapter_cache))

@@ -8,6 +8,10 @@ Every model object (decoder-only or encoder-decoder) offers:
                                                  .with_lengths(lengths)
     forward(params, tokens, positions, cache, window_mask=None) -> ModelOutput
                                                  decoder tokens in, logits out, K/V written, lengths kept
+    forward(..., tap=E), start(..., tap=E)       (decoder-only LMs) also the hidden state after layer E,
+                                                 through the final norm, in ModelOutput.tapped / Start.tapped:
+                                                 what the first E layers alone would output (an early-exit
+                                                 drafter's input, models/early_exit.py)
     start(params, prompts, prompt_len, new_slots, constrain=None) -> Start
     for_checkpoint(tensor_names) -> model        the model that runs a checkpoint holding these (Hugging Face)
                                                  tensors, where the config leaves a choice open (a T5's tied head)
@@ -49,6 +53,7 @@ class ModelOutput(NamedTuple):
     logits: jax.Array  # [B, T, V] float32
     hidden: jax.Array  # [B, T, D], after the final norm
     cache: Any
+    tapped: jax.Array | None = None  # [B, T, D] the hidden state after the `tap` layer, normed; None untapped
 
 
 class Start(NamedTuple):
@@ -64,16 +69,19 @@ class Start(NamedTuple):
     # What pinned the target's cache layout (a sharding constraint on a mesh), for drafters that start caches
     # of their own (a draft model's) to pin theirs alike; None off a mesh. Set by the engine, not the model.
     constrain: Callable | None = None
+    tapped: jax.Array | None = None  # [B, P, D] the prefill's ModelOutput.tapped where a tap was asked for
 
 
 def decoder_only_start(
-    model, params, prompts: jax.Array, prompt_len: jax.Array, new_slots: int, constrain: Callable | None = None
+    model, params, prompts: jax.Array, prompt_len: jax.Array, new_slots: int, constrain: Callable | None = None,
+    tap: int | None = None,
 ) -> Start:
-    """Prefills prompts[b, :prompt_len[b] - 1] into a cache of prompts.shape[1] + new_slots slots."""
+    """Prefills prompts[b, :prompt_len[b] - 1] into a cache of prompts.shape[1] + new_slots slots; with `tap`,
+    keeps the hidden state after that layer too (Start.tapped)."""
     b, p = prompts.shape
     cache = model.init_cache(b, p + new_slots)
     if constrain is not None:
         cache = constrain(cache)
     positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-    out = model.forward(params, prompts, positions, cache)
-    return Start(out.cache.commit(prompt_len - 1), prompts, prompt_len, hidden=out.hidden)
+    out = model.forward(params, prompts, positions, cache, **({} if tap is None else {"tap": tap}))
+    return Start(out.cache.commit(prompt_len - 1), prompts, prompt_len, hidden=out.hidden, tapped=out.tapped)

@@ -25,7 +25,8 @@ class Stack(nn.Module):
 
     @nn.compact
     def __call__(self, x, positions, cache: KVCache):
-        return decoder_stack(self.config, self.dtype, x, positions, cache)
+        hidden, cache, _ = decoder_stack(self.config, self.dtype, x, positions, cache)
+        return hidden, cache
 
 
 def stack_config(cfg: Mapping[str, Any], which: str, vocab: int, positions: int, window: int | None = None) -> DecoderConfig:

@@ -3,6 +3,8 @@ sizing, and measured curves are cached on disk under a key no other model, dtype
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +13,8 @@ import pytest
 from jaxspec import cost_model
 from jaxspec.cost_model import CostCurve, cost_curve, sizing_from_curves
 from jaxspec.draft_sizing import DraftSizing, SizingState
+from jaxspec.drafters.autoregressive import Autoregressive
+from jaxspec.drafters.base import Draft
 from jaxspec.drafters.draft_model import DraftModel
 from jaxspec.drafters.prompt_lookup import PromptLookup
 from jaxspec.errors import InputError
@@ -18,6 +22,7 @@ from jaxspec.generate import generate
 from jaxspec.sampling import SamplingConfig
 from jaxspec.tree import chain_parents, tree_shape
 from tests.random_models import noisy_copy, random_model
+from tests.test_speculative import assert_same_text, final_decode_state
 
 # Gemma 3 270M, float32, batch 1, on the 2-core CI machine (bench/forward_cost.py), as the cost of a step
 # verifying k = 0..8 drafts: the loop compiles widths 1, 2, 3, 5, 9, so k = 3, 4 cost c(5) and k = 5..8 c(9).
@@ -214,6 +219,45 @@ def test_sized_draft_model_is_exact_and_stops_drafting_where_it_cannot_pay(lm):
         sized = _run(lm, prompts, drafter=drafter, drafter_params=draft_params, sizing=DraftSizing(cost, draft_cost))
         assert [g.output_ids for g in sized] == [g.output_ids for g in plain]
     assert [g.target_calls for g in sized] == [g.new_tokens for g in sized]
+
+
+@dataclasses.dataclass(frozen=True)
+class CountingRepeats:
+    """Drafts its row's last token K times; its state counts the steps it proposed in. Its `idle` proposes
+    nothing and counts nothing."""
+
+    num_draft_tokens: int = 3
+
+    def init(self, params, prompts, prompt_len, new_slots, start):
+        return jnp.zeros((), jnp.int32)
+
+    def propose(self, params, state, ctx):
+        b, k = ctx.seq_len.shape[0], self.num_draft_tokens
+        last = ctx.history[jnp.arange(b), ctx.seq_len - 1]
+        return Draft(jnp.broadcast_to(last[:, None], (b, k)), jnp.full((b,), k, jnp.int32), None), state + 1
+
+    def idle(self, params, state, ctx):
+        b, k = ctx.seq_len.shape[0], self.num_draft_tokens
+        return Draft(jnp.zeros((b, k), jnp.int32), jnp.zeros((b,), jnp.int32), None), state
+
+    def update(self, params, state, ctx, verified):
+        return state
+
+
+def test_a_drafter_with_an_idle_step_is_not_asked_to_draft_where_no_row_may(lm):
+    """Where the sizing lets no row draft, the loop takes the drafter's `idle`: no drafting work at all,
+    so a plain step costs what plain decoding's does; where drafting pays, every step proposes."""
+    model, params = lm
+    prompts = [REPEATING, [3, 4, 5]]
+    plain = final_decode_state(model, params, prompts, 16, Autoregressive(), None)
+    never = final_decode_state(model, params, prompts, 16, CountingRepeats(), None,
+                               DraftSizing((1.0, 9.0, 9.0, 9.0), draft_cost=9.0))
+    always = final_decode_state(model, params, prompts, 16, CountingRepeats(), None, DraftSizing((1.0,) * 4))
+    for state in (never, always):
+        assert_same_text(state, plain)
+    assert int(never.drafter_state) == 0
+    np.testing.assert_array_equal(np.asarray(never.calls), np.asarray(plain.calls))
+    assert int(always.drafter_state) == int(np.max(np.asarray(always.calls))) > 0
 
 
 def test_a_sizing_for_another_draft_length_is_refused(lm):

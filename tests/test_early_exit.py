@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from jaxspec import SamplingConfig
+from jaxspec.draft_sizing import DraftSizing
+from jaxspec.drafters.autoregressive import Autoregressive
 from jaxspec.generate import generate
 from jaxspec.errors import CheckpointError, InputError
 from jaxspec.heads_io import load_heads, save_heads
@@ -19,7 +21,7 @@ from jaxspec.methods import build_drafter, untrained_adapter
 from models.layer_skip import SkipSet
 from tests.random_models import perturbed, random_model
 from tests.test_layer_skip import RAGGED_PROMPTS, _with_identity_layers, assert_self_drafting_is_exact
-from tests.test_speculative import final_decode_state
+from tests.test_speculative import assert_same_text, final_decode_state
 
 def _drafter(model, params, exit_layer, batch, draft_vocab=None, k=4, noise=0.2):
     drafter, dparams = build_drafter("early-exit", batch=batch, sampling=SamplingConfig(), target_vocab=model.vocab_size,
@@ -36,15 +38,29 @@ def test_greedy_early_exit_equals_plain_greedy_and_leaves_the_plain_cache(exit_l
     assert_self_drafting_is_exact(model, params, drafter, dparams)
 
 
-def test_the_adapter_cache_holds_the_adapters_keys_and_values_of_the_committed_text():
-    """After decoding (drafts accepted in full, in part, and rejected), the adapter's committed K/V equal
-    those of one pass of the shallow layers and the adapter over the final text."""
+# Sizings for 3 drafts: none (every step drafts), one where drafting never pays (every step is the drafter's
+# `idle`: no shallow layer runs), and one under which steps draft while the drafts hold and sit out after
+# rejections.
+NEVER = DraftSizing((1.0, 9.0, 9.0, 9.0), draft_cost=9.0)
+SOMETIMES = DraftSizing((1.0, 1.5, 1.7, 1.9), draft_cost=0.2, decay=0.5)
+
+
+@pytest.mark.parametrize("sizing", [None, NEVER, SOMETIMES], ids=["always", "never", "sometimes"])
+def test_the_adapter_cache_holds_the_adapters_keys_and_values_of_the_committed_text(sizing):
+    """After decoding (drafts accepted in full, in part, rejected, and steps that drafted nothing), the
+    adapter's committed K/V equal those of one pass of the shallow layers and the adapter over the final
+    text: the K/V written from the target's tapped h_E are the drafter's own."""
     model, params = _with_identity_layers(random_model(2, 3, 64, 4, 2, scale=3.0), (2,))
     drafter, dparams = _drafter(model, params, 2, 3, k=3, noise=0.02)
     drafter = dataclasses.replace(drafter, min_confidence=0.0)
-    state = final_decode_state(model, params, RAGGED_PROMPTS, 12, drafter, dparams)
+    state = final_decode_state(model, params, RAGGED_PROMPTS, 12, drafter, dparams, sizing)
+    plain = final_decode_state(model, params, RAGGED_PROMPTS, 12, Autoregressive(), None)
+    assert_same_text(state, plain)
     accepted = np.asarray(state.accept_lengths)
-    assert (accepted == 4).any() and ((accepted > 0) & (accepted < 4)).any()
+    if sizing is NEVER:
+        assert np.array_equal(np.asarray(state.calls), np.asarray(plain.calls))
+    else:
+        assert (accepted == 4).any() and ((accepted > 0) & (accepted < 4)).any()
     cache = state.drafter_state.adapter_cache
     seq_len = np.asarray(state.seq_len)
     np.testing.assert_array_equal(np.asarray(cache.lengths), seq_len - 1)
@@ -58,6 +74,20 @@ def test_the_adapter_cache_holds_the_adapters_keys_and_values_of_the_committed_t
                                    np.asarray(fresh.keys[0][row, ..., :length]), atol=2e-5, rtol=1e-5)
         np.testing.assert_allclose(np.asarray(cache.values[0][row, :, :length]),
                                    np.asarray(fresh.values[0][row, :, :length]), atol=2e-5, rtol=1e-5)
+
+
+def test_the_tap_at_the_exit_is_what_the_shallow_layers_alone_output():
+    """forward(..., tap=E).tapped is h_E, which the drafter reads instead of running layers 0..E-1 again."""
+    model, params = random_model(4, 3, 64, 4, 2, window=4, scale=3.0)
+    tokens = jnp.asarray([[5, 9, 3, 7, 1, 2], [1, 2, 3, 4, 5, 6]], jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(6), (2, 6))
+    full = model.forward(params, tokens, positions, model.init_cache(2, 6), tap=2)
+    plain = model.forward(params, tokens, positions, model.init_cache(2, 6))
+    shallow = model.forward(params, tokens, positions, model.init_cache(2, 6), skip=SkipSet.exit_after(2, 3),
+                            head=False)
+    np.testing.assert_allclose(np.asarray(full.tapped), np.asarray(shallow.hidden), atol=1e-6, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(full.logits), np.asarray(plain.logits))
+    assert plain.tapped is None
 
 
 def test_an_untrained_adapter_drafts_as_plain_early_exit():

@@ -113,14 +113,21 @@ def test_a_perfect_draft_is_always_accepted():
     assert out.accept_lengths == [4, 4, 4, 4]
 
 
-def final_decode_state(model, params, prompts, max_new: int, drafter, dparams):
-    """The loop's state once every row is done (greedy, no stop tokens)."""
+def final_decode_state(model, params, prompts, max_new: int, drafter, dparams, sizing=None):
+    """The loop's state once every row is done (greedy, no stop tokens; drafts sized by `sizing`, if any)."""
     tokens, lengths = map(jnp.asarray, _pad(prompts))
     stops = jnp.asarray(stop_table([], [], bucket))
     return jax.jit(run_decode, static_argnums=(0, 1, 2))(
-        model, drafter, DecodeSpec(max_new, SamplingConfig()), params, dparams, tokens, lengths, stops,
+        model, drafter, DecodeSpec(max_new, SamplingConfig(), sizing=sizing), params, dparams, tokens, lengths, stops,
         jnp.zeros((len(prompts),), jnp.uint32),
     )
+
+
+def assert_same_text(state, plain):
+    """Two final loop states hold the same tokens (their histories' slack past them differs)."""
+    np.testing.assert_array_equal(np.asarray(state.seq_len), np.asarray(plain.seq_len))
+    for row, n in enumerate(np.asarray(plain.seq_len)):
+        np.testing.assert_array_equal(np.asarray(state.history[row, :n]), np.asarray(plain.history[row, :n]))
 
 
 def assert_committed_caches_equal(plain, fast):

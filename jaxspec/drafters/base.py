@@ -30,6 +30,13 @@ class Draft(NamedTuple):
     cache: Any = None
 
 
+def tap_of(drafter) -> dict:
+    """The keyword a target's forward and start take for the drafter's `tap`: {} for a drafter without one,
+    so models without taps are never asked for one."""
+    tap = getattr(drafter, "tap", None)
+    return {} if tap is None else {"tap": tap}
+
+
 def argmax_rows(logits: jax.Array) -> tuple[jax.Array]:
     """A row_summary (Drafter): the target's argmax after each window row, for drafters that read only that."""
     return (vocab_reduce.argmax(logits),)
@@ -61,6 +68,9 @@ class Verified(NamedTuple):
     # The drafter's `row_summary` of the logits, each array [B, K + 1, ...] (zeros past the rows scored),
     # or None for a drafter without one.
     summary: tuple[jax.Array, ...] | None = None
+    # [B, K + 1, D] the target's hidden state after layer `tap` at each window index, for a drafter with a
+    # `tap` (zeros past the rows scored); None otherwise.
+    tapped: jax.Array | None = None
 
 
 class Context(NamedTuple):
@@ -100,6 +110,16 @@ class Drafter(Protocol):
         window index verified.path[b, n_accepted[b]] is next_token: a head drafter reads the hidden state
         there."""
 
+    # Optional: tap, a layer E of a decoder-only target: the target's forwards (its prefill and every
+    # verify) also return the hidden state after its first E layers (models/protocol.py), handed to the
+    # drafter as Start.tapped and Verified.tapped. An early exit reads its drafter's input there instead of
+    # running the shallow layers again over text the target has already run.
+    #
+    # Optional: idle(params, state, ctx) -> (Draft, state): what `propose` would return if it drafted
+    # nothing, computed without drafting (no draft forward). Where the loop's sizing lets no row draft
+    # (every ctx.draft_limit 0), the loop takes it instead of `propose`, so a plain step costs what plain
+    # decoding costs. Only a drafter whose state stays right through steps it sat out has one.
+    #
     # Optional: row_summary(logits [B, w, V]) -> tuple of arrays [B, w, ...], what `update` reads of the
     # logits (verified.summary). The verify computes it inside each width's loop over the w rows it
     # scored, so a drafter that reads only this never makes the loop build the [B, K + 1, V] logits:

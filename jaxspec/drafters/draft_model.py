@@ -119,7 +119,8 @@ class ChainDrafting:
         return (jnp.max(q, axis=-1) >= a.min_confidence) & (1.0 - product <= a.max_reject_prob), product
 
     def draft(self, step, params, cache, logits, ctx: Context, length):
-        """(tokens [B, K], probs [B, K, V], n_valid [B], cache): drafts from `logits` (the first draft's,
+        """(tokens [B, K], probs [B, K, V] or None under greedy, n_valid [B], cache): drafts from `logits`
+        (the first draft's,
         [B, V]) on, feeding each draft through `step(params, token [B], cache) -> (logits [B, V], cache)`
         at the position cache.lengths, whose lengths then count the fed drafts.
         At most `length` (a traced () int32 <= K) drafts per row, fewer where the loop's limit or the
@@ -156,12 +157,15 @@ class ChainDrafting:
         _, cache, tokens, probs, n_valid, _, _ = jax.lax.while_loop(
             more, draft_one, (jnp.asarray(1), cache, tokens, probs, n_valid, drafting, product)
         )
-        return tokens, probs, jnp.minimum(n_valid, length), cache
+        # Greedy drafts are point masses, which the rules never read as distributions.
+        return tokens, None if self.sampling.greedy else probs, jnp.minimum(n_valid, length), cache
 
     def next_length(self, length, n_accepted, n_valid, done):
-        """The next step's draft length: +2 when every active row took all its drafts, else -1, in [1, K]
-        (unchanged without adaptive length)."""
+        """The next step's draft length: +2 when every active row that drafted took all its drafts, else -1,
+        in [1, K]; unchanged after a step where no row drafted, or without adaptive length."""
         if self.adaptive is None or not self.adaptive.adapt_length:
             return length
-        all_taken = jnp.all(jnp.where(~done, n_accepted >= n_valid, True))
-        return jnp.clip(jnp.where(all_taken, length + 2, length - 1), 1, self.num_draft_tokens)
+        drafted = ~done & (n_valid > 0)
+        all_taken = jnp.all(jnp.where(drafted, n_accepted >= n_valid, True))
+        grown = jnp.clip(jnp.where(all_taken, length + 2, length - 1), 1, self.num_draft_tokens)
+        return jnp.where(jnp.any(drafted), grown, length)

@@ -124,9 +124,7 @@ class DynamicExit:
         # A plain step (index E, past the branches) keeps the carried value: no drafts, on the target's
         # cache untouched. switch_in_place, not lax.switch: a conditional's outputs are fresh buffers, so
         # XLA copied the whole cache out of the taken branch every step, plain steps too.
-        shapes = jax.eval_shape(self.drafters[0].propose, params, inner, ctx)
-        draft, _ = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        plain = (draft._replace(cache=ctx.target_cache), inner.replace(n_valid=jnp.zeros_like(inner.n_valid)))
+        plain = self.drafters[0].idle(params, inner, ctx)
         draft, inner = switch_in_place(exit_index, [branch(d) for d in self.drafters], plain)
         uses = state.uses.at[exit_index].add(1)
         return draft, state.replace(inner=inner, chosen=exit_index, uses=uses)

@@ -88,6 +88,13 @@ class LayerSkip:
         draft = Draft(tokens, n_valid, probs, cache=cache.with_lengths(committed))
         return draft, state.replace(n_valid=n_valid)
 
+    def idle(self, params, state: LayerSkipState, ctx: Context):
+        """No drafts, on the target's cache untouched (Drafter.idle): nothing here depends on drafting."""
+        b, k = ctx.seq_len.shape[0], self.num_draft_tokens
+        none = jnp.zeros((b,), jnp.int32)
+        probs = None if self.sampling.greedy else jnp.zeros((b, k, self.model.vocab_size), jnp.float32)
+        return Draft(jnp.zeros((b, k), jnp.int32), none, probs, cache=ctx.target_cache), state.replace(n_valid=none)
+
     row_summary = staticmethod(argmax_rows)  # what the context vocabulary learns from
 
     def update(self, params, state: LayerSkipState, ctx: Context, verified: Verified):
