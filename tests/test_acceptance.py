@@ -132,3 +132,39 @@ def test_greedy_is_longest_matching_prefix_then_argmax():
         n, nxt = map(np.asarray, rule())
         assert n.tolist() == [1, K]
         assert nxt.tolist() == [argmax[0, 1], argmax[1, K]]
+
+
+@pytest.mark.parametrize("tree", [False, True])
+def test_a_step_without_drafts_draws_what_the_ratio_rule_draws(tree):
+    """decode_loop.accept takes plain sampling where no row drafted (p at one index, no walk over q):
+    the same tokens, row by row, as the full ratio rule with nothing valid, and the full rule where some
+    row drafted."""
+    from jaxspec.decode_loop import DecodeSpec, accept
+    from jaxspec.drafters.base import Draft
+    from jaxspec.sampling import SamplingConfig, target_distribution
+    from jaxspec.tree import chain_parents, tree_ratio_walk, tree_shape
+
+    b, vocab = 256, 50
+    spec = DecodeSpec(8, SamplingConfig(temperature=0.8, top_p=0.9))
+    rs = np.random.RandomState(7)
+    logits = jnp.asarray(rs.randn(b, K + 1, vocab) * 3, jnp.float32)
+    q = jax.nn.softmax(jnp.asarray(rs.randn(b, K, vocab), jnp.float32), axis=-1)
+    tokens = jnp.asarray(rs.randint(0, vocab, (b, K)), jnp.int32)
+    rand = RowRandom(jnp.arange(b, dtype=jnp.uint32), jnp.asarray(rs.randint(0, 100, b), jnp.int32))
+    parents = chain_parents(b, K) if tree else None
+    shape = tree_shape(parents) if tree else None
+    draft = Draft(tokens, jnp.full((b,), K, jnp.int32), q, parents)
+    p = target_distribution(logits, spec.sampling)
+
+    def full_rule(n_valid):
+        if not tree:
+            return accept_ratio(rand, p, q, tokens, n_valid)
+        valid = jnp.arange(K)[None, :] < n_valid[:, None]
+        return tuple(tree_ratio_walk(rand, p, q, tokens, valid, shape))[:2]
+
+    for n_valid in (jnp.zeros((b,), jnp.int32), jnp.asarray(rs.randint(0, 2, b), jnp.int32)):
+        n, token, _ = jax.jit(accept, static_argnums=0)(spec, rand, logits, None, draft, n_valid, shape)
+        want_n, want_token = full_rule(n_valid)
+        np.testing.assert_array_equal(n, want_n)
+        np.testing.assert_array_equal(token, want_token)
+    assert len(set(np.asarray(token).tolist())) > 10  # the rows drew different tokens
