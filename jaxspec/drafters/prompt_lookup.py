@@ -90,6 +90,12 @@ class PromptLookup:
         tokens, available = _matches(ctx, params, self.max_ngram, 1, self.num_draft_tokens)
         return Draft(tokens[:, 0], jnp.sum(available[:, 0], axis=1).astype(jnp.int32), None), state
 
+    def idle(self, params, state, ctx: Context):
+        """No drafts (Drafter.idle), without matching over the whole text: where the sizing lets no row
+        draft K tokens, it lets none draft the fewer a match would give."""
+        b = ctx.seq_len.shape[0]
+        return Draft(jnp.zeros((b, self.num_draft_tokens), jnp.int32), jnp.zeros((b,), jnp.int32), None), state
+
     def update(self, params, state, ctx: Context, verified):
         return state
 
