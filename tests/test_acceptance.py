@@ -17,7 +17,11 @@ from scipy import stats
 
 from jaxspec import row_rng
 from jaxspec.acceptance import _first_false, accept_point_mass, accept_ratio
+from jaxspec.decode_loop import DecodeSpec, accept
+from jaxspec.drafters.base import Draft
 from jaxspec.row_rng import RowRandom
+from jaxspec.sampling import SamplingConfig, target_distribution
+from jaxspec.tree import chain_parents, tree_ratio_walk, tree_shape
 
 V, K, TRIALS = 6, 3, 400_000
 TV_BOUND = 0.01
@@ -139,11 +143,6 @@ def test_a_step_without_drafts_draws_what_the_ratio_rule_draws(tree):
     """decode_loop.accept takes plain sampling where no row drafted (p at one index, no walk over q):
     the same tokens, row by row, as the full ratio rule with nothing valid, and the full rule where some
     row drafted."""
-    from jaxspec.decode_loop import DecodeSpec, accept
-    from jaxspec.drafters.base import Draft
-    from jaxspec.sampling import SamplingConfig, target_distribution
-    from jaxspec.tree import chain_parents, tree_ratio_walk, tree_shape
-
     b, vocab = 256, 50
     spec = DecodeSpec(8, SamplingConfig(temperature=0.8, top_p=0.9))
     rs = np.random.RandomState(7)
